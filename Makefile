@@ -1,0 +1,43 @@
+# smtpshim: the entry points a newcomer needs.
+#
+#   make demo        see the relay work end to end, no setup
+#   make test        every test, including the real Postfix/Dovecot,
+#                    legacy-client and keychain tests (installs their
+#                    Debian packages first when run as root or with sudo)
+#   make build       the binary, in bin/
+#   make lint        go vet and gofmt
+
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+PKGS    := ./...
+
+.PHONY: all demo test test-unit deps build lint bench fuzz clean
+
+all: build
+
+demo:
+	$(GO) run ./cmd/smtpshim demo
+
+deps:
+	@.ci/deps
+
+# The real-peer tests are behind the realpeer build tag so that a plain
+# `go test ./...` stays fast; this target runs everything, inside a private
+# D-Bus session with an unlocked gnome-keyring.
+test: deps
+	.ci/with-keyring $(GO) test -tags realpeer -count=1 -timeout 30m $(PKGS)
+
+test-unit:
+	$(GO) test -count=1 $(PKGS)
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/smtpshim ./cmd/smtpshim
+
+lint:
+	$(GO) vet $(PKGS)
+	$(GO) vet -tags realpeer $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+clean:
+	rm -rf bin

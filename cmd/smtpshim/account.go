@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/smtpshim/smtpshim/shim/config"
+	"github.com/smtpshim/smtpshim/shim/control"
+	"github.com/smtpshim/smtpshim/shim/hints"
+	"github.com/smtpshim/smtpshim/shim/secrets"
+	"github.com/smtpshim/smtpshim/shim/upstream"
+)
+
+// knownServers fills in --server for well-known providers.
+var knownServers = map[string]string{
+	"gmail.com":      "smtp.gmail.com:587",
+	"googlemail.com": "smtp.gmail.com:587",
+	"outlook.com":    "smtp-mail.outlook.com:587",
+	"hotmail.com":    "smtp-mail.outlook.com:587",
+	"live.com":       "smtp-mail.outlook.com:587",
+	"msn.com":        "smtp-mail.outlook.com:587",
+	"yahoo.com":      "smtp.mail.yahoo.com:465",
+	"icloud.com":     "smtp.mail.me.com:587",
+	"me.com":         "smtp.mail.me.com:587",
+	"mac.com":        "smtp.mail.me.com:587",
+	"fastmail.com":   "smtp.fastmail.com:465",
+	"gmx.net":        "mail.gmx.net:587",
+	"gmx.de":         "mail.gmx.net:587",
+	"web.de":         "smtp.web.de:587",
+	"aol.com":        "smtp.aol.com:465",
+	"zoho.com":       "smtp.zoho.com:465",
+	"proton.me":      "127.0.0.1:1025",
+}
+
+// keychain is the store account commands use; tests replace it.
+var keychain = func(cfg *config.Config) secrets.Store {
+	return secrets.NewKeychain(cfg.EffectiveKeychainTimeout())
+}
+
+func (a *app) account(args []string) error {
+	if len(args) == 0 {
+		return exit(exUsage, "usage: smtpshim account add|list|remove|test ...")
+	}
+	switch args[0] {
+	case "add", "set", "update":
+		return a.accountAdd(args[1:])
+	case "list", "ls":
+		return a.accountList()
+	case "remove", "rm", "delete":
+		return a.accountRemove(args[1:])
+	case "test", "check":
+		return a.accountTest(args[1:])
+	}
+	return exit(exUsage, "unknown account command %q (add, list, remove, test)", args[0])
+}
+
+// splitPositional lets flags come before or after the one positional
+// argument, as people type them.
+func splitPositional(fs *flag.FlagSet, args []string) (string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return "", exit(exUsage, "%v", err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) != 1 {
+		return "", exit(exUsage, "give exactly one account: an address like you@example.com, or @example.com for a whole domain")
+	}
+	return pos[0], nil
+}
+
+func (a *app) accountAdd(args []string) error {
+	fs := flag.NewFlagSet("account add", flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	server := fs.String("server", "", "upstream submission server, host:port (587 = STARTTLS, 465 = TLS)")
+	security := fs.String("security", "", "starttls, tls or insecure (default: from the port)")
+	username := fs.String("username", "", "login for the server (default: the address)")
+	auth := fs.String("auth", "", "force an AUTH mechanism: plain, login or cram-md5")
+	caFile := fs.String("ca-file", "", "extra CA certificates (PEM) for a private server")
+	pwStdin := fs.Bool("password-stdin", false, "read the password from standard input instead of prompting")
+	pwCommand := fs.String("password-command", "", "command that prints the password (for machines without a keychain)")
+	test := fs.Bool("test", false, "connect and log in after saving")
+	who, err := splitPositional(fs, args)
+	if err != nil {
+		return err
+	}
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	acct := config.Account{Server: *server, Security: *security, Username: *username, Auth: *auth, CAFile: *caFile, PasswordCommand: *pwCommand}
+	if d, ok := strings.CutPrefix(who, "@"); ok {
+		acct.Domain = d
+	} else {
+		acct.Address = who
+	}
+	idx, existing := cfg.Find(acct.Key())
+	if existing != nil {
+		// Updating: keep what the user did not say again.
+		merged := *existing
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "server":
+				merged.Server = acct.Server
+			case "security":
+				merged.Security = acct.Security
+			case "username":
+				merged.Username = acct.Username
+			case "auth":
+				merged.Auth = acct.Auth
+			case "ca-file":
+				merged.CAFile = acct.CAFile
+			case "password-command":
+				merged.PasswordCommand = acct.PasswordCommand
+			}
+		})
+		acct = merged
+	}
+	if acct.Server == "" {
+		dom := acct.Domain
+		if dom == "" {
+			dom = who[strings.LastIndexByte(who, '@')+1:]
+		}
+		if s, ok := knownServers[strings.ToLower(dom)]; ok {
+			acct.Server = s
+			fmt.Fprintf(a.stderr, "using %s, the usual submission server for %s (override with --server)\n", s, dom)
+		} else {
+			return exit(exUsage, "--server is required for %s, e.g. --server smtp.%s:587 (ask your provider for its SMTP submission server)", who, dom)
+		}
+	}
+	if err := acct.Validate(); err != nil {
+		return exit(exUsage, "%s: %v", who, err)
+	}
+	if acct.PasswordCommand == "" {
+		pw, err := a.readPassword(*pwStdin, acct.Key())
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.EffectiveKeychainTimeout()+time.Second)
+		err = keychain(cfg).Set(ctx, acct.Key(), pw)
+		cancel()
+		if err != nil {
+			return exit(exUnavailable, "could not store the password: %v (the config was not changed)", err)
+		}
+	}
+	if existing != nil {
+		cfg.Accounts[idx] = acct
+	} else {
+		cfg.Accounts = append(cfg.Accounts, acct)
+	}
+	if err := cfg.Save(); err != nil {
+		return exit(exConfig, "saving %s: %v", cfg.Path(), err)
+	}
+	verb := "added"
+	if existing != nil {
+		verb = "updated"
+	}
+	fmt.Fprintf(a.stdout, "account %s %s (server %s, %s); the password is in the OS keychain, not in %s\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), cfg.Path())
+	if acct.PasswordCommand != "" {
+		fmt.Fprintf(a.stdout, "account %s takes its password from its password_command\n", acct.Key())
+	}
+	a.notifyDaemon(cfg)
+	if *test {
+		return a.testAccount(cfg, &cfg.Accounts[len(cfg.Accounts)-1])
+	}
+	return nil
+}
+
+// readPassword prompts without echo on a terminal, or reads one line from
+// stdin with --password-stdin. The password never travels on argv.
+func (a *app) readPassword(fromStdin bool, key string) (string, error) {
+	if !fromStdin {
+		f, ok := a.stdin.(*os.File)
+		if !ok || !term.IsTerminal(int(f.Fd())) {
+			return "", exit(exUsage, "no terminal to ask for the password: pipe it in with --password-stdin (never put it on the command line)")
+		}
+		fmt.Fprintf(a.stderr, "Password for %s: ", key)
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(a.stderr)
+		if err != nil {
+			return "", exit(exIOErr, "reading the password: %v", err)
+		}
+		if len(b) == 0 {
+			return "", exit(exUsage, "empty password; nothing was changed")
+		}
+		return string(b), nil
+	}
+	line, err := bufio.NewReader(a.stdin).ReadString('\n')
+	if err != nil && line == "" {
+		return "", exit(exUsage, "--password-stdin: no password on standard input")
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		return "", exit(exUsage, "--password-stdin: empty password; nothing was changed")
+	}
+	return pw, nil
+}
+
+// notifyDaemon makes a running smtpshim pick up the changed accounts.
+func (a *app) notifyDaemon(cfg *config.Config) {
+	dir, err := cfg.EffectiveSpoolDir()
+	if err != nil {
+		return
+	}
+	c, err := control.Dial(dir)
+	if err != nil {
+		return
+	}
+	if err := c.Reload(); err != nil {
+		fmt.Fprintf(a.stderr, "the running smtpshim could not reload: %v\n", err)
+		return
+	}
+	fmt.Fprintln(a.stderr, "the running smtpshim now uses the new settings")
+}
+
+func (a *app) accountList() error {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	if len(cfg.Accounts) == 0 {
+		fmt.Fprintf(a.stdout, "no accounts in %s; add one with: smtpshim account add you@example.com --server smtp.example.com:587\n", cfg.Path())
+		return nil
+	}
+	store := keychain(cfg)
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ACCOUNT\tKIND\tSERVER\tSECURITY\tUSERNAME\tPASSWORD")
+	for i := range cfg.Accounts {
+		ac := &cfg.Accounts[i]
+		kind := "address"
+		if ac.Domain != "" {
+			kind = "domain"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ac.Key(), kind, ac.Server, ac.SecurityMode(), ac.Login(), passwordState(store, ac))
+	}
+	return tw.Flush()
+}
+
+// passwordState says where the password is, never what it is.
+func passwordState(store secrets.Store, ac *config.Account) string {
+	if ac.PasswordCommand != "" {
+		return "password_command"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := store.Get(ctx, ac.Key())
+	switch {
+	case err == nil:
+		return "in keychain"
+	case errors.Is(err, secrets.ErrNotFound):
+		return "MISSING (smtpshim account add " + ac.Key() + ")"
+	default:
+		return "keychain unavailable"
+	}
+}
+
+func (a *app) accountRemove(args []string) error {
+	fs := flag.NewFlagSet("account remove", flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	who, err := splitPositional(fs, args)
+	if err != nil {
+		return err
+	}
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	idx, acct := cfg.Find(who)
+	if acct == nil {
+		return exit(exNoUser, "no account %s in %s (see smtpshim account list)", who, cfg.Path())
+	}
+	key := acct.Key()
+	hadCommand := acct.PasswordCommand != ""
+	cfg.Accounts = append(cfg.Accounts[:idx], cfg.Accounts[idx+1:]...)
+	if err := cfg.Save(); err != nil {
+		return exit(exConfig, "saving %s: %v", cfg.Path(), err)
+	}
+	fmt.Fprintf(a.stdout, "account %s removed from %s\n", key, cfg.Path())
+	if !hadCommand {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.EffectiveKeychainTimeout()+time.Second)
+		err := keychain(cfg).Delete(ctx, key)
+		cancel()
+		switch {
+		case err == nil:
+			fmt.Fprintf(a.stdout, "its password was removed from the keychain\n")
+		case errors.Is(err, secrets.ErrNotFound):
+		default:
+			fmt.Fprintf(a.stderr, "its password could not be removed from the keychain: %v\n", err)
+		}
+	}
+	a.notifyDaemon(cfg)
+	return nil
+}
+
+func (a *app) accountTest(args []string) error {
+	fs := flag.NewFlagSet("account test", flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	who, err := splitPositional(fs, args)
+	if err != nil {
+		return err
+	}
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	_, acct := cfg.Find(who)
+	if acct == nil {
+		return exit(exNoUser, "no account %s in %s (see smtpshim account list)", who, cfg.Path())
+	}
+	return a.testAccount(cfg, acct)
+}
+
+// testAccount connects and logs in, and says what happened in plain words.
+func (a *app) testAccount(cfg *config.Config, acct *config.Account) error {
+	fmt.Fprintf(a.stdout, "testing %s: %s (%s) as %s\n", acct.Key(), acct.Server, acct.SecurityMode(), acct.Login())
+	c, err := upstream.Dial(context.Background(), acct, upstream.Options{
+		Hostname:        cfg.HostnameOrDefault(),
+		Secrets:         keychain(cfg),
+		KeychainTimeout: cfg.EffectiveKeychainTimeout(),
+	})
+	if err != nil {
+		fmt.Fprintf(a.stdout, "FAILED: %v\n", err)
+		if h := hints.For(err); h != "" {
+			fmt.Fprintf(a.stdout, "hint: %s\n", h)
+		}
+		return exit(exUnavailable, "account %s does not work yet", acct.Key())
+	}
+	defer c.Close()
+	info := c.Info()
+	if info.TLSVersion != "" {
+		fmt.Fprintf(a.stdout, "connected: %s, certificate verified\n", info.TLSVersion)
+	} else {
+		fmt.Fprintf(a.stdout, "connected without TLS (security = insecure): the password crossed the network unencrypted\n")
+	}
+	fmt.Fprintf(a.stdout, "AUTH %s as %s: accepted\n", info.Mechanism, info.Username)
+	fmt.Fprintf(a.stdout, "OK: mail from %s will go out through %s\n", acct.Key(), acct.Server)
+	return nil
+}

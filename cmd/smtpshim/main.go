@@ -1,0 +1,183 @@
+// Command smtpshim lets mail clients and devices that cannot do modern
+// SMTP AUTH or TLS send mail through today's providers: it listens on
+// localhost without authentication and re-submits each message upstream
+// over verified TLS with SMTP AUTH, using credentials from the OS keychain.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/smtpshim/smtpshim/shim/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit codes from sysexits.h, which sendmail-compatible callers expect.
+const (
+	exOK          = 0
+	exUsage       = 64
+	exDataErr     = 65
+	exNoUser      = 67
+	exUnavailable = 69
+	exSoftware    = 70
+	exIOErr       = 74
+	exTempFail    = 75
+	exNoPerm      = 77
+	exConfig      = 78
+)
+
+// exitError carries an exit code with the message.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func exit(code int, format string, a ...any) error {
+	return &exitError{code: code, err: fmt.Errorf(format, a...)}
+}
+
+// app holds what every command shares.
+type app struct {
+	configPath string
+	verbose    bool
+	stdin      io.Reader
+	stdout     io.Writer
+	stderr     io.Writer
+}
+
+func main() {
+	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+	os.Exit(a.run(os.Args[1:]))
+}
+
+const usage = `smtpshim: send mail from old clients through modern providers.
+
+Usage:
+  smtpshim [--config FILE] COMMAND [ARGS]
+
+Commands:
+  serve                      run the relay (headless)
+  account add ADDRESS|@DOMAIN --server HOST:PORT [--username U] [--password-stdin]
+  account list               show accounts (never passwords)
+  account remove ADDRESS|@DOMAIN
+  account test ADDRESS|@DOMAIN
+  queue list | show ID | retry [ID] | delete ID
+  send [-t] [-f SENDER] [-i] [RECIPIENT...]   sendmail-compatible: reads a message on stdin
+  doctor                     check the config, keychain, ports, DNS, TLS and AUTH
+  demo                       run a self-contained demonstration
+  version
+
+Global flags:
+  --config FILE   config file (default: %s)
+  -v, --verbose   log more
+`
+
+func (a *app) run(args []string) int {
+	args = a.globalFlags(args)
+	if len(args) == 0 {
+		// The tray is the default face on a desktop; until it is built in
+		// this binary, the headless relay is.
+		args = []string{"serve"}
+	}
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "serve":
+		err = a.serve(rest)
+	case "account", "accounts":
+		err = a.account(rest)
+	case "queue":
+		err = a.queue(rest)
+	case "send", "sendmail":
+		err = a.send(rest)
+	case "doctor":
+		err = a.doctor(rest)
+	case "demo":
+		err = a.demo(rest)
+	case "version", "--version":
+		fmt.Fprintf(a.stdout, "smtpshim %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	case "help", "-h", "--help":
+		a.printUsage(a.stdout)
+	default:
+		a.printUsage(a.stderr)
+		err = exit(exUsage, "unknown command %q", cmd)
+	}
+	if err == nil {
+		return exOK
+	}
+	fmt.Fprintln(a.stderr, "smtpshim:", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return 1
+}
+
+func (a *app) printUsage(w io.Writer) {
+	p, _ := config.DefaultPath()
+	fmt.Fprintf(w, usage, p)
+}
+
+// globalFlags takes --config and --verbose from anywhere in args, so they
+// work before or after the command.
+func (a *app) globalFlags(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		switch {
+		case arg == "--":
+			return append(out, args[i:]...)
+		case arg == "--config" || arg == "-config":
+			if i+1 < len(args) {
+				a.configPath = args[i+1]
+				i++
+			}
+		case strings.HasPrefix(arg, "--config="):
+			a.configPath = strings.TrimPrefix(arg, "--config=")
+		case arg == "-v" || arg == "--verbose":
+			a.verbose = true
+		default:
+			out = append(out, arg)
+		}
+	}
+	return out
+}
+
+func (a *app) path() (string, error) {
+	if a.configPath != "" {
+		return a.configPath, nil
+	}
+	if p := os.Getenv("SMTPSHIM_CONFIG"); p != "" {
+		return p, nil
+	}
+	return config.DefaultPath()
+}
+
+func (a *app) loadConfig() (*config.Config, error) {
+	p, err := a.path()
+	if err != nil {
+		return nil, exit(exConfig, "%v", err)
+	}
+	c, err := config.Load(p)
+	if err != nil {
+		return nil, exit(exConfig, "%v", err)
+	}
+	return c, nil
+}
+
+func (a *app) logger() *slog.Logger {
+	level := slog.LevelInfo
+	if a.verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+}

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/smtpshim/smtpshim/shim"
+)
+
+func (a *app) serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	if err := fs.Parse(args); err != nil {
+		return exit(exUsage, "%v", err)
+	}
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	log := a.logger()
+	eng, err := shim.New(cfg, shim.Options{Logger: log})
+	if err != nil {
+		return exit(exConfig, "%v", err)
+	}
+	var addrs []string
+	for _, ad := range eng.Addrs() {
+		addrs = append(addrs, ad.String())
+	}
+	if len(cfg.Accounts) == 0 {
+		log.Warn("no accounts yet: every sender will be refused; add one with \"smtpshim account add you@example.com --server smtp.example.com:587\"", "config", cfg.Path())
+	}
+	fmt.Fprintf(a.stderr, "smtpshim %s: listening on %s with %d account(s); point your mail client's outgoing server there, no authentication\n",
+		version, strings.Join(addrs, ", "), len(cfg.Accounts))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		for range hup {
+			if err := eng.Reload(); err != nil {
+				log.Error("reload failed; keeping the old configuration", "err", err)
+			}
+		}
+	}()
+	return eng.Run(ctx)
+}

@@ -1,0 +1,537 @@
+// Package config loads, validates and saves smtpshim's TOML configuration.
+//
+// The zero value of every setting means "use the default", so a config file
+// holds only what the user changed, and Save writes back only that.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Defaults for settings left out of the file.
+const (
+	DefaultMaxMessageSize    = 50 << 20
+	DefaultMaxRecipients     = 100
+	DefaultMaxConnections    = 100
+	DefaultIdleTimeout       = 5 * time.Minute
+	DefaultDataTimeout       = 60 * time.Minute
+	DefaultSyncWait          = 30 * time.Second
+	DefaultMaxAge            = 5 * 24 * time.Hour
+	DefaultAccountPoolSize   = 4
+	DefaultKeychainTimeout   = 10 * time.Second
+	DefaultMaxLineLength     = 64 << 10
+	DefaultPort              = 2525
+	securityStartTLS         = "starttls"
+	securityTLS              = "tls"
+	securityInsecure         = "insecure"
+	localAuthIgnore          = "ignore"
+	localAuthRequire         = "require"
+	defaultConfigFileName    = "config.toml"
+	defaultApplicationFolder = "smtpshim"
+)
+
+// Security modes for the connection to an upstream server.
+const (
+	SecurityStartTLS = securityStartTLS // plain connect, then STARTTLS (port 587)
+	SecurityTLS      = securityTLS      // TLS from the first byte (port 465)
+	SecurityInsecure = securityInsecure // no TLS at all: only for a server on a trusted network
+)
+
+// Local AUTH policies for clients of the listener.
+const (
+	LocalAuthIgnore  = localAuthIgnore  // accept any AUTH a legacy client sends, check nothing
+	LocalAuthRequire = localAuthRequire // require AUTH with the local password
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// Listen lists the addresses of the SMTP listener.
+	Listen []string `toml:"listen,omitempty"`
+	// Hostname is the name smtpshim gives in its greeting and in EHLO upstream.
+	Hostname string `toml:"hostname,omitempty"`
+	// MaxMessageSize caps one message, e.g. "50MB".
+	MaxMessageSize Size `toml:"max_message_size,omitempty,omitzero"`
+	// MaxRecipients caps the recipients of one message.
+	MaxRecipients int `toml:"max_recipients,omitempty,omitzero"`
+	// MaxConnections caps concurrent client connections.
+	MaxConnections int `toml:"max_connections,omitempty,omitzero"`
+	// MaxLineLength caps one command or body line; longer lines end the session.
+	MaxLineLength Size `toml:"max_line_length,omitempty,omitzero"`
+	// IdleTimeout is how long a client may stay silent between commands.
+	IdleTimeout Duration `toml:"idle_timeout,omitempty,omitzero"`
+	// DataTimeout bounds the whole DATA phase; silence inside it is still
+	// bounded by IdleTimeout.
+	DataTimeout Duration `toml:"data_timeout,omitempty,omitzero"`
+	// SyncWait is how long a client waits for the first upstream attempt
+	// before it is told the message is queued.
+	SyncWait Duration `toml:"sync_wait,omitempty,omitzero"`
+	// MaxAge is how long a queued message is retried before it bounces.
+	MaxAge Duration `toml:"max_age,omitempty,omitzero"`
+	// RetryMin is the first wait before a queued message is retried; it
+	// doubles up to RetryMax.
+	RetryMin Duration `toml:"retry_min,omitempty,omitzero"`
+	// RetryMax caps the wait between retries.
+	RetryMax Duration `toml:"retry_max,omitempty,omitzero"`
+	// SpoolDir holds queued messages.
+	SpoolDir string `toml:"spool_dir,omitempty"`
+	// LocalAuth is what to do with AUTH from local clients.
+	LocalAuth string `toml:"local_auth,omitempty"`
+	// AllowNetworks lists the client networks allowed besides loopback.
+	AllowNetworks []string `toml:"allow_networks,omitempty"`
+	// KeychainTimeout bounds every keychain call.
+	KeychainTimeout Duration `toml:"keychain_timeout,omitempty,omitzero"`
+	// Accounts are the upstream accounts, picked by envelope sender.
+	Accounts []Account `toml:"account,omitempty"`
+
+	// path is where the config was loaded from, for messages and Save.
+	path string
+}
+
+// Account is one upstream mailbox (Address) or a whole domain (Domain).
+type Account struct {
+	// Address makes a user-level account for exactly this sender.
+	Address string `toml:"address,omitempty"`
+	// Domain makes a domain-level account for every sender of the domain.
+	Domain string `toml:"domain,omitempty"`
+	// Server is the upstream submission server as host:port.
+	Server string `toml:"server"`
+	// Security is starttls, tls or insecure; empty means tls on port 465
+	// and starttls elsewhere.
+	Security string `toml:"security,omitempty"`
+	// Username for SMTP AUTH; empty means the address.
+	Username string `toml:"username,omitempty"`
+	// Auth forces one AUTH mechanism (plain, login, cram-md5).
+	Auth string `toml:"auth,omitempty"`
+	// CAFile adds trusted CA certificates (PEM) for a private server.
+	CAFile string `toml:"ca_file,omitempty"`
+	// PasswordCommand prints the password on stdout, for machines
+	// without a keychain.
+	PasswordCommand string `toml:"password_command,omitempty"`
+	// MaxConnections caps concurrent upstream connections for the account.
+	MaxConnections int `toml:"max_connections,omitempty,omitzero"`
+}
+
+// Key identifies the account in the keychain and on the command line: the
+// address, or "@domain" for a domain-level account.
+func (a *Account) Key() string {
+	if a.Address != "" {
+		return strings.ToLower(a.Address)
+	}
+	return "@" + strings.ToLower(a.Domain)
+}
+
+// Login is the AUTH user name.
+func (a *Account) Login() string {
+	if a.Username != "" {
+		return a.Username
+	}
+	return a.Address
+}
+
+// SecurityMode is the effective security setting.
+func (a *Account) SecurityMode() string {
+	if a.Security != "" {
+		return strings.ToLower(a.Security)
+	}
+	if _, port, err := net.SplitHostPort(a.Server); err == nil && port == "465" {
+		return SecurityTLS
+	}
+	return SecurityStartTLS
+}
+
+// Host is the server's host name, used to verify its certificate.
+func (a *Account) Host() string {
+	host, _, err := net.SplitHostPort(a.Server)
+	if err != nil {
+		return a.Server
+	}
+	return host
+}
+
+// PoolSize is the effective cap on upstream connections.
+func (a *Account) PoolSize() int {
+	if a.MaxConnections > 0 {
+		return a.MaxConnections
+	}
+	return DefaultAccountPoolSize
+}
+
+// Path returns the file the config was loaded from or will be saved to.
+func (c *Config) Path() string { return c.path }
+
+// SetPath sets the file Save writes to.
+func (c *Config) SetPath(p string) { c.path = p }
+
+// ListenAddrs returns the effective listener addresses.
+func (c *Config) ListenAddrs() []string {
+	if len(c.Listen) > 0 {
+		return c.Listen
+	}
+	p := strconv.Itoa(DefaultPort)
+	return []string{net.JoinHostPort("127.0.0.1", p), net.JoinHostPort("::1", p)}
+}
+
+// HostnameOrDefault returns the greeting and EHLO name.
+func (c *Config) HostnameOrDefault() string {
+	if c.Hostname != "" {
+		return c.Hostname
+	}
+	if h, err := os.Hostname(); err == nil && h != "" && !strings.ContainsAny(h, " \t\r\n") {
+		return h
+	}
+	return "localhost"
+}
+
+// EffectiveMaxMessageSize returns the message size cap in bytes.
+func (c *Config) EffectiveMaxMessageSize() int64 {
+	return orDefault(int64(c.MaxMessageSize), DefaultMaxMessageSize)
+}
+
+// EffectiveMaxLineLength returns the line length cap in bytes.
+func (c *Config) EffectiveMaxLineLength() int {
+	return int(orDefault(int64(c.MaxLineLength), DefaultMaxLineLength))
+}
+
+// EffectiveMaxRecipients returns the recipient cap.
+func (c *Config) EffectiveMaxRecipients() int {
+	return int(orDefault(int64(c.MaxRecipients), DefaultMaxRecipients))
+}
+
+// EffectiveMaxConnections returns the client connection cap.
+func (c *Config) EffectiveMaxConnections() int {
+	return int(orDefault(int64(c.MaxConnections), DefaultMaxConnections))
+}
+
+// EffectiveIdleTimeout returns the command idle timeout.
+func (c *Config) EffectiveIdleTimeout() time.Duration {
+	return time.Duration(orDefault(int64(c.IdleTimeout), int64(DefaultIdleTimeout)))
+}
+
+// EffectiveDataTimeout returns the bound on a whole DATA phase.
+func (c *Config) EffectiveDataTimeout() time.Duration {
+	return time.Duration(orDefault(int64(c.DataTimeout), int64(DefaultDataTimeout)))
+}
+
+// EffectiveSyncWait returns how long a client waits for the first attempt.
+func (c *Config) EffectiveSyncWait() time.Duration {
+	return time.Duration(orDefault(int64(c.SyncWait), int64(DefaultSyncWait)))
+}
+
+// EffectiveMaxAge returns how long a message is retried.
+func (c *Config) EffectiveMaxAge() time.Duration {
+	return time.Duration(orDefault(int64(c.MaxAge), int64(DefaultMaxAge)))
+}
+
+// EffectiveRetry returns the backoff bounds for queued messages.
+func (c *Config) EffectiveRetry() (time.Duration, time.Duration) {
+	lo := time.Duration(orDefault(int64(c.RetryMin), int64(time.Minute)))
+	hi := time.Duration(orDefault(int64(c.RetryMax), int64(time.Hour)))
+	return lo, max(lo, hi)
+}
+
+// EffectiveKeychainTimeout returns the bound on a keychain call.
+func (c *Config) EffectiveKeychainTimeout() time.Duration {
+	return time.Duration(orDefault(int64(c.KeychainTimeout), int64(DefaultKeychainTimeout)))
+}
+
+// EffectiveLocalAuth returns the local AUTH policy.
+func (c *Config) EffectiveLocalAuth() string {
+	if c.LocalAuth == "" {
+		return LocalAuthIgnore
+	}
+	return strings.ToLower(c.LocalAuth)
+}
+
+// EffectiveSpoolDir returns the spool directory.
+func (c *Config) EffectiveSpoolDir() (string, error) {
+	if c.SpoolDir != "" {
+		return c.SpoolDir, nil
+	}
+	dir, err := DataDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "spool"), nil
+}
+
+func orDefault(v, def int64) int64 {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// DefaultPath returns the config file in the OS's user config directory.
+func DefaultPath() (string, error) {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("finding the user config directory: %w (use --config FILE)", err)
+	}
+	return filepath.Join(dir, defaultApplicationFolder, defaultConfigFileName), nil
+}
+
+// DataDir returns smtpshim's folder in the OS's user data directory.
+func DataDir() (string, error) {
+	switch runtime.GOOS {
+	case "windows":
+		if d := os.Getenv("LocalAppData"); d != "" {
+			return filepath.Join(d, defaultApplicationFolder), nil
+		}
+	case "darwin":
+		if home, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(home, "Library", "Application Support", defaultApplicationFolder), nil
+		}
+	default:
+		if d := os.Getenv("XDG_DATA_HOME"); d != "" && filepath.IsAbs(d) {
+			return filepath.Join(d, defaultApplicationFolder), nil
+		}
+		if home, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(home, ".local", "share", defaultApplicationFolder), nil
+		}
+	}
+	return "", errors.New("cannot find the user data directory: set spool_dir in the config")
+}
+
+// Load reads and validates the config at path. A missing file gives an
+// empty, valid config (no accounts yet), so a first start needs no editing.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return &Config{path: path}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	c.path = path
+	return c, nil
+}
+
+// Parse decodes and validates a config file's contents.
+func Parse(data []byte) (*Config, error) {
+	var c Config
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("line %d, column %d: %s", pe.Position.Line, pe.Position.Col, pe.Message)
+		}
+		return nil, err
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		names := make([]string, len(und))
+		for i, k := range und {
+			names[i] = k.String()
+		}
+		return nil, fmt.Errorf("unknown setting %s (check the spelling; see the README for the settings)", strings.Join(names, ", "))
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks every setting and returns the first problem, naming it
+// precisely.
+func (c *Config) Validate() error {
+	for _, l := range c.Listen {
+		if err := validateHostPort(l); err != nil {
+			return fmt.Errorf("listen %q: %w", l, err)
+		}
+	}
+	switch c.EffectiveLocalAuth() {
+	case LocalAuthIgnore, LocalAuthRequire:
+	default:
+		return fmt.Errorf("local_auth %q: must be %q or %q", c.LocalAuth, LocalAuthIgnore, LocalAuthRequire)
+	}
+	for _, n := range c.AllowNetworks {
+		if _, err := netip.ParsePrefix(n); err != nil {
+			return fmt.Errorf("allow_networks %q: not a network in CIDR form such as 192.168.1.0/24", n)
+		}
+	}
+	for _, v := range []struct {
+		name string
+		n    int
+	}{{"max_recipients", c.MaxRecipients}, {"max_connections", c.MaxConnections}} {
+		if v.n < 0 {
+			return fmt.Errorf("%s must not be negative", v.name)
+		}
+	}
+	if c.Hostname != "" && strings.ContainsAny(c.Hostname, " \t\r\n<>") {
+		return fmt.Errorf("hostname %q: must be a plain host name", c.Hostname)
+	}
+	seen := map[string]int{}
+	for i := range c.Accounts {
+		a := &c.Accounts[i]
+		if err := a.Validate(); err != nil {
+			return fmt.Errorf("account %d%s: %w", i+1, a.describe(), err)
+		}
+		if j, dup := seen[a.Key()]; dup {
+			return fmt.Errorf("account %d (%s): the same sender is already configured in account %d", i+1, a.Key(), j+1)
+		}
+		seen[a.Key()] = i
+	}
+	return nil
+}
+
+func (a *Account) describe() string {
+	if a.Address == "" && a.Domain == "" {
+		return ""
+	}
+	return " (" + a.Key() + ")"
+}
+
+// Validate checks one account.
+func (a *Account) Validate() error {
+	switch {
+	case a.Address == "" && a.Domain == "":
+		return errors.New(`set address = "you@example.com" (one sender) or domain = "example.com" (every sender of a domain)`)
+	case a.Address != "" && a.Domain != "":
+		return errors.New("set either address or domain, not both")
+	case a.Address != "":
+		if err := ValidateAddress(a.Address); err != nil {
+			return fmt.Errorf("address: %w", err)
+		}
+	default:
+		if err := ValidateDomain(a.Domain); err != nil {
+			return fmt.Errorf("domain: %w", err)
+		}
+		if a.Username == "" {
+			return errors.New("a domain account needs username (the login for the upstream server)")
+		}
+	}
+	if a.Server == "" {
+		return errors.New(`server is missing: set server = "smtp.example.com:587"`)
+	}
+	if err := validateHostPort(a.Server); err != nil {
+		return fmt.Errorf("server %q: %w", a.Server, err)
+	}
+	switch a.SecurityMode() {
+	case SecurityStartTLS, SecurityTLS, SecurityInsecure:
+	default:
+		return fmt.Errorf("security %q: must be starttls (port 587), tls (port 465) or insecure", a.Security)
+	}
+	switch strings.ToLower(a.Auth) {
+	case "", "plain", "login", "cram-md5":
+	default:
+		return fmt.Errorf("auth %q: must be plain, login or cram-md5 (or leave it out to choose automatically)", a.Auth)
+	}
+	if a.MaxConnections < 0 {
+		return errors.New("max_connections must not be negative")
+	}
+	if strings.ContainsAny(a.Username, "\r\n\x00") {
+		return errors.New("username contains a line break")
+	}
+	return nil
+}
+
+// ValidateAddress checks that s looks like local@domain.
+func ValidateAddress(s string) error {
+	at := strings.LastIndexByte(s, '@')
+	if at <= 0 || at == len(s)-1 {
+		return fmt.Errorf("%q is not an email address like you@example.com", s)
+	}
+	if strings.ContainsAny(s, " \t\r\n<>,;\x00") {
+		return fmt.Errorf("%q contains a space or a character not allowed in an address", s)
+	}
+	return ValidateDomain(s[at+1:])
+}
+
+// ValidateDomain checks that s is a plausible domain name.
+func ValidateDomain(s string) error {
+	if s == "" || len(s) > 253 || strings.HasPrefix(s, "@") || strings.ContainsAny(s, " \t\r\n<>@,;\x00") ||
+		strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
+		return fmt.Errorf("%q is not a domain name like example.com", s)
+	}
+	return nil
+}
+
+func validateHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errors.New("write host:port, e.g. smtp.example.com:587 or 127.0.0.1:2525 ([::1]:2525 for IPv6)")
+	}
+	if host == "" {
+		return errors.New("the host is missing")
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q must be a number from 1 to 65535", port)
+	}
+	return nil
+}
+
+// Find returns the account whose key (address, or @domain, or bare domain) is key.
+func (c *Config) Find(key string) (int, *Account) {
+	k := strings.ToLower(strings.TrimSpace(key))
+	for i := range c.Accounts {
+		a := &c.Accounts[i]
+		if a.Key() == k || (a.Domain != "" && strings.ToLower(a.Domain) == k) {
+			return i, a
+		}
+	}
+	return -1, nil
+}
+
+// Save writes the config atomically with mode 0600: the file may name
+// password commands, and only its owner should read or change it.
+func (c *Config) Save() error {
+	if c.path == "" {
+		return errors.New("config has no file path")
+	}
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	buf.WriteString("# smtpshim configuration. Passwords are not stored here: they live in the OS keychain.\n")
+	if err := toml.NewEncoder(&buf).Encode(c); err != nil {
+		return err
+	}
+	return WriteFileAtomic(c.path, buf.Bytes(), 0o600)
+}
+
+// WriteFileAtomic writes data to a temp file, syncs it and renames it over
+// path, so a crash leaves either the old file or the new one.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(mode); err != nil && runtime.GOOS != "windows" {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,332 @@
+// Package shim is smtpshim's engine: it accepts mail from local clients,
+// routes it by envelope sender to an account, and submits it upstream, with
+// a durable queue for what can't go out at once. It has no user interface;
+// a UI subscribes to its events and sends it commands.
+package shim
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/smtpshim/smtpshim/shim/config"
+	"github.com/smtpshim/smtpshim/shim/control"
+	"github.com/smtpshim/smtpshim/shim/events"
+	"github.com/smtpshim/smtpshim/shim/hints"
+	"github.com/smtpshim/smtpshim/shim/listener"
+	"github.com/smtpshim/smtpshim/shim/queue"
+	"github.com/smtpshim/smtpshim/shim/route"
+	"github.com/smtpshim/smtpshim/shim/secrets"
+	"github.com/smtpshim/smtpshim/shim/spool"
+	"github.com/smtpshim/smtpshim/shim/upstream"
+)
+
+// Options are the engine's replaceable parts.
+type Options struct {
+	// Secrets supplies account passwords; nil means the OS keychain.
+	Secrets secrets.Store
+	// Logger receives the log; nil discards it.
+	Logger *slog.Logger
+	// Dialer opens upstream connections; nil means the network.
+	Dialer upstream.Dialer
+	// UpstreamTLS is the base TLS config for upstream connections (tests
+	// and the demo add their own CA to it).
+	UpstreamTLS *tls.Config
+	// Listeners, when set, are served instead of the configured addresses.
+	Listeners []net.Listener
+	// NoControl disables the control socket.
+	NoControl bool
+}
+
+// Engine is a running smtpshim.
+type Engine struct {
+	o     Options
+	log   *slog.Logger
+	bus   *events.Bus
+	spool *spool.Spool
+	queue *queue.Queue
+	srv   *listener.Server
+	lns   []net.Listener
+	ctl   net.Listener
+
+	mu     sync.RWMutex
+	cfg    *config.Config
+	routes *route.Table
+	pools  map[string]*upstream.Pool
+}
+
+// New validates cfg, opens the spool and binds the listeners. Nothing is
+// served until Run.
+func New(cfg *config.Config, o Options) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Secrets == nil {
+		o.Secrets = secrets.NewKeychain(cfg.EffectiveKeychainTimeout())
+	}
+	e := &Engine{o: o, log: o.Logger, bus: &events.Bus{}}
+	allowed, err := allowFunc(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := cfg.EffectiveSpoolDir()
+	if err != nil {
+		return nil, err
+	}
+	if e.spool, err = spool.Open(dir); err != nil {
+		if errors.Is(err, spool.ErrLocked) {
+			return nil, fmt.Errorf("another smtpshim is already running with the spool %s", dir)
+		}
+		return nil, fmt.Errorf("cannot use the spool directory %s: %w", dir, err)
+	}
+	e.apply(cfg)
+	lo, hi := cfg.EffectiveRetry()
+	e.queue = queue.New(queue.Options{
+		Spool:    e.spool,
+		Pool:     e.pool,
+		Bus:      e.bus,
+		Logger:   e.log,
+		Hostname: cfg.HostnameOrDefault(),
+		MaxAge:   cfg.EffectiveMaxAge(),
+		RetryMin: lo,
+		RetryMax: hi,
+	})
+	if err := e.queue.Load(); err != nil {
+		e.log.Error("some queued messages could not be read", "err", err)
+	}
+	var check listener.CheckFunc
+	if cfg.EffectiveLocalAuth() == config.LocalAuthRequire {
+		pw, err := o.Secrets.Get(context.Background(), LocalAuthKey)
+		if err != nil {
+			e.spool.Close()
+			return nil, fmt.Errorf("local_auth = \"require\" needs a local password: set it with \"smtpshim local-password\" (%w)", err)
+		}
+		check = listener.PasswordChecker(pw)
+	}
+	e.srv = listener.New(listener.Options{
+		Config:    cfg,
+		Routes:    e.currentRoutes,
+		Pool:      e.pool,
+		Queue:     e.queue,
+		Spool:     e.spool,
+		Bus:       e.bus,
+		Logger:    e.log,
+		LocalAuth: check,
+		Allowed:   allowed,
+	})
+	e.lns = o.Listeners
+	if len(e.lns) == 0 {
+		for _, addr := range cfg.ListenAddrs() {
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				e.closeListeners()
+				e.spool.Close()
+				return nil, fmt.Errorf("cannot listen on %s: %w (is another smtpshim or mail server using the port? change listen in the config)", addr, err)
+			}
+			e.lns = append(e.lns, l)
+		}
+	}
+	if !o.NoControl {
+		if e.ctl, err = control.Listen(dir); err != nil {
+			e.log.Warn("no control socket; queue commands will not reach this process", "err", err)
+		}
+	}
+	return e, nil
+}
+
+// LocalAuthKey is the keychain entry of the local AUTH password.
+const LocalAuthKey = "local:smtp-auth"
+
+// allowFunc returns which client addresses may connect: loopback, plus
+// allow_networks. A listener on a non-loopback address without
+// allow_networks is refused: it would only invite refused connections, or
+// worse, suggest the shim is open.
+func allowFunc(cfg *config.Config) (func(netip.Addr) bool, error) {
+	var nets []netip.Prefix
+	for _, n := range cfg.AllowNetworks {
+		p, _ := netip.ParsePrefix(n)
+		nets = append(nets, p.Masked())
+	}
+	if len(nets) == 0 {
+		for _, l := range cfg.ListenAddrs() {
+			host, _, _ := net.SplitHostPort(l)
+			ip, err := netip.ParseAddr(host)
+			if host == "localhost" || (err == nil && ip.IsLoopback()) {
+				continue
+			}
+			return nil, fmt.Errorf("listen %q is reachable from other computers, but allow_networks is empty: list the networks that may send mail through smtpshim (e.g. allow_networks = [\"192.168.1.0/24\"]), or listen on 127.0.0.1 only", l)
+		}
+	}
+	return func(a netip.Addr) bool {
+		if a.IsLoopback() {
+			return true
+		}
+		for _, p := range nets {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}, nil
+}
+
+func (e *Engine) upstreamOptions(cfg *config.Config) upstream.Options {
+	return upstream.Options{
+		Hostname:        cfg.HostnameOrDefault(),
+		Secrets:         e.o.Secrets,
+		Dialer:          e.o.Dialer,
+		Logger:          e.log,
+		TLSConfig:       e.o.UpstreamTLS,
+		KeychainTimeout: cfg.EffectiveKeychainTimeout(),
+	}
+}
+
+// apply installs cfg's accounts, keeping the pools of unchanged accounts.
+func (e *Engine) apply(cfg *config.Config) {
+	uo := e.upstreamOptions(cfg)
+	pools := make(map[string]*upstream.Pool, len(cfg.Accounts))
+	e.mu.Lock()
+	old := e.pools
+	for i := range cfg.Accounts {
+		a := &cfg.Accounts[i]
+		if p, ok := old[a.Key()]; ok && *p.Account() == *a {
+			pools[a.Key()] = p
+			delete(old, a.Key())
+			continue
+		}
+		key := a.Key()
+		pools[key] = upstream.NewPool(a, uo, func(h upstream.Health) { e.healthChanged(key, h) })
+	}
+	e.cfg, e.routes, e.pools = cfg, route.New(cfg.Accounts), pools
+	e.mu.Unlock()
+	for _, p := range old {
+		p.Close()
+	}
+}
+
+func (e *Engine) healthChanged(account string, h upstream.Health) {
+	ev := events.Event{Kind: events.AccountHealth, Account: account, Healthy: h.Healthy}
+	if h.LastError != nil {
+		ev.Error = h.LastError.Error()
+		ev.Hint = hints.For(h.LastError)
+		e.log.Warn("account's server unreachable", "account", account, "err", h.LastError, "hint", ev.Hint, "next_try", h.NextProbe.Format(time.RFC3339))
+	} else {
+		e.log.Info("account's server reachable again", "account", account)
+	}
+	e.bus.Publish(ev)
+}
+
+func (e *Engine) currentRoutes() *route.Table {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.routes
+}
+
+func (e *Engine) pool(account string) *upstream.Pool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.pools[account]
+}
+
+// Reload re-reads the config file and applies its accounts. Listener
+// settings take effect at the next start.
+func (e *Engine) Reload() error {
+	e.mu.RLock()
+	path := e.cfg.Path()
+	e.mu.RUnlock()
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	e.apply(cfg)
+	e.log.Info("configuration reloaded", "accounts", len(cfg.Accounts))
+	e.queue.RetryNow("")
+	return nil
+}
+
+// Addrs returns the addresses the listener serves.
+func (e *Engine) Addrs() []net.Addr {
+	var out []net.Addr
+	for _, l := range e.lns {
+		out = append(out, l.Addr())
+	}
+	return out
+}
+
+// Bus returns the status stream.
+func (e *Engine) Bus() *events.Bus { return e.bus }
+
+// Queue returns the retry queue.
+func (e *Engine) Queue() *queue.Queue { return e.queue }
+
+// Run serves until ctx ends, then shuts down gracefully: sessions get a
+// few seconds to finish, and queued mail stays on disk for the next start.
+func (e *Engine) Run(ctx context.Context) error {
+	qctx, stopQueue := context.WithCancel(context.Background())
+	qdone := make(chan struct{})
+	go func() { e.queue.Run(qctx); close(qdone) }()
+
+	var ctlSrv *http.Server
+	if e.ctl != nil {
+		ctlSrv = &http.Server{Handler: control.Handler(e), ReadHeaderTimeout: 10 * time.Second}
+		go ctlSrv.Serve(e.ctl)
+	}
+	errc := make(chan error, len(e.lns))
+	for _, l := range e.lns {
+		e.log.Info("listening", "addr", l.Addr().String())
+		go func(l net.Listener) { errc <- e.srv.Serve(l) }(l)
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	e.srv.Shutdown(sctx)
+	cancel()
+	if ctlSrv != nil {
+		ctlSrv.Close()
+	}
+	stopQueue()
+	<-qdone
+	e.mu.RLock()
+	for _, p := range e.pools {
+		p.Close()
+	}
+	e.mu.RUnlock()
+	e.spool.Close()
+	return err
+}
+
+func (e *Engine) closeListeners() {
+	for _, l := range e.lns {
+		l.Close()
+	}
+}
+
+// The control API.
+
+// List returns the queued messages.
+func (e *Engine) List() []spool.Meta { return e.queue.List() }
+
+// Get returns one queued message.
+func (e *Engine) Get(id string) (spool.Meta, bool) { return e.queue.Get(id) }
+
+// RetryNow makes a queued message, or all with id "", due now.
+func (e *Engine) RetryNow(id string) int { return e.queue.RetryNow(id) }
+
+// Delete removes a queued message.
+func (e *Engine) Delete(id string) error { return e.queue.Delete(id) }
+
+// Status returns the status summary.
+func (e *Engine) Status() events.Status { return e.bus.Status() }

@@ -1,0 +1,650 @@
+// Package listener is smtpshim's SMTP server for local clients.
+//
+// It is lenient with what legacy clients send (HELO only, AUTH they were
+// configured to send, bare LF line endings, 8-bit bodies) and strict about
+// who may use it: loopback and explicitly allowed networks only, and only
+// for senders that have an account.
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/smtpshim/smtpshim/shim/config"
+	"github.com/smtpshim/smtpshim/shim/crlf"
+	"github.com/smtpshim/smtpshim/shim/events"
+	"github.com/smtpshim/smtpshim/shim/hints"
+	"github.com/smtpshim/smtpshim/shim/loginauth"
+	"github.com/smtpshim/smtpshim/shim/queue"
+	"github.com/smtpshim/smtpshim/shim/route"
+	"github.com/smtpshim/smtpshim/shim/spool"
+	"github.com/smtpshim/smtpshim/shim/upstream"
+)
+
+// Options wires a Server to the engine.
+type Options struct {
+	Config *config.Config
+	// Routes returns the current routing table; it may change on reload.
+	Routes func() *route.Table
+	// Pool returns the upstream pool for an account key.
+	Pool   func(account string) *upstream.Pool
+	Queue  *queue.Queue
+	Spool  *spool.Spool
+	Bus    *events.Bus
+	Logger *slog.Logger
+	// LocalAuth, when set, is required before MAIL; when nil, any AUTH a
+	// client sends is accepted and ignored.
+	LocalAuth CheckFunc
+	// Allowed decides which client addresses may connect; nil means
+	// loopback only.
+	Allowed func(netip.Addr) bool
+}
+
+// Server serves local SMTP clients.
+type Server struct {
+	o         Options
+	srv       *smtp.Server
+	syncWait  time.Duration
+	idle      time.Duration
+	dataLimit time.Duration
+	maxConns  int64
+	conns     atomic.Int64
+	log       *slog.Logger
+
+	mu        sync.Mutex
+	listeners []net.Listener
+}
+
+// New returns a server; call Serve for each listener.
+func New(o Options) *Server {
+	cfg := o.Config
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Bus == nil {
+		o.Bus = &events.Bus{}
+	}
+	if o.Allowed == nil {
+		o.Allowed = func(a netip.Addr) bool { return a.IsLoopback() }
+	}
+	s := &Server{
+		o:         o,
+		syncWait:  cfg.EffectiveSyncWait(),
+		idle:      cfg.EffectiveIdleTimeout(),
+		dataLimit: cfg.EffectiveDataTimeout(),
+		maxConns:  int64(cfg.EffectiveMaxConnections()),
+		log:       o.Logger,
+	}
+	srv := smtp.NewServer(s)
+	srv.Domain = cfg.HostnameOrDefault()
+	srv.MaxMessageBytes = cfg.EffectiveMaxMessageSize()
+	srv.MaxRecipients = cfg.EffectiveMaxRecipients()
+	srv.MaxLineLength = cfg.EffectiveMaxLineLength()
+	// Local clients send AUTH in the clear on loopback; it is either
+	// ignored or checked against a local password, never the real one.
+	srv.AllowInsecureAuth = true
+	srv.EnableSMTPUTF8 = true
+	srv.ReadTimeout = s.idle
+	srv.WriteTimeout = time.Minute
+	srv.ErrorLog = slogPrinter{o.Logger}
+	s.srv = srv
+	return s
+}
+
+type slogPrinter struct{ l *slog.Logger }
+
+func (p slogPrinter) Printf(format string, v ...any) { p.l.Debug(fmt.Sprintf(format, v...)) }
+func (p slogPrinter) Println(v ...any)               { p.l.Debug(fmt.Sprint(v...)) }
+
+// Serve accepts clients on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	gl := &guardListener{Listener: l, s: s}
+	s.mu.Lock()
+	s.listeners = append(s.listeners, gl)
+	s.mu.Unlock()
+	err := s.srv.Serve(gl)
+	if errors.Is(err, smtp.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting and waits for sessions to end, or for ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if errors.Is(err, smtp.ErrServerClosed) {
+		return nil
+	}
+	if err != nil {
+		s.srv.Close()
+	}
+	return err
+}
+
+// guardListener refuses clients from disallowed addresses and beyond the
+// connection cap before go-smtp sees them, with a reply instead of a hang.
+type guardListener struct {
+	net.Listener
+	s *Server
+}
+
+func (g *guardListener) Accept() (net.Conn, error) {
+	for {
+		c, err := g.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if ap, perr := netip.ParseAddrPort(c.RemoteAddr().String()); perr == nil && !g.s.o.Allowed(ap.Addr().Unmap()) {
+			g.s.log.Warn("refused a client from a network that is not allowed", "client", c.RemoteAddr().String())
+			go refuse(c, "554 5.7.1 smtpshim accepts connections only from this computer (and networks listed in allow_networks)")
+			continue
+		}
+		if g.s.conns.Add(1) > g.s.maxConns {
+			g.s.conns.Add(-1)
+			g.s.log.Warn("too many connections; refused a client", "client", c.RemoteAddr().String(), "limit", g.s.maxConns)
+			go refuse(c, "421 4.7.0 too many connections to smtpshim, try again later")
+			continue
+		}
+		return &countedConn{Conn: c, s: g.s}, nil
+	}
+}
+
+func refuse(c net.Conn, reply string) {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, reply+"\r\n")
+	c.Close()
+}
+
+type countedConn struct {
+	net.Conn
+	s    *Server
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.s.conns.Add(-1) })
+	return c.Conn.Close()
+}
+
+// NewSession implements smtp.Backend.
+func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	return &session{s: s, c: c, remote: c.Conn().RemoteAddr().String()}, nil
+}
+
+// session is one client connection.
+type session struct {
+	s      *Server
+	c      *smtp.Conn
+	remote string
+	authed bool
+
+	acct     *config.Account
+	pool     *upstream.Pool
+	from     string
+	opts     smtp.MailOptions
+	tx       *upstream.Tx
+	live     []string // recipients the upstream accepted in this session
+	deferred []string // recipients to queue
+	deferErr error    // why they are queued
+}
+
+func smtpErr(code int, enh smtp.EnhancedCode, msg string) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: msg}
+}
+
+func (s *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
+
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	check := func(user, pass string) error {
+		if s.s.o.LocalAuth == nil {
+			// Legacy clients configured with a password keep working:
+			// the password is neither checked nor forwarded.
+			s.authed = true
+			return nil
+		}
+		if err := s.s.o.LocalAuth(user, pass); err != nil {
+			s.s.log.Warn("local AUTH failed", "client", s.remote)
+			return err
+		}
+		s.authed = true
+		return nil
+	}
+	switch strings.ToUpper(mech) {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(_, user, pass string) error { return check(user, pass) }), nil
+	case sasl.Login:
+		return loginauth.NewServer(check), nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+func (s *session) Reset() { s.abort() }
+
+func (s *session) Logout() error {
+	s.abort()
+	return nil
+}
+
+func (s *session) abort() {
+	if s.tx != nil {
+		s.tx.Abort()
+		s.tx = nil
+	}
+	s.acct, s.pool, s.from = nil, nil, ""
+	s.live, s.deferred, s.deferErr = nil, nil, nil
+}
+
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.abort()
+	if s.s.o.LocalAuth != nil && !s.authed {
+		return smtpErr(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required: configure your mail client with the local smtpshim user name and password")
+	}
+	acct, err := s.s.o.Routes().Lookup(from)
+	if err != nil {
+		s.s.log.Warn("refused sender without an account", "client", s.remote, "from", from)
+		return smtpErr(550, smtp.EnhancedCode{5, 7, 1}, err.Error())
+	}
+	s.acct, s.from = acct, from
+	s.pool = s.s.o.Pool(acct.Key())
+	if opts != nil {
+		s.opts = smtp.MailOptions{UTF8: opts.UTF8, Size: opts.Size}
+	}
+	if !s.pool.Available(time.Now()) {
+		s.deferErr = fmt.Errorf("%w: %v", upstream.ErrAccountDown, s.pool.Health().LastError)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(s.s.syncWait, 30*time.Second))
+	defer cancel()
+	tx, err := s.pool.Begin(ctx, from, &s.opts)
+	if err == nil {
+		s.tx = tx
+		return nil
+	}
+	return s.liveFailure(err)
+}
+
+// liveFailure decides what a client hears when opening the upstream
+// transaction failed: the upstream's own refusal, a local problem the user
+// must fix, or nothing at all (the message will be queued).
+func (s *session) liveFailure(err error) error {
+	acct := s.acct.Key()
+	if se, ok := upstream.SMTPError(err); ok && se.Code >= 500 {
+		s.logRefusal("the upstream refused the sender", err)
+		return se // unchanged: the client hears the provider's own words
+	}
+	if upstream.IsCredentialMissing(err) {
+		s.s.log.Error("no password stored for the account", "account", acct)
+		return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, fmt.Sprintf("smtpshim has no password for account %s: run \"smtpshim account add %s\"", acct, acct))
+	}
+	if isTLSTrustProblem(err) {
+		s.logRefusal("the upstream's TLS could not be verified", err)
+		return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, "smtpshim refused to send the password: "+oneLine(err.Error())+
+			". "+hints.For(err))
+	}
+	s.s.log.Info("upstream not reachable now; the message will be queued", "account", acct, "err", err)
+	s.deferErr = err
+	return nil
+}
+
+func (s *session) logRefusal(what string, err error) {
+	s.s.log.Warn(what, "client", s.remote, "account", s.acct.Key(), "err", err, "hint", hints.For(err))
+	s.s.o.Bus.Publish(events.Event{Kind: events.Rejected, Account: s.acct.Key(), Error: err.Error(), Hint: hints.For(err)})
+}
+
+// isTLSTrustProblem is true when the upstream's identity could not be
+// verified or it would not encrypt: retrying blindly could hand the
+// password to an impostor, so the client is told at once.
+func isTLSTrustProblem(err error) bool {
+	if errors.Is(err, upstream.ErrNoTLS) {
+		return true
+	}
+	var de *upstream.DialError
+	if !errors.As(err, &de) || (de.Step != upstream.StepTLS && de.Step != upstream.StepStartTLS) {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "x509:") || strings.Contains(msg, "certificate") || strings.Contains(msg, "protocol version")
+}
+
+func oneLine(s string) string {
+	return strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+}
+
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if strings.ContainsAny(to, "\r\n\x00") || !strings.Contains(to, "@") {
+		return smtpErr(501, smtp.EnhancedCode{5, 1, 3}, "bad recipient address syntax")
+	}
+	if s.tx == nil {
+		s.deferred = append(s.deferred, to)
+		return nil
+	}
+	err := s.tx.Rcpt(to, nil)
+	switch se, isSMTP := upstream.SMTPError(err); {
+	case err == nil:
+		s.live = append(s.live, to)
+	case isSMTP && se.Code >= 500:
+		s.logRefusal("the upstream refused a recipient", err)
+		return se
+	case isSMTP:
+		s.s.log.Info("the upstream deferred a recipient; it will be queued", "rcpt", to, "err", err)
+		s.deferred = append(s.deferred, to)
+		s.deferErr = err
+	default:
+		s.s.log.Info("the upstream connection failed; the message will be queued", "account", s.acct.Key(), "err", err)
+		s.tx.Abort()
+		s.tx = nil
+		s.deferred = append(append(s.deferred, s.live...), to)
+		s.live = nil
+		s.deferErr = err
+	}
+	return nil
+}
+
+// dataReader refreshes the read deadline on every read: go-smtp's
+// ReadTimeout would otherwise bound the whole body, and a large message on
+// a slow link must only be bounded by silence (idle) and by data_timeout.
+type dataReader struct {
+	r    io.Reader
+	conn net.Conn
+	idle time.Duration
+	end  time.Time
+}
+
+func (d *dataReader) Read(p []byte) (int, error) {
+	dl := time.Now().Add(d.idle)
+	if dl.After(d.end) {
+		dl = d.end
+	}
+	d.conn.SetReadDeadline(dl)
+	return d.r.Read(p)
+}
+
+// tee writes the body to the spool and the live upstream together; a
+// failure of one leg lets the other carry on.
+type tee struct {
+	spool   *spool.Writer
+	up      io.Writer
+	upErr   error
+	spoolOK bool
+}
+
+var errBothLegsFailed = errors.New("both the spool and the upstream failed")
+
+func (t *tee) Write(p []byte) (int, error) {
+	if t.spoolOK {
+		if _, err := t.spool.Write(p); err != nil {
+			t.spoolOK = false
+		}
+	}
+	if t.up != nil && t.upErr == nil {
+		if _, err := t.up.Write(p); err != nil {
+			t.upErr = err
+		}
+	}
+	if !t.spoolOK && (t.up == nil || t.upErr != nil) {
+		return 0, errBothLegsFailed
+	}
+	return len(p), nil
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+type commitResult struct {
+	resp string
+	err  error
+}
+
+func (s *session) Data(r io.Reader) error {
+	start := time.Now()
+	sw, spoolErr := s.s.o.Spool.Create()
+	if spoolErr != nil {
+		s.spoolProblem(spoolErr)
+		if s.tx == nil || len(s.deferred) > 0 {
+			s.abort()
+			return errSpool(spoolErr)
+		}
+	}
+	t := &tee{spool: sw, spoolOK: sw != nil}
+	if s.tx != nil && len(s.live) > 0 {
+		up, err := s.tx.Data()
+		if err != nil {
+			if se, ok := upstream.SMTPError(err); ok && se.Code >= 500 {
+				s.discard(sw)
+				s.abort()
+				return se
+			}
+			s.liveLost(err)
+		} else {
+			t.up = up
+		}
+	}
+	src := crlf.NewDataReader(&dataReader{r: r, conn: s.c.Conn(), idle: s.s.idle, end: start.Add(s.s.dataLimit)})
+	buf := bufPool.Get().(*[]byte)
+	_, rerr := io.CopyBuffer(t, src, *buf)
+	bufPool.Put(buf)
+	if rerr != nil {
+		// The client's message is incomplete: deliver nothing of it.
+		s.discard(sw)
+		s.abort()
+		if errors.Is(rerr, errBothLegsFailed) {
+			if spoolErr == nil && sw != nil {
+				spoolErr = sw.Err()
+			}
+			s.spoolProblem(spoolErr)
+			return errSpool(spoolErr)
+		}
+		return clientDataError(rerr, s.s.srv.MaxLineLength)
+	}
+	if t.upErr != nil {
+		s.liveLost(t.upErr)
+	}
+	if sw != nil && !t.spoolOK {
+		spoolErr = sw.Err()
+		s.spoolProblem(spoolErr)
+	}
+
+	if s.tx != nil && t.up != nil {
+		tx := s.tx
+		s.tx = nil
+		done := make(chan commitResult, 1)
+		go func() {
+			resp, err := tx.Commit()
+			done <- commitResult{resp, err}
+		}()
+		timer := time.NewTimer(s.s.syncWait)
+		defer timer.Stop()
+		select {
+		case res := <-done:
+			return s.finishLive(sw, t.spoolOK, res, start)
+		case <-timer.C:
+			return s.queueWhileWaiting(sw, t.spoolOK, done)
+		}
+	}
+	return s.queueAll(sw, t.spoolOK)
+}
+
+func (s *session) finishLive(sw *spool.Writer, spoolOK bool, res commitResult, start time.Time) error {
+	acct := s.acct.Key()
+	if res.err == nil {
+		s.s.log.Info("delivered", "account", acct, "from", s.from, "rcpts", len(s.live), "ms", time.Since(start).Milliseconds(), "upstream", oneLine(res.resp))
+		s.s.o.Bus.Publish(events.Event{Kind: events.Delivered, Account: acct, Rcpts: s.live})
+		if len(s.deferred) == 0 {
+			s.discard(sw)
+			s.abort()
+			return okReply(res.resp)
+		}
+		s.live = nil
+		return s.queueAll(sw, spoolOK)
+	}
+	if se, ok := upstream.SMTPError(res.err); ok && se.Code >= 500 {
+		s.logRefusal("the upstream refused the message", res.err)
+		s.discard(sw)
+		s.abort()
+		return se
+	}
+	s.liveLost(res.err)
+	return s.queueAll(sw, spoolOK)
+}
+
+// liveLost moves the live recipients to the queue.
+func (s *session) liveLost(err error) {
+	s.s.log.Info("the upstream failed during the message; it will be queued", "account", s.acct.Key(), "err", err)
+	if s.tx != nil {
+		s.tx.Abort()
+		s.tx = nil
+	}
+	s.deferred = append(s.deferred, s.live...)
+	s.live = nil
+	s.deferErr = err
+}
+
+func (s *session) meta(rcpts []string) *spool.Meta {
+	m := &spool.Meta{Account: s.acct.Key(), From: s.from, Rcpts: rcpts, UTF8: s.opts.UTF8, ClientAddr: s.remote}
+	if s.deferErr != nil {
+		m.LastError = s.deferErr.Error()
+		m.LastHint = hints.For(s.deferErr)
+	}
+	return m
+}
+
+// queueAll makes the message durable for the deferred recipients and
+// tells the client it is queued.
+func (s *session) queueAll(sw *spool.Writer, spoolOK bool) error {
+	defer s.abort()
+	if sw == nil || !spoolOK {
+		s.discard(sw)
+		return errSpool(errors.New("the spool could not be written"))
+	}
+	m := s.meta(s.deferred)
+	if err := s.s.o.Queue.Add(sw, m, false); err != nil {
+		return errSpool(err)
+	}
+	return queuedReply(m.ID, s.deferErr)
+}
+
+// queueWhileWaiting commits the message when the upstream is slow to
+// answer, replies 250, and lets the late answer settle the queue entry.
+func (s *session) queueWhileWaiting(sw *spool.Writer, spoolOK bool, done <-chan commitResult) error {
+	defer s.abort()
+	if sw == nil || !spoolOK {
+		// Nothing durable to fall back on: keep waiting for the upstream.
+		res := <-done
+		if res.err == nil {
+			return okReply(res.resp)
+		}
+		if se, ok := upstream.SMTPError(res.err); ok {
+			return se
+		}
+		return errSpool(errors.New("the spool could not be written"))
+	}
+	live := s.live
+	m := s.meta(append(append([]string(nil), s.live...), s.deferred...))
+	if err := s.s.o.Queue.Add(sw, m, true); err != nil {
+		// Not durable: the client must keep its copy. The late upstream
+		// answer is only logged.
+		go func() { <-done }()
+		return errSpool(err)
+	}
+	id, q, log := m.ID, s.s.o.Queue, s.s.log
+	deferred := s.deferred
+	remote := s.acct.Host()
+	go func() {
+		res := <-done
+		o := queue.Outcome{Remote: remote, Temp: deferred}
+		switch se, isSMTP := upstream.SMTPError(res.err); {
+		case res.err == nil:
+			o.Delivered = live
+		case isSMTP && se.Code >= 500:
+			for _, r := range live {
+				o.Failed = append(o.Failed, queue.FailureOf(r, res.err))
+			}
+		default:
+			o.Temp = append(o.Temp, live...)
+			o.Err = res.err
+		}
+		log.Info("late upstream answer", "id", id, "err", res.err)
+		q.Settle(id, o)
+	}()
+	return queuedReply(id, fmt.Errorf("the provider did not answer within %s", s.s.syncWait))
+}
+
+// okReply passes the upstream's acceptance text (often its queue ID) on
+// to the client; go-smtp's client leaves the enhanced code in the text.
+func okReply(text string) error {
+	if len(text) > 6 && text[0] == '2' && text[1] == '.' {
+		if sp := strings.IndexByte(text, ' '); sp > 0 {
+			text = text[sp+1:]
+		}
+	}
+	return smtpErr(250, smtp.EnhancedCode{2, 0, 0}, text)
+}
+
+func queuedReply(id string, why error) error {
+	msg := "queued as " + id + ": smtpshim will deliver it when the provider is reachable"
+	if why != nil {
+		msg = "queued as " + id + " for a later try (" + truncate(oneLine(why.Error()), 200) + ")"
+	}
+	return smtpErr(250, smtp.EnhancedCode{2, 0, 0}, msg)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+func (s *session) discard(sw *spool.Writer) {
+	if sw != nil {
+		sw.Discard()
+	}
+}
+
+func (s *session) spoolProblem(err error) {
+	if err == nil {
+		return
+	}
+	s.s.log.Error("cannot write the spool", "err", err)
+	s.s.o.Bus.Publish(events.Event{Kind: events.Problem, Error: err.Error(),
+		Hint: "free disk space or fix the permissions of the spool directory (smtpshim doctor shows where it is)"})
+}
+
+func errSpool(err error) *smtp.SMTPError {
+	msg := "smtpshim cannot store the message right now, try again later"
+	if errors.Is(err, os.ErrPermission) {
+		msg += " (permission denied on the spool directory)"
+	} else if err != nil && strings.Contains(err.Error(), "no space") {
+		msg += " (the disk is full)"
+	}
+	return smtpErr(452, smtp.EnhancedCode{4, 3, 1}, msg)
+}
+
+// clientDataError turns a failure to read the client's message into a
+// reply; a size overrun keeps go-smtp's 552 5.3.4.
+func clientDataError(err error, maxLine int) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return se
+	}
+	if errors.Is(err, smtp.ErrTooLongLine) {
+		return smtpErr(500, smtp.EnhancedCode{5, 5, 2}, fmt.Sprintf("line too long (over %d bytes); the message was not sent", maxLine))
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return smtpErr(421, smtp.EnhancedCode{4, 4, 2}, "timed out while receiving the message; it was not sent")
+	}
+	return smtpErr(451, smtp.EnhancedCode{4, 3, 0}, "the message was not received completely; it was not sent")
+}

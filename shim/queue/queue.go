@@ -1,0 +1,582 @@
+// Package queue retries spooled messages until the upstream accepts them,
+// refuses them for good (then the sender gets a bounce), or they expire.
+//
+// Retries use exponential backoff with jitter per message, and each
+// account's health: while an account's server is down, one probe at a time
+// goes out instead of a connection per message.
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/smtpshim/smtpshim/shim/dsn"
+	"github.com/smtpshim/smtpshim/shim/events"
+	"github.com/smtpshim/smtpshim/shim/hints"
+	"github.com/smtpshim/smtpshim/shim/spool"
+	"github.com/smtpshim/smtpshim/shim/upstream"
+)
+
+// Options configures a Queue.
+type Options struct {
+	Spool *spool.Spool
+	// Pool returns the upstream pool of an account key, or nil when the
+	// account no longer exists.
+	Pool     func(account string) *upstream.Pool
+	Bus      *events.Bus
+	Logger   *slog.Logger
+	Hostname string
+	// MaxAge is how long a message is retried before it bounces.
+	MaxAge time.Duration
+	// RetryMin and RetryMax bound the backoff between attempts.
+	RetryMin, RetryMax time.Duration
+	// AttemptTimeout bounds one delivery attempt.
+	AttemptTimeout time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Queue owns the spooled messages while the engine runs.
+type Queue struct {
+	o   Options
+	log *slog.Logger
+
+	mu      sync.Mutex
+	entries map[string]*entry
+	running map[string]int // in-flight attempts per account
+	wake    chan struct{}
+	wg      sync.WaitGroup
+}
+
+type entry struct {
+	m    *spool.Meta
+	busy bool // an attempt (or the client's live attempt) is running
+}
+
+// New returns a queue over o.Spool. Call Load, then Run.
+func New(o Options) *Queue {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Bus == nil {
+		o.Bus = &events.Bus{}
+	}
+	if o.RetryMin <= 0 {
+		o.RetryMin = time.Minute
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = time.Hour
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = 5 * 24 * time.Hour
+	}
+	if o.AttemptTimeout <= 0 {
+		o.AttemptTimeout = 10 * time.Minute
+	}
+	return &Queue{
+		o:       o,
+		log:     o.Logger,
+		entries: map[string]*entry{},
+		running: map[string]int{},
+		wake:    make(chan struct{}, 1),
+	}
+}
+
+// Load reads the spool. Every message found is due at once: after a
+// restart the first thing to do is try again.
+func (q *Queue) Load() error {
+	metas, err := q.o.Spool.List()
+	now := q.o.Now()
+	q.mu.Lock()
+	for _, m := range metas {
+		m.NextTry = now
+		q.entries[m.ID] = &entry{m: m}
+	}
+	n := len(q.entries)
+	q.mu.Unlock()
+	q.o.Bus.SetQueued(n)
+	if n > 0 {
+		q.log.Info("queued messages found", "count", n)
+	}
+	q.kick()
+	return err
+}
+
+func (q *Queue) kick() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Backoff returns the wait before attempt n+1: RetryMin doubling up to
+// RetryMax, with ±25% jitter so a batch doesn't retry in lock-step.
+func (q *Queue) Backoff(attempts int) time.Duration {
+	d := q.o.RetryMin
+	for i := 1; i < attempts && d < q.o.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, q.o.RetryMax)
+	j := d / 4
+	if j > 0 {
+		d += rand.N(2*j+1) - j
+	}
+	return d
+}
+
+// Add makes a spooled body durable and queues it. With busy set, the
+// caller is still attempting delivery and must call Settle.
+func (q *Queue) Add(w *spool.Writer, m *spool.Meta, busy bool) error {
+	now := q.o.Now()
+	if m.Created.IsZero() {
+		m.Created = now
+	}
+	if m.NextTry.IsZero() {
+		m.NextTry = now.Add(q.Backoff(max(m.Attempts, 1)))
+	}
+	if err := q.o.Spool.Commit(w, m); err != nil {
+		q.o.Bus.Publish(events.Event{Kind: events.Problem, Error: err.Error(),
+			Hint: "smtpshim could not write its spool directory; free disk space or fix its permissions (see smtpshim doctor)"})
+		return err
+	}
+	q.mu.Lock()
+	q.entries[m.ID] = &entry{m: m, busy: busy}
+	n := len(q.entries)
+	q.mu.Unlock()
+	q.o.Bus.SetQueued(n)
+	q.o.Bus.Publish(events.Event{Kind: events.Queued, Account: m.Account, MessageID: m.ID, Rcpts: m.Rcpts, Error: m.LastError, Hint: m.LastHint})
+	q.log.Info("message queued", "id", m.ID, "account", m.Account, "rcpts", len(m.Rcpts), "reason", m.LastError)
+	q.kick()
+	return nil
+}
+
+// Outcome is the result of one delivery attempt.
+type Outcome struct {
+	Delivered []string
+	Temp      []string         // still to deliver
+	Failed    []spool.Failure  // refused for good
+	Err       error            // the error behind Temp, for the log
+	Remote    string           // the upstream server
+	Health    *upstream.Health // set when the account's server failed
+}
+
+// Settle applies the outcome of an attempt on a busy entry.
+func (q *Queue) Settle(id string, o Outcome) {
+	q.mu.Lock()
+	e := q.entries[id]
+	q.mu.Unlock()
+	if e == nil {
+		return // deleted meanwhile
+	}
+	q.settle(e, o)
+}
+
+func (q *Queue) settle(e *entry, o Outcome) {
+	m := e.m
+	now := q.o.Now()
+	if len(o.Delivered) > 0 {
+		q.o.Bus.Publish(events.Event{Kind: events.Delivered, Account: m.Account, MessageID: m.ID, Rcpts: o.Delivered})
+		q.log.Info("delivered from queue", "id", m.ID, "account", m.Account, "rcpts", len(o.Delivered), "attempts", m.Attempts+1)
+	}
+	m.Failed = append(m.Failed, o.Failed...)
+	m.Rcpts = o.Temp
+	m.Attempts++
+	if len(m.Rcpts) > 0 && now.Sub(m.Created) >= q.o.MaxAge {
+		reason := "4.4.7"
+		diag := fmt.Sprintf("smtpshim gave up after %s of retries", q.o.MaxAge)
+		if o.Err != nil {
+			diag += "; last error: " + o.Err.Error()
+		}
+		for _, r := range m.Rcpts {
+			m.Failed = append(m.Failed, spool.Failure{Rcpt: r, Status: reason, Diagnostic: diag})
+		}
+		m.Rcpts = nil
+	}
+	if len(m.Rcpts) == 0 {
+		// Done with this message. A bounce is made durable before the
+		// original goes, so a crash between the two duplicates, never loses.
+		if len(m.Failed) > 0 {
+			q.bounce(m)
+		}
+		if err := q.o.Spool.Remove(m.ID); err != nil {
+			q.log.Error("removing a finished message from the spool", "id", m.ID, "err", err)
+		}
+		q.mu.Lock()
+		delete(q.entries, m.ID)
+		n := len(q.entries)
+		q.mu.Unlock()
+		q.o.Bus.SetQueued(n)
+		q.kick()
+		return
+	}
+	m.LastError = ""
+	m.LastHint = ""
+	if o.Err != nil {
+		m.LastError = o.Err.Error()
+		m.LastHint = hints.For(o.Err)
+	}
+	m.NextTry = now.Add(q.Backoff(m.Attempts))
+	if o.Health != nil && !o.Health.Healthy && o.Health.NextProbe.After(m.NextTry) {
+		m.NextTry = o.Health.NextProbe
+	}
+	if err := q.o.Spool.Update(m); err != nil {
+		q.log.Error("updating a queued message", "id", m.ID, "err", err)
+	}
+	q.o.Bus.Publish(events.Event{Kind: events.Deferred, Account: m.Account, MessageID: m.ID, Rcpts: m.Rcpts, Error: m.LastError, Hint: m.LastHint})
+	q.log.Warn("delivery deferred", "id", m.ID, "account", m.Account, "attempts", m.Attempts, "next_try", m.NextTry.Format(time.RFC3339), "err", m.LastError)
+	q.mu.Lock()
+	e.busy = false
+	q.mu.Unlock()
+	q.kick()
+}
+
+// bounce queues a delivery status notification to the sender.
+func (q *Queue) bounce(m *spool.Meta) {
+	ev := events.Event{Kind: events.Bounced, Account: m.Account, MessageID: m.ID}
+	for _, f := range m.Failed {
+		ev.Rcpts = append(ev.Rcpts, f.Rcpt)
+	}
+	ev.Error = m.Failed[0].Diagnostic
+	ev.Hint = hints.For(errors.New(m.Failed[0].Diagnostic))
+	q.o.Bus.Publish(ev)
+	if m.Bounce || m.From == "" {
+		q.log.Error("a bounce could not be delivered; dropping it (bounces are never bounced)", "id", m.ID, "to", m.Rcpts, "err", ev.Error)
+		return
+	}
+	q.log.Warn("message refused permanently; bouncing to the sender", "id", m.ID, "from", m.From, "failed", len(m.Failed), "err", ev.Error)
+	body, err := q.o.Spool.Body(m.ID)
+	if err != nil {
+		q.log.Error("opening the refused message to bounce it", "id", m.ID, "err", err)
+		return
+	}
+	defer body.Close()
+	w, err := q.o.Spool.Create()
+	if err != nil {
+		q.log.Error("creating a bounce", "id", m.ID, "err", err)
+		return
+	}
+	rep := dsn.Report{
+		ReportingMTA: q.o.Hostname,
+		From:         "Mail Delivery System <" + m.From + ">",
+		To:           m.From,
+		ArrivalDate:  m.Created,
+		Date:         q.o.Now(),
+		Reason:       "smtpshim accepted your message, but the provider refused it for the recipients below.",
+		Hint:         ev.Hint,
+	}
+	for _, f := range m.Failed {
+		rep.Recipients = append(rep.Recipients, dsn.Recipient{Address: f.Rcpt, Action: "failed", Status: f.Status, Diagnostic: f.Diagnostic})
+	}
+	if err := dsn.Build(w, rep, body); err != nil {
+		w.Discard()
+		q.log.Error("building a bounce", "id", m.ID, "err", err)
+		return
+	}
+	bm := &spool.Meta{Account: m.Account, From: m.From, Rcpts: []string{m.From}, Bounce: true, NextTry: q.o.Now()}
+	if err := q.Add(w, bm, false); err != nil {
+		q.log.Error("queueing a bounce", "id", m.ID, "err", err)
+	}
+}
+
+// Run delivers due messages until ctx ends, then waits for attempts in
+// flight.
+func (q *Queue) Run(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		next := q.dispatch(ctx)
+		wait := time.Until(next)
+		if next.IsZero() {
+			wait = time.Hour
+		}
+		timer.Reset(max(wait, 10*time.Millisecond))
+		select {
+		case <-ctx.Done():
+			q.wg.Wait()
+			return
+		case <-q.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// dispatch starts attempts for due entries and returns when the next
+// entry falls due (zero when none waits).
+func (q *Queue) dispatch(ctx context.Context) time.Time {
+	now := q.o.Now()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var due []*entry
+	var next time.Time
+	for _, e := range q.entries {
+		if e.busy {
+			continue
+		}
+		if e.m.NextTry.After(now) {
+			if next.IsZero() || e.m.NextTry.Before(next) {
+				next = e.m.NextTry
+			}
+			continue
+		}
+		due = append(due, e)
+	}
+	sort.Slice(due, func(i, j int) bool { return due[i].m.ID < due[j].m.ID })
+	for _, e := range due {
+		pool := q.o.Pool(e.m.Account)
+		limit := 1
+		if pool != nil && pool.Health().Healthy {
+			limit = pool.Account().PoolSize()
+		}
+		if q.running[e.m.Account] >= limit {
+			continue
+		}
+		e.busy = true
+		q.running[e.m.Account]++
+		q.wg.Add(1)
+		go q.attempt(ctx, e, pool)
+	}
+	return next
+}
+
+func (q *Queue) attempt(ctx context.Context, e *entry, pool *upstream.Pool) {
+	defer q.wg.Done()
+	var o Outcome
+	if pool == nil {
+		o = Outcome{Temp: e.m.Rcpts, Err: fmt.Errorf("account %s is no longer configured: add it again, or delete the message with \"smtpshim queue delete %s\"", e.m.Account, e.m.ID)}
+	} else {
+		actx, cancel := context.WithTimeout(ctx, q.o.AttemptTimeout)
+		o = q.deliver(actx, e.m, pool)
+		cancel()
+	}
+	q.mu.Lock()
+	q.running[e.m.Account]--
+	gone := q.entries[e.m.ID] != e
+	q.mu.Unlock()
+	if gone {
+		return // deleted while we tried
+	}
+	if ctx.Err() != nil && len(o.Delivered) == 0 && len(o.Failed) == 0 {
+		q.mu.Lock()
+		e.busy = false
+		q.mu.Unlock()
+		return // shutting down: try again after the restart
+	}
+	// A server that dropped us, or was down, shares the news with the
+	// account's other messages, which wait for its probe.
+	if o.Health != nil && !o.Health.Healthy {
+		q.deferAccount(e.m.Account, o.Health.NextProbe)
+	}
+	q.settle(e, o)
+}
+
+// deferAccount pushes an account's due messages back to its next probe.
+func (q *Queue) deferAccount(account string, until time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, e := range q.entries {
+		if !e.busy && e.m.Account == account && e.m.NextTry.Before(until) {
+			e.m.NextTry = until
+		}
+	}
+}
+
+// Deliver runs one attempt for m over pool; the listener uses it for the
+// late end of a live attempt too.
+func (q *Queue) deliver(ctx context.Context, m *spool.Meta, pool *upstream.Pool) Outcome {
+	body, err := q.o.Spool.Body(m.ID)
+	if err != nil {
+		return Outcome{Temp: m.Rcpts, Err: err}
+	}
+	defer body.Close()
+	return Deliver(ctx, pool, m.From, m.Rcpts, &smtp.MailOptions{UTF8: m.UTF8, Size: m.Size}, body)
+}
+
+// Deliver sends one message over pool and sorts its recipients into
+// delivered, temporarily failed and permanently failed.
+func Deliver(ctx context.Context, pool *upstream.Pool, from string, rcpts []string, opts *smtp.MailOptions, body io.Reader) Outcome {
+	o := Outcome{Remote: pool.Account().Host()}
+	tempAll := func(err error) Outcome {
+		o.Temp = append(o.Temp[:0], rcpts...)
+		o.Delivered = nil
+		o.Err = err
+		if h := pool.Health(); !h.Healthy {
+			o.Health = &h
+		}
+		return o
+	}
+	tx, err := pool.BeginProbe(ctx, from, opts)
+	if err != nil {
+		if upstream.IsPermanent(err) && !isAuthStage(err) {
+			for _, r := range rcpts {
+				o.Failed = append(o.Failed, FailureOf(r, err))
+			}
+			return o
+		}
+		return tempAll(err)
+	}
+	var accepted []string
+	for _, r := range rcpts {
+		err := tx.Rcpt(r, nil)
+		switch {
+		case err == nil:
+			accepted = append(accepted, r)
+		case upstream.IsPermanent(err):
+			o.Failed = append(o.Failed, FailureOf(r, err))
+		default:
+			if _, isSMTP := upstream.SMTPError(err); !isSMTP {
+				tx.Abort()
+				failed := o.Failed
+				o = tempAll(err)
+				o.Failed = failed
+				o.Temp = subtract(rcpts, failed)
+				return o
+			}
+			o.Temp = append(o.Temp, r)
+			o.Err = err
+		}
+	}
+	if len(accepted) == 0 {
+		tx.Abort()
+		return o
+	}
+	w, err := tx.Data()
+	if err == nil {
+		buf := copyBufPool.Get().(*[]byte)
+		_, err = io.CopyBuffer(w, body, *buf)
+		copyBufPool.Put(buf)
+		if err == nil {
+			_, err = tx.Commit()
+		}
+	}
+	if err != nil {
+		tx.Abort()
+		if upstream.IsPermanent(err) {
+			for _, r := range accepted {
+				o.Failed = append(o.Failed, FailureOf(r, err))
+			}
+			return o
+		}
+		o.Temp = append(o.Temp, accepted...)
+		o.Err = err
+		return o
+	}
+	o.Delivered = accepted
+	return o
+}
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// isAuthStage reports a refusal of our credentials. Like Postfix's
+// smtp_sasl_auth_soft_bounce, it is retried rather than bounced: the user
+// can fix the password, and the mail should then go out.
+func isAuthStage(err error) bool {
+	var de *upstream.DialError
+	return errors.As(err, &de)
+}
+
+// FailureOf records a permanent refusal of rcpt for the bounce.
+func FailureOf(rcpt string, err error) spool.Failure {
+	f := spool.Failure{Rcpt: rcpt, Status: "5.0.0", Diagnostic: err.Error()}
+	if se, ok := upstream.SMTPError(err); ok {
+		if se.EnhancedCode != smtp.NoEnhancedCode && se.EnhancedCode != smtp.EnhancedCodeNotSet {
+			f.Status = fmt.Sprintf("%d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2])
+		} else {
+			f.Status = fmt.Sprintf("%d.0.0", se.Code/100)
+		}
+		f.Diagnostic = fmt.Sprintf("%d %s %s", se.Code, f.Status, se.Message)
+	}
+	return f
+}
+
+func subtract(all []string, failed []spool.Failure) []string {
+	var out []string
+	for _, r := range all {
+		gone := false
+		for _, f := range failed {
+			if strings.EqualFold(f.Rcpt, r) {
+				gone = true
+				break
+			}
+		}
+		if !gone {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// List returns a snapshot of the queued messages, oldest first.
+func (q *Queue) List() []spool.Meta {
+	q.mu.Lock()
+	out := make([]spool.Meta, 0, len(q.entries))
+	for _, e := range q.entries {
+		out = append(out, *e.m)
+	}
+	q.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Get returns one queued message.
+func (q *Queue) Get(id string) (spool.Meta, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e := q.entries[id]
+	if e == nil {
+		return spool.Meta{}, false
+	}
+	return *e.m, true
+}
+
+// RetryNow makes one message (id != "") or all of them due now. It
+// returns how many it found.
+func (q *Queue) RetryNow(id string) int {
+	now := q.o.Now()
+	n := 0
+	q.mu.Lock()
+	for _, e := range q.entries {
+		if id == "" || e.m.ID == id {
+			e.m.NextTry = now
+			n++
+		}
+	}
+	q.mu.Unlock()
+	q.kick()
+	return n
+}
+
+// Delete removes a message from the queue without sending it.
+func (q *Queue) Delete(id string) error {
+	q.mu.Lock()
+	e := q.entries[id]
+	if e == nil {
+		q.mu.Unlock()
+		return fmt.Errorf("no queued message %s", id)
+	}
+	delete(q.entries, id)
+	n := len(q.entries)
+	q.mu.Unlock()
+	q.o.Bus.SetQueued(n)
+	q.log.Info("message deleted from the queue", "id", id)
+	return q.o.Spool.Remove(id)
+}
+
+// Len returns the number of queued messages.
+func (q *Queue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.entries)
+}

@@ -1,0 +1,310 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/smtpshim/smtpshim/shim/config"
+)
+
+// ErrAccountDown is returned without dialing while an account's server is
+// known to be unreachable, so a dead upstream is not hit once per message.
+var ErrAccountDown = errors.New("the account's server was unreachable moments ago; not retrying yet")
+
+// Health is an account's upstream state.
+type Health struct {
+	Healthy   bool
+	LastError error
+	Failures  int       // consecutive connection failures
+	NextProbe time.Time // no new connection before this, while unhealthy
+}
+
+// Pool keeps authenticated connections to one account's server and caps
+// how many are open at once.
+type Pool struct {
+	acct *config.Account
+	opts Options
+	sem  chan struct{}
+
+	mu     sync.Mutex
+	idle   []*Conn
+	health Health
+	timer  *time.Timer
+	closed bool
+	notify func(Health)
+}
+
+// NewPool returns a pool for acct. notify, if not nil, is called (outside
+// locks) whenever the account's health changes.
+func NewPool(acct *config.Account, o Options, notify func(Health)) *Pool {
+	return &Pool{
+		acct:   acct,
+		opts:   o.withDefaults(),
+		sem:    make(chan struct{}, acct.PoolSize()),
+		health: Health{Healthy: true},
+		notify: notify,
+	}
+}
+
+// Account returns the pool's account.
+func (p *Pool) Account() *config.Account { return p.acct }
+
+// Health returns the account's upstream state.
+func (p *Pool) Health() Health {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.health
+}
+
+// Available reports whether a new attempt may be made now.
+func (p *Pool) Available(now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.health.Healthy || !now.Before(p.health.NextProbe)
+}
+
+// healthBackoff is the wait after n consecutive connection failures:
+// 5 s doubling to 5 min, with jitter so many shims don't retry in step.
+func healthBackoff(n int) time.Duration {
+	d := 5 * time.Second << min(n-1, 6)
+	d = min(d, 5*time.Minute)
+	return d/2 + rand.N(d/2+1)
+}
+
+func (p *Pool) record(err error) {
+	p.mu.Lock()
+	old := p.health
+	if err == nil {
+		p.health = Health{Healthy: true}
+	} else {
+		p.health.Healthy = false
+		p.health.LastError = err
+		p.health.Failures++
+		p.health.NextProbe = time.Now().Add(healthBackoff(p.health.Failures))
+	}
+	h := p.health
+	p.mu.Unlock()
+	if p.notify != nil && (old.Healthy != h.Healthy || err != nil) {
+		p.notify(h)
+	}
+}
+
+// countsAgainstHealth reports whether a dial error means the server (not
+// the message) is in trouble.
+func countsAgainstHealth(err error) bool {
+	var de *DialError
+	if errors.As(err, &de) {
+		switch de.Step {
+		case StepPassword:
+			return false
+		case StepAuth:
+			// A refused password is the account's problem, not an outage,
+			// but a server that hangs up during AUTH is down for us.
+			_, isSMTP := SMTPError(err)
+			return !isSMTP
+		}
+	}
+	return true
+}
+
+// acquire returns a connection, reusing an idle one when possible.
+func (p *Pool) acquire(ctx context.Context, allowDown bool) (*Conn, bool, error) {
+	if !allowDown && !p.Available(time.Now()) {
+		return nil, false, ErrAccountDown
+	}
+	select {
+	case p.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	}
+	p.mu.Lock()
+	for len(p.idle) > 0 {
+		c := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		if time.Since(c.lastUsed) < p.opts.IdleTimeout {
+			p.mu.Unlock()
+			return c, true, nil
+		}
+		go c.Close()
+	}
+	p.mu.Unlock()
+	c, err := Dial(ctx, p.acct, p.opts)
+	if err != nil {
+		<-p.sem
+		if countsAgainstHealth(err) {
+			p.record(err)
+		}
+		return nil, false, err
+	}
+	p.record(nil)
+	return c, false, nil
+}
+
+// release returns c to the pool, or closes it when it can't be reused.
+func (p *Pool) release(c *Conn, reusable bool) {
+	defer func() { <-p.sem }()
+	c.uses++
+	c.lastUsed = time.Now()
+	if !reusable || c.uses >= p.opts.MaxReuse {
+		go c.Close()
+		return
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		go c.Close()
+		return
+	}
+	p.idle = append(p.idle, c)
+	if p.timer == nil {
+		p.timer = time.AfterFunc(p.opts.IdleTimeout, p.reapIdle)
+	}
+	p.mu.Unlock()
+}
+
+// reapIdle closes connections idle too long; it reschedules itself only
+// while connections remain, so an idle process has no timers running.
+func (p *Pool) reapIdle() {
+	p.mu.Lock()
+	p.timer = nil
+	keep := p.idle[:0]
+	var drop []*Conn
+	now := time.Now()
+	var oldest time.Time
+	for _, c := range p.idle {
+		if now.Sub(c.lastUsed) >= p.opts.IdleTimeout {
+			drop = append(drop, c)
+			continue
+		}
+		if oldest.IsZero() || c.lastUsed.Before(oldest) {
+			oldest = c.lastUsed
+		}
+		keep = append(keep, c)
+	}
+	p.idle = keep
+	if len(keep) > 0 && !p.closed {
+		p.timer = time.AfterFunc(p.opts.IdleTimeout-now.Sub(oldest)+10*time.Millisecond, p.reapIdle)
+	}
+	p.mu.Unlock()
+	for _, c := range drop {
+		c.Close()
+	}
+}
+
+// Close closes idle connections; busy ones close when released.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	idle := p.idle
+	p.idle = nil
+	if p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
+}
+
+// Tx is one mail transaction on an upstream connection.
+type Tx struct {
+	p    *Pool
+	c    *Conn
+	data *smtp.DataCommand
+	done bool
+}
+
+// Begin opens a transaction: it takes a connection and sends MAIL FROM.
+// A reused connection that turns out to be dead is replaced once. Errors
+// are *smtp.SMTPError for upstream refusals, *DialError for connection
+// set-up, ErrAccountDown, or network errors.
+func (p *Pool) Begin(ctx context.Context, from string, opts *smtp.MailOptions) (*Tx, error) {
+	return p.begin(ctx, from, opts, false)
+}
+
+// BeginProbe is Begin, but it also tries an account marked down: the
+// retry queue uses it as the probe that finds the server back.
+func (p *Pool) BeginProbe(ctx context.Context, from string, opts *smtp.MailOptions) (*Tx, error) {
+	return p.begin(ctx, from, opts, true)
+}
+
+func (p *Pool) begin(ctx context.Context, from string, opts *smtp.MailOptions, allowDown bool) (*Tx, error) {
+	for attempt := 0; ; attempt++ {
+		c, reused, err := p.acquire(ctx, allowDown)
+		if err != nil {
+			return nil, err
+		}
+		err = c.c.Mail(from, opts)
+		if err == nil {
+			return &Tx{p: p, c: c}, nil
+		}
+		se, isSMTP := SMTPError(err)
+		if isSMTP && se.Code != 421 {
+			// The server refused this sender; no transaction is open and
+			// the connection is fine for the next one.
+			p.release(c, true)
+			return nil, err
+		}
+		p.release(c, false)
+		if !reused || attempt > 0 {
+			return nil, err
+		}
+		// A pooled connection the server closed while idle: try a new one.
+	}
+}
+
+// Info describes the connection the transaction runs on.
+func (tx *Tx) Info() Info { return tx.c.info }
+
+// Rcpt adds a recipient. An *smtp.SMTPError is a refusal of this
+// recipient; any other error means the connection failed.
+func (tx *Tx) Rcpt(to string, opts *smtp.RcptOptions) error {
+	return tx.c.c.Rcpt(to, opts)
+}
+
+// Data starts the message body. Write it with CRLF line endings; the
+// writer dot-stuffs.
+func (tx *Tx) Data() (io.Writer, error) {
+	d, err := tx.c.c.Data()
+	if err != nil {
+		return nil, err
+	}
+	tx.data = d
+	return d, nil
+}
+
+// Commit ends the body and returns the server's final reply text. The
+// connection goes back to the pool unless it failed.
+func (tx *Tx) Commit() (string, error) {
+	if tx.done {
+		return "", errors.New("transaction already finished")
+	}
+	tx.done = true
+	resp, err := tx.data.CloseWithResponse()
+	_, isSMTP := SMTPError(err)
+	tx.p.release(tx.c, err == nil || isSMTP)
+	if err != nil {
+		return "", err
+	}
+	return resp.StatusText, nil
+}
+
+// Abort ends the transaction without delivering anything, by dropping the
+// connection: inside DATA, ending the body would deliver a truncated
+// message, and before it go-smtp's RSET would also repeat EHLO, which some
+// servers treat as the end of the authenticated session.
+func (tx *Tx) Abort() {
+	if tx.done {
+		return
+	}
+	tx.done = true
+	tx.c.abort()
+	tx.p.release(tx.c, false)
+}
