@@ -20,8 +20,8 @@ type Reader struct {
 	// a line start after a bare LF.
 	unstuff bool
 	bareBOL bool
-	spill  []byte
-	spillA [1]byte
+	spill   []byte
+	spillA  [1]byte
 	// spillErr is the source's error that came with the byte in spill; it
 	// is returned with that byte, never before it.
 	spillErr error
