@@ -6,6 +6,7 @@
 #                    Debian packages first when run as root or with sudo)
 #   make build       the binary, in bin/
 #   make lint        go vet and gofmt
+#   make fuzz        each fuzz target for FUZZTIME (default 20s)
 
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -38,6 +39,15 @@ lint:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags realpeer $(PKGS)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# Each fuzz target for a short, bounded time; the regular tests replay the
+# committed corpora under testdata/fuzz.
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run XXX -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./shim/config/
+	$(GO) test -run XXX -fuzz '^FuzzLookup$$' -fuzztime $(FUZZTIME) ./shim/route/
+	$(GO) test -run XXX -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME) ./shim/crlf/
+	$(GO) test -run XXX -fuzz '^FuzzBuild$$' -fuzztime $(FUZZTIME) ./shim/dsn/
 
 clean:
 	rm -rf bin

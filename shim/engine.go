@@ -9,10 +9,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +24,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/events"
 	"github.com/smtpshim/smtpshim/shim/hints"
 	"github.com/smtpshim/smtpshim/shim/listener"
+	"github.com/smtpshim/smtpshim/shim/localcert"
 	"github.com/smtpshim/smtpshim/shim/queue"
 	"github.com/smtpshim/smtpshim/shim/route"
 	"github.com/smtpshim/smtpshim/shim/secrets"
@@ -43,6 +47,9 @@ type Options struct {
 	Listeners []net.Listener
 	// NoControl disables the control socket.
 	NoControl bool
+	// Trace, when set, receives SMTP protocol traces of both sides, with
+	// credentials masked.
+	Trace io.Writer
 }
 
 // Engine is a running smtpshim.
@@ -54,6 +61,7 @@ type Engine struct {
 	queue *queue.Queue
 	srv   *listener.Server
 	lns   []net.Listener
+	tlns  []net.Listener // implicit TLS
 	ctl   net.Listener
 
 	mu     sync.RWMutex
@@ -113,7 +121,16 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 		}
 		check = listener.PasswordChecker(pw)
 	}
+	var localTLS *tls.Config
+	if cfg.StartTLS || len(cfg.ListenTLS) > 0 {
+		if localTLS, err = LocalTLSConfig(cfg); err != nil {
+			e.spool.Close()
+			return nil, err
+		}
+	}
 	e.srv = listener.New(listener.Options{
+		TLSConfig: localTLS,
+		Trace:     o.Trace,
 		Config:    cfg,
 		Routes:    e.currentRoutes,
 		Pool:      e.pool,
@@ -134,6 +151,17 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 				return nil, fmt.Errorf("cannot listen on %s: %w (is another smtpshim or mail server using the port? change listen in the config)", addr, err)
 			}
 			e.lns = append(e.lns, l)
+		}
+	}
+	if len(o.Listeners) == 0 {
+		for _, addr := range cfg.ListenTLS {
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				e.closeListeners()
+				e.spool.Close()
+				return nil, fmt.Errorf("cannot listen on %s (listen_tls): %w", addr, err)
+			}
+			e.tlns = append(e.tlns, l)
 		}
 	}
 	if !o.NoControl {
@@ -158,7 +186,7 @@ func allowFunc(cfg *config.Config) (func(netip.Addr) bool, error) {
 		nets = append(nets, p.Masked())
 	}
 	if len(nets) == 0 {
-		for _, l := range cfg.ListenAddrs() {
+		for _, l := range append(cfg.ListenAddrs(), cfg.ListenTLS...) {
 			host, _, _ := net.SplitHostPort(l)
 			ip, err := netip.ParseAddr(host)
 			if host == "localhost" || (err == nil && ip.IsLoopback()) {
@@ -188,7 +216,43 @@ func (e *Engine) upstreamOptions(cfg *config.Config) upstream.Options {
 		Logger:          e.log,
 		TLSConfig:       e.o.UpstreamTLS,
 		KeychainTimeout: cfg.EffectiveKeychainTimeout(),
+		Trace:           e.o.Trace,
 	}
+}
+
+// LocalTLSConfig is the TLS offered to local clients: a generated
+// certificate kept next to the config file, and TLS 1.0 and later with
+// the older cipher suites, because scan-to-email printers and 2000s-era
+// clients speak nothing newer. The upstream side never goes below 1.2.
+func LocalTLSConfig(cfg *config.Config) (*tls.Config, error) {
+	dir := filepath.Dir(cfg.Path())
+	if cfg.Path() == "" {
+		d, err := config.DefaultPath()
+		if err != nil {
+			return nil, err
+		}
+		dir = filepath.Dir(d)
+	}
+	pair, err := localcert.LoadOrCreate(dir, nil)
+	if err != nil {
+		return nil, fmt.Errorf("local TLS certificate: %w", err)
+	}
+	suites := []uint16{}
+	for _, cs := range tls.CipherSuites() {
+		suites = append(suites, cs.ID)
+	}
+	for _, cs := range tls.InsecureCipherSuites() {
+		// RSA key exchange and 3DES are what Windows XP-era clients have;
+		// RC4 is broken beyond use and stays out.
+		if !strings.Contains(cs.Name, "RC4") {
+			suites = append(suites, cs.ID)
+		}
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{pair.Cert},
+		MinVersion:   tls.VersionTLS10,
+		CipherSuites: suites,
+	}, nil
 }
 
 // apply installs cfg's accounts, keeping the pools of unchanged accounts.
@@ -281,10 +345,14 @@ func (e *Engine) Run(ctx context.Context) error {
 		ctlSrv = &http.Server{Handler: control.Handler(e), ReadHeaderTimeout: 10 * time.Second}
 		go ctlSrv.Serve(e.ctl)
 	}
-	errc := make(chan error, len(e.lns))
+	errc := make(chan error, len(e.lns)+len(e.tlns))
 	for _, l := range e.lns {
 		e.log.Info("listening", "addr", l.Addr().String())
 		go func(l net.Listener) { errc <- e.srv.Serve(l) }(l)
+	}
+	for _, l := range e.tlns {
+		e.log.Info("listening with implicit TLS", "addr", l.Addr().String())
+		go func(l net.Listener) { errc <- e.srv.ServeTLS(l) }(l)
 	}
 	var err error
 	select {
@@ -309,9 +377,18 @@ func (e *Engine) Run(ctx context.Context) error {
 }
 
 func (e *Engine) closeListeners() {
-	for _, l := range e.lns {
+	for _, l := range append(e.lns, e.tlns...) {
 		l.Close()
 	}
+}
+
+// TLSAddrs returns the addresses of the implicit-TLS listeners.
+func (e *Engine) TLSAddrs() []net.Addr {
+	var out []net.Addr
+	for _, l := range e.tlns {
+		out = append(out, l.Addr())
+	}
+	return out
 }
 
 // The control API.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 
@@ -57,7 +58,12 @@ type app struct {
 
 func main() {
 	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
-	os.Exit(a.run(os.Args[1:]))
+	args := os.Args[1:]
+	// Installed as (or linked to) "sendmail", act as sendmail does.
+	if base := strings.TrimSuffix(filepath.Base(os.Args[0]), ".exe"); base == "sendmail" {
+		args = append([]string{"send"}, args...)
+	}
+	os.Exit(a.run(args))
 }
 
 const usage = `smtpshim: send mail from old clients through modern providers.
@@ -66,7 +72,7 @@ Usage:
   smtpshim [--config FILE] COMMAND [ARGS]
 
 Commands:
-  serve                      run the relay (headless)
+  serve [--trace]            run the relay (headless); --trace logs the SMTP dialogues
   account add ADDRESS|@DOMAIN --server HOST:PORT [--username U] [--password-stdin]
   account list               show accounts (never passwords)
   account remove ADDRESS|@DOMAIN
@@ -74,6 +80,8 @@ Commands:
   queue list | show ID | retry [ID] | delete ID
   send [-t] [-f SENDER] [-i] [RECIPIENT...]   sendmail-compatible: reads a message on stdin
   doctor                     check the config, keychain, ports, DNS, TLS and AUTH
+  local-password [--password-stdin]   set the password local clients must give (local_auth = "require")
+  cert export [--out FILE]   the CA certificate of the local TLS listener, for clients to trust
   demo                       run a self-contained demonstration
   version
 
@@ -103,6 +111,10 @@ func (a *app) run(args []string) int {
 		err = a.doctor(rest)
 	case "demo":
 		err = a.demo(rest)
+	case "local-password":
+		err = a.localPassword(rest)
+	case "cert":
+		err = a.cert(rest)
 	case "version", "--version":
 		fmt.Fprintf(a.stdout, "smtpshim %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	case "help", "-h", "--help":

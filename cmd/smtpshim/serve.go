@@ -15,6 +15,7 @@ import (
 func (a *app) serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(a.stderr)
+	traceOn := fs.Bool("trace", false, "log both sides of every SMTP conversation (credentials are shown as ***)")
 	if err := fs.Parse(args); err != nil {
 		return exit(exUsage, "%v", err)
 	}
@@ -23,7 +24,11 @@ func (a *app) serve(args []string) error {
 		return err
 	}
 	log := a.logger()
-	eng, err := shim.New(cfg, shim.Options{Logger: log})
+	opts := shim.Options{Logger: log}
+	if *traceOn {
+		opts.Trace = a.stderr
+	}
+	eng, err := shim.New(cfg, opts)
 	if err != nil {
 		return exit(exConfig, "%v", err)
 	}

@@ -33,6 +33,9 @@ const (
 	DefaultKeychainTimeout   = 10 * time.Second
 	DefaultMaxLineLength     = 64 << 10
 	DefaultPort              = 2525
+	DefaultMaxConnsPerIP     = 10
+	DefaultSenderRateMinute  = 30
+	DefaultSenderRateDay     = 1000
 	securityStartTLS         = "starttls"
 	securityTLS              = "tls"
 	securityInsecure         = "insecure"
@@ -90,6 +93,21 @@ type Config struct {
 	LocalAuth string `toml:"local_auth,omitempty"`
 	// AllowNetworks lists the client networks allowed besides loopback.
 	AllowNetworks []string `toml:"allow_networks,omitempty"`
+	// StartTLS offers STARTTLS to local clients, with a generated
+	// certificate (see `smtpshim cert export`).
+	StartTLS bool `toml:"starttls,omitempty"`
+	// ListenTLS lists implicit-TLS listener addresses for local clients.
+	ListenTLS []string `toml:"listen_tls,omitempty"`
+	// MaxConnectionsPerIP caps concurrent connections from one
+	// non-loopback client.
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip,omitempty,omitzero"`
+	// SenderRateMinute and SenderRateDay cap messages per sender; they
+	// apply to non-loopback clients, and to loopback ones only with
+	// RateLimitLoopback.
+	SenderRateMinute int `toml:"sender_rate_minute,omitempty,omitzero"`
+	SenderRateDay    int `toml:"sender_rate_day,omitempty,omitzero"`
+	// RateLimitLoopback applies the sender rate limits to local clients too.
+	RateLimitLoopback bool `toml:"rate_limit_loopback,omitempty"`
 	// KeychainTimeout bounds every keychain call.
 	KeychainTimeout Duration `toml:"keychain_timeout,omitempty,omitzero"`
 	// Accounts are the upstream accounts, picked by envelope sender.
@@ -224,6 +242,16 @@ func (c *Config) EffectiveDataTimeout() time.Duration {
 	return time.Duration(orDefault(int64(c.DataTimeout), int64(DefaultDataTimeout)))
 }
 
+// EffectiveMaxConnectionsPerIP returns the per-client connection cap.
+func (c *Config) EffectiveMaxConnectionsPerIP() int {
+	return int(orDefault(int64(c.MaxConnectionsPerIP), DefaultMaxConnsPerIP))
+}
+
+// EffectiveSenderRates returns the per-sender caps per minute and per day.
+func (c *Config) EffectiveSenderRates() (int, int) {
+	return int(orDefault(int64(c.SenderRateMinute), DefaultSenderRateMinute)), int(orDefault(int64(c.SenderRateDay), DefaultSenderRateDay))
+}
+
 // EffectiveSyncWait returns how long a client waits for the first attempt.
 func (c *Config) EffectiveSyncWait() time.Duration {
 	return time.Duration(orDefault(int64(c.SyncWait), int64(DefaultSyncWait)))
@@ -354,6 +382,11 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("listen %q: %w", l, err)
 		}
 	}
+	for _, l := range c.ListenTLS {
+		if err := validateHostPort(l); err != nil {
+			return fmt.Errorf("listen_tls %q: %w", l, err)
+		}
+	}
 	switch c.EffectiveLocalAuth() {
 	case LocalAuthIgnore, LocalAuthRequire:
 	default:
@@ -367,7 +400,8 @@ func (c *Config) Validate() error {
 	for _, v := range []struct {
 		name string
 		n    int
-	}{{"max_recipients", c.MaxRecipients}, {"max_connections", c.MaxConnections}} {
+	}{{"max_recipients", c.MaxRecipients}, {"max_connections", c.MaxConnections},
+		{"max_connections_per_ip", c.MaxConnectionsPerIP}, {"sender_rate_minute", c.SenderRateMinute}, {"sender_rate_day", c.SenderRateDay}} {
 		if v.n < 0 {
 			return fmt.Errorf("%s must not be negative", v.name)
 		}

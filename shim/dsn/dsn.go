@@ -463,6 +463,11 @@ func splitLong(s string, n int) []string {
 // control character (CR, LF, NUL, TAB, ...) a space, trimmed, at most max
 // bytes.
 func singleLine(s string, max int) string {
+	// Cut early so a megabyte of garbage costs no more than a short reply;
+	// the slack covers leading space and the final rune-boundary trim.
+	if len(s) > 2*max+8 {
+		s = s[:2*max+8]
+	}
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' {

@@ -8,6 +8,7 @@ package listener
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/queue"
 	"github.com/smtpshim/smtpshim/shim/route"
 	"github.com/smtpshim/smtpshim/shim/spool"
+	"github.com/smtpshim/smtpshim/shim/trace"
 	"github.com/smtpshim/smtpshim/shim/upstream"
 )
 
@@ -51,6 +53,10 @@ type Options struct {
 	// Allowed decides which client addresses may connect; nil means
 	// loopback only.
 	Allowed func(netip.Addr) bool
+	// TLSConfig, when set, is offered with STARTTLS and used by ServeTLS.
+	TLSConfig *tls.Config
+	// Trace, when set, receives protocol traces with credentials masked.
+	Trace io.Writer
 }
 
 // Server serves local SMTP clients.
@@ -63,6 +69,12 @@ type Server struct {
 	maxConns  int64
 	conns     atomic.Int64
 	log       *slog.Logger
+	perIP     int
+	rate      *rateLimiter
+	rateLocal bool
+
+	ipMu    sync.Mutex
+	ipConns map[netip.Addr]int
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -87,7 +99,11 @@ func New(o Options) *Server {
 		dataLimit: cfg.EffectiveDataTimeout(),
 		maxConns:  int64(cfg.EffectiveMaxConnections()),
 		log:       o.Logger,
+		perIP:     cfg.EffectiveMaxConnectionsPerIP(),
+		rateLocal: cfg.RateLimitLoopback,
+		ipConns:   map[netip.Addr]int{},
 	}
+	s.rate = newRateLimiter(cfg.EffectiveSenderRates())
 	srv := smtp.NewServer(s)
 	srv.Domain = cfg.HostnameOrDefault()
 	srv.MaxMessageBytes = cfg.EffectiveMaxMessageSize()
@@ -100,6 +116,10 @@ func New(o Options) *Server {
 	srv.ReadTimeout = s.idle
 	srv.WriteTimeout = time.Minute
 	srv.ErrorLog = slogPrinter{o.Logger}
+	srv.TLSConfig = o.TLSConfig
+	if o.Trace != nil {
+		srv.Debug = trace.New(o.Trace, "local: ")
+	}
 	s.srv = srv
 	return s
 }
@@ -116,6 +136,23 @@ func (s *Server) Serve(l net.Listener) error {
 	s.listeners = append(s.listeners, gl)
 	s.mu.Unlock()
 	err := s.srv.Serve(gl)
+	if errors.Is(err, smtp.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// ServeTLS accepts clients that speak TLS from the first byte (the
+// "SMTPS" of old clients) on l.
+func (s *Server) ServeTLS(l net.Listener) error {
+	if s.o.TLSConfig == nil {
+		return errors.New("no TLS configuration for the implicit-TLS listener")
+	}
+	gl := &guardListener{Listener: l, s: s}
+	s.mu.Lock()
+	s.listeners = append(s.listeners, gl)
+	s.mu.Unlock()
+	err := s.srv.Serve(tls.NewListener(gl, s.o.TLSConfig))
 	if errors.Is(err, smtp.ErrServerClosed) {
 		return nil
 	}
@@ -147,7 +184,8 @@ func (g *guardListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if ap, perr := netip.ParseAddrPort(c.RemoteAddr().String()); perr == nil && !g.s.o.Allowed(ap.Addr().Unmap()) {
+		addr := remoteIP(c)
+		if !g.s.o.Allowed(addr) {
 			g.s.log.Warn("refused a client from a network that is not allowed", "client", c.RemoteAddr().String())
 			go refuse(c, "554 5.7.1 smtpshim accepts connections only from this computer (and networks listed in allow_networks)")
 			continue
@@ -158,7 +196,13 @@ func (g *guardListener) Accept() (net.Conn, error) {
 			go refuse(c, "421 4.7.0 too many connections to smtpshim, try again later")
 			continue
 		}
-		return &countedConn{Conn: c, s: g.s}, nil
+		if !addr.IsLoopback() && !g.s.takeIP(addr) {
+			g.s.conns.Add(-1)
+			g.s.log.Warn("too many connections from one client; refused", "client", c.RemoteAddr().String(), "limit", g.s.perIP)
+			go refuse(c, "421 4.7.0 too many connections from your address, try again later")
+			continue
+		}
+		return &countedConn{Conn: c, s: g.s, ip: addr}, nil
 	}
 }
 
@@ -171,25 +215,60 @@ func refuse(c net.Conn, reply string) {
 type countedConn struct {
 	net.Conn
 	s    *Server
+	ip   netip.Addr
 	once sync.Once
 }
 
 func (c *countedConn) Close() error {
-	c.once.Do(func() { c.s.conns.Add(-1) })
+	c.once.Do(func() {
+		c.s.conns.Add(-1)
+		if !c.ip.IsLoopback() {
+			c.s.releaseIP(c.ip)
+		}
+	})
 	return c.Conn.Close()
+}
+
+// remoteIP is the client's address; an unparsable one counts as not
+// loopback, so it is never trusted by accident.
+func remoteIP(c net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.IPv4Unspecified()
+}
+
+func (s *Server) takeIP(a netip.Addr) bool {
+	s.ipMu.Lock()
+	defer s.ipMu.Unlock()
+	if s.ipConns[a] >= s.perIP {
+		return false
+	}
+	s.ipConns[a]++
+	return true
+}
+
+func (s *Server) releaseIP(a netip.Addr) {
+	s.ipMu.Lock()
+	defer s.ipMu.Unlock()
+	if s.ipConns[a]--; s.ipConns[a] <= 0 {
+		delete(s.ipConns, a)
+	}
 }
 
 // NewSession implements smtp.Backend.
 func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &session{s: s, c: c, remote: c.Conn().RemoteAddr().String()}, nil
+	ip := remoteIP(c.Conn())
+	return &session{s: s, c: c, remote: c.Conn().RemoteAddr().String(), limited: !ip.IsLoopback() || s.rateLocal}, nil
 }
 
 // session is one client connection.
 type session struct {
-	s      *Server
-	c      *smtp.Conn
-	remote string
-	authed bool
+	s       *Server
+	c       *smtp.Conn
+	remote  string
+	authed  bool
+	limited bool // sender rate limits apply
 
 	acct     *config.Account
 	pool     *upstream.Pool
@@ -252,10 +331,19 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.s.o.LocalAuth != nil && !s.authed {
 		return smtpErr(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required: configure your mail client with the local smtpshim user name and password")
 	}
+	if strings.ContainsFunc(from, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return smtpErr(501, smtp.EnhancedCode{5, 1, 7}, "bad sender address syntax: control characters")
+	}
 	acct, err := s.s.o.Routes().Lookup(from)
 	if err != nil {
 		s.s.log.Warn("refused sender without an account", "client", s.remote, "from", from)
 		return smtpErr(550, smtp.EnhancedCode{5, 7, 1}, err.Error())
+	}
+	if s.limited {
+		if over := s.s.rate.check(from, time.Now()); over != "" {
+			s.s.log.Warn("sender over its rate limit", "client", s.remote, "from", from, "limit", over)
+			return smtpErr(451, smtp.EnhancedCode{4, 7, 1}, fmt.Sprintf("sender <%s> has reached its limit of messages %s; try again later", from, over))
+		}
 	}
 	s.acct, s.from = acct, from
 	s.pool = s.s.o.Pool(acct.Key())
@@ -324,7 +412,7 @@ func oneLine(s string) string {
 }
 
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if strings.ContainsAny(to, "\r\n\x00") || !strings.Contains(to, "@") {
+	if strings.ContainsFunc(to, func(r rune) bool { return r < ' ' || r == 0x7f }) || !strings.Contains(to, "@") {
 		return smtpErr(501, smtp.EnhancedCode{5, 1, 3}, "bad recipient address syntax")
 	}
 	if s.tx == nil {
@@ -408,6 +496,17 @@ type commitResult struct {
 }
 
 func (s *session) Data(r io.Reader) error {
+	from := s.from // data ends the transaction and forgets it
+	err := s.data(r)
+	if s.limited {
+		if se, ok := err.(*smtp.SMTPError); ok && se.Code == 250 {
+			s.s.rate.record(from, time.Now())
+		}
+	}
+	return err
+}
+
+func (s *session) data(r io.Reader) error {
 	start := time.Now()
 	sw, spoolErr := s.s.o.Spool.Create()
 	if spoolErr != nil {

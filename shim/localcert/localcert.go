@@ -4,15 +4,21 @@
 package localcert
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -29,10 +35,27 @@ type Pair struct {
 }
 
 // Generate makes a CA and a server certificate for names (DNS names or IP
-// addresses), valid for validFor.
+// addresses), valid for validFor, with ECDSA keys.
 func Generate(org string, names []string, validFor time.Duration) (*Pair, error) {
+	return generate(org, names, validFor, false)
+}
+
+// GenerateRSA is Generate with RSA keys, which TLS stacks of old mail
+// clients and printers need: many cannot do ECDSA.
+func GenerateRSA(org string, names []string, validFor time.Duration) (*Pair, error) {
+	return generate(org, names, validFor, true)
+}
+
+func newKey(rsaKey bool) (crypto.Signer, error) {
+	if rsaKey {
+		return rsa.GenerateKey(rand.Reader, 2048)
+	}
+	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+}
+
+func generate(org string, names []string, validFor time.Duration, rsaKey bool) (*Pair, error) {
 	now := time.Now().Add(-time.Hour)
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caKey, err := newKey(rsaKey)
 	if err != nil {
 		return nil, err
 	}
@@ -45,12 +68,12 @@ func Generate(org string, names []string, validFor time.Duration) (*Pair, error)
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
 	if err != nil {
 		return nil, err
 	}
 	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := newKey(rsaKey)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +82,7 @@ func Generate(org string, names []string, validFor time.Duration) (*Pair, error)
 		Subject:      pkix.Name{Organization: []string{org}, CommonName: names[0]},
 		NotBefore:    now,
 		NotAfter:     now.Add(validFor),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	for _, n := range names {
@@ -69,7 +92,7 @@ func Generate(org string, names []string, validFor time.Duration) (*Pair, error)
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caKey)
 	if err != nil {
 		return nil, err
 	}
@@ -91,4 +114,56 @@ func Generate(org string, names []string, validFor time.Duration) (*Pair, error)
 func serial() *big.Int {
 	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	return n
+}
+
+// File names of a stored pair.
+const (
+	CAFile   = "local-tls-ca.pem"
+	CertFile = "local-tls-cert.pem"
+	KeyFile  = "local-tls-key.pem"
+)
+
+// LoadOrCreate reads the pair stored in dir, or generates an RSA pair for
+// localhost and the given extra names and stores it (the key with mode
+// 0600). Clients that want to verify the listener trust the CA file.
+func LoadOrCreate(dir string, names []string) (*Pair, error) {
+	caPEM, err1 := os.ReadFile(filepath.Join(dir, CAFile))
+	certPEM, err2 := os.ReadFile(filepath.Join(dir, CertFile))
+	keyPEM, err3 := os.ReadFile(filepath.Join(dir, KeyFile))
+	if err := errors.Join(err1, err2, err3); err == nil {
+		p := &Pair{CAPEM: caPEM, CertPEM: certPEM, KeyPEM: keyPEM, Pool: x509.NewCertPool()}
+		if !p.Pool.AppendCertsFromPEM(caPEM) {
+			return nil, fmt.Errorf("%s: no certificate in it; delete the local-tls-*.pem files to make new ones", filepath.Join(dir, CAFile))
+		}
+		if p.Cert, err = tls.X509KeyPair(certPEM, keyPEM); err != nil {
+			return nil, fmt.Errorf("local TLS certificate in %s: %w; delete the local-tls-*.pem files to make new ones", dir, err)
+		}
+		if leaf, err := x509.ParseCertificate(p.Cert.Certificate[0]); err == nil && time.Now().Before(leaf.NotAfter) {
+			return p, nil
+		}
+	} else {
+		for _, e := range []error{err1, err2, err3} {
+			if e != nil && !errors.Is(e, os.ErrNotExist) {
+				return nil, e
+			}
+		}
+	}
+	all := append([]string{"localhost", "127.0.0.1", "::1"}, names...)
+	p, err := GenerateRSA("smtpshim", all, 10*365*24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{{CAFile, p.CAPEM, 0o644}, {CertFile, p.CertPEM, 0o644}, {KeyFile, p.KeyPEM, 0o600}} {
+		if err := os.WriteFile(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/secrets"
+	"github.com/smtpshim/smtpshim/shim/trace"
 )
 
 // Dialer opens network connections; tests swap it.
@@ -48,6 +50,8 @@ type Options struct {
 	KeychainTimeout time.Duration
 	// Logger receives connection events; never secrets.
 	Logger *slog.Logger
+	// Trace, when set, receives protocol traces with credentials masked.
+	Trace io.Writer
 	// TLSConfig, if set, is cloned as the base of every upstream TLS
 	// config (tests use it for RootCAs).
 	TLSConfig *tls.Config
@@ -261,6 +265,9 @@ func Dial(ctx context.Context, a *config.Account, o Options) (*Conn, error) {
 	}
 	c.CommandTimeout = o.CommandTimeout
 	c.SubmissionTimeout = o.SubmissionTimeout
+	if o.Trace != nil {
+		c.DebugWriter = trace.New(o.Trace, "upstream "+a.Server+": ")
+	}
 	if err := c.Hello(o.Hostname); err != nil {
 		return nil, fail(StepGreeting, err)
 	}
