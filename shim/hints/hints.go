@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/textproto"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -69,8 +70,21 @@ func For(err error) string {
 	if h := forTLS(err); h != "" {
 		return h
 	}
-	return forNet(err)
+	if h := forNet(err); h != "" {
+		return h
+	}
+	// Replies stored in the spool come back as plain text ("550 5.1.1
+	// User unknown"), so the typed error is gone; read the text instead.
+	if m := replyRE.FindStringSubmatch(err.Error()); m != nil {
+		code, _ := strconv.Atoi(m[1])
+		return forReply(code, m[2], m[3])
+	}
+	return ""
 }
+
+// replyRE finds an SMTP failure reply at the start of an error text, after
+// a "context: " prefix, on any line of a joined error, or in go-smtp's "SMTP error NNN: ..." form.
+var replyRE = regexp.MustCompile(`(?m)(?:^|: |SMTP error )([45][0-9][0-9])(?:[ -]|: )(?:([45]\.[0-9]{1,3}\.[0-9]{1,3}) ?)?(.*)`)
 
 // smtpReply extracts the reply from go-smtp's error, or from net/textproto's
 // for code paths (or libraries) that never convert it.

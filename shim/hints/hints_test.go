@@ -70,6 +70,12 @@ func TestForSMTPReplies(t *testing.T) {
 		{"relay denied", smtpErr(554, smtp.EnhancedCode{5, 7, 1}, "<bob@example.net>: Relay access denied"), hintRelay},
 		{"textproto error", &textproto.Error{Code: 535, Msg: "5.7.139 Authentication unsuccessful"}, hintM365AuthDisabled},
 		{"enhanced code only in message", smtpErr(550, smtp.EnhancedCodeNotSet, "5.7.60 SMTP; Client does not have permissions"), hintSendAs},
+		{"spooled reply text", errors.New("550 5.1.1 User unknown"), hintUnknownRcpt},
+		{"spooled m365 reply text", errors.New("535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox."), hintM365AuthDisabled},
+		{"spooled multi-line reply text", errors.New("534-5.7.9 Application-specific password required."), hintAppPassword},
+		{"stringified go-smtp error", errors.New("SMTP error 535: Authentication unsuccessful"), hintBadCredentials},
+		{"reply text after context", errors.New("deliver to bob@example.net: 552 5.3.4 Message size exceeds fixed limit"), hintTooLarge},
+		{"port number is not a reply", errors.New("dial tcp 10.0.0.1:587: something odd"), ""},
 		{"unrecognised refusal", smtpErr(550, smtp.EnhancedCode{5, 7, 1}, "Message rejected due to content restrictions"), ""},
 		{"unrecognised temporary", smtpErr(451, smtp.EnhancedCode{4, 3, 0}, "Local error in processing"), ""},
 	}

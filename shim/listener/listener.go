@@ -347,6 +347,11 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	s.acct, s.from = acct, from
 	s.pool = s.s.o.Pool(acct.Key())
+	if s.pool == nil {
+		// The accounts were reloaded between the lookup and now.
+		s.acct = nil
+		return smtpErr(451, smtp.EnhancedCode{4, 3, 0}, "smtpshim's accounts just changed; try again")
+	}
 	if opts != nil {
 		s.opts = smtp.MailOptions{UTF8: opts.UTF8, Size: opts.Size}
 	}

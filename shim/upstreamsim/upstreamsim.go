@@ -77,6 +77,7 @@ type Server struct {
 	msgs     []Message
 	fault    Fault
 	conns    int
+	refused  int
 	authFail int
 	stall    chan struct{}
 }
@@ -135,6 +136,9 @@ func (l *faultListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if l.s.Fault() == Refuse {
+			l.s.mu.Lock()
+			l.s.refused++
+			l.s.mu.Unlock()
 			c.Close()
 			continue
 		}
@@ -181,6 +185,13 @@ func (s *Server) Connections() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.conns
+}
+
+// Refused returns how many connections Refuse closed unanswered.
+func (s *Server) Refused() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused
 }
 
 // AuthFailures returns how many AUTH attempts failed.
