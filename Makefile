@@ -49,5 +49,11 @@ fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME) ./shim/crlf/
 	$(GO) test -run XXX -fuzz '^FuzzBuild$$' -fuzztime $(FUZZTIME) ./shim/dsn/
 
+# smtpshim against direct submission (a real shim process, a simulated
+# provider, an old-style load client), then the package microbenchmarks.
+bench:
+	$(GO) run ./cmd/shimbench
+	$(GO) test -run XXX -bench . -benchtime 200x ./shim/crlf/ ./shim/spool/ ./shim/route/
+
 clean:
 	rm -rf bin

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -22,6 +23,18 @@ func (a *app) serve(args []string) error {
 	cfg, err := a.loadConfig()
 	if err != nil {
 		return err
+	}
+	// Undocumented, for cmd/shimbench: a CPU profile of the whole run,
+	// written when the relay stops.
+	if p := os.Getenv("SMTPSHIM_CPUPROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			return exit(exIOErr, "SMTPSHIM_CPUPROFILE: %v", err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	log := a.logger()
 	opts := shim.Options{Logger: log}

@@ -308,3 +308,14 @@ func (tx *Tx) Abort() {
 	tx.c.abort()
 	tx.p.release(tx.c, false)
 }
+
+// AbortWhenDone drops the transaction's connection if ctx ends before the
+// returned stop is called, so a server that never answers (e.g. the final
+// dot) cannot hold the caller past its deadline or a shutdown. The pending
+// call then fails with a network error: the message counts as not
+// delivered and is retried later (a duplicate only if the server accepted
+// it in that very moment, as after a crash).
+func (tx *Tx) AbortWhenDone(ctx context.Context) (stop func() bool) {
+	raw := tx.c.raw
+	return context.AfterFunc(ctx, func() { raw.Close() })
+}
