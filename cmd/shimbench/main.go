@@ -216,6 +216,10 @@ func (b *bench) writeConfig(password string) (string, error) {
 			Security:        config.SecurityStartTLS,
 			CAFile:          ca,
 			PasswordCommand: "cat '" + pwFile + "'",
+			// As many upstream connections as the load has client
+			// connections, so the comparison with direct submission
+			// measures the relay, not the account's default cap of 4.
+			MaxConnections: 8,
 		}},
 	}
 	c.SetPath(filepath.Join(b.dir, "config.toml"))

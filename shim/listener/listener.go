@@ -118,7 +118,8 @@ func New(o Options) *Server {
 	srv.ErrorLog = slogPrinter{o.Logger}
 	srv.TLSConfig = o.TLSConfig
 	if o.Trace != nil {
-		srv.Debug = trace.New(o.Trace, "local: ")
+		// One writer for every client: see trace.NewShared.
+		srv.Debug = trace.NewShared(o.Trace, "local: ")
 	}
 	s.srv = srv
 	return s
@@ -148,7 +149,7 @@ func (s *Server) ServeTLS(l net.Listener) error {
 	if s.o.TLSConfig == nil {
 		return errors.New("no TLS configuration for the implicit-TLS listener")
 	}
-	gl := &guardListener{Listener: l, s: s}
+	gl := &guardListener{Listener: l, s: s, tls: true}
 	s.mu.Lock()
 	s.listeners = append(s.listeners, gl)
 	s.mu.Unlock()
@@ -175,7 +176,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // connection cap before go-smtp sees them, with a reply instead of a hang.
 type guardListener struct {
 	net.Listener
-	s *Server
+	s   *Server
+	tls bool // implicit TLS: clients speak TLS from the first byte
 }
 
 func (g *guardListener) Accept() (net.Conn, error) {
@@ -202,7 +204,7 @@ func (g *guardListener) Accept() (net.Conn, error) {
 			go refuse(c, "421 4.7.0 too many connections from your address, try again later")
 			continue
 		}
-		return &countedConn{Conn: c, s: g.s, ip: addr}, nil
+		return &countedConn{Conn: c, s: g.s, ip: addr, tls: g.tls, lineStart: true}, nil
 	}
 }
 
@@ -217,6 +219,60 @@ type countedConn struct {
 	s    *Server
 	ip   netip.Addr
 	once sync.Once
+
+	// dataEnd, while a DATA phase runs, is when data_timeout ends it
+	// (UnixNano; 0 outside DATA).
+	dataEnd  atomic.Int64
+	timedOut atomic.Bool
+	// Only Read touches these.
+	lineStart bool // the last byte read ended a line
+	tls       bool // the client speaks TLS: no plaintext reply possible
+}
+
+// Read bounds the client's silence, and ends the session on a timeout
+// itself, with a 421 and a close, rather than leaving it to go-smtp:
+// textproto hands a command line cut short by the timeout to go-smtp as a
+// complete one, which it runs (golang/go#56390), and after a DATA phase
+// that timed out go-smtp reads on and takes the rest of the body for
+// commands (emersion/go-smtp#196).
+//
+// Inside DATA the deadline is refreshed on every read from the network,
+// so a slow but steady upload is bounded only by data_timeout; go-smtp's
+// DATA reader fills a whole buffer per Read, so refreshing it a layer up
+// would cut off a client that sends less than a buffer per idle_timeout.
+func (c *countedConn) Read(p []byte) (int, error) {
+	if end := c.dataEnd.Load(); end != 0 {
+		c.Conn.SetReadDeadline(time.Unix(0, min(time.Now().Add(c.s.idle).UnixNano(), end)))
+	}
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		// A TLS record (after STARTTLS) starts where a line would.
+		if c.lineStart && p[0] == 0x16 {
+			c.tls = true
+		}
+		c.lineStart = p[n-1] == '\n'
+	}
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !c.timedOut.Swap(true) {
+		if !c.tls {
+			msg := "421 4.4.2 smtpshim timed out waiting for the client; closing the connection\r\n"
+			if c.dataEnd.Load() != 0 {
+				msg = "421 4.4.2 timed out while receiving the message; it was not sent\r\n"
+			}
+			c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c.Conn, msg)
+		}
+		c.Close()
+	}
+	return n, err
+}
+
+// countedOf returns the countedConn under c, which may be wrapped in TLS.
+func countedOf(c net.Conn) *countedConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	cc, _ := c.(*countedConn)
+	return cc
 }
 
 func (c *countedConn) Close() error {
@@ -259,13 +315,14 @@ func (s *Server) releaseIP(a netip.Addr) {
 // NewSession implements smtp.Backend.
 func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	ip := remoteIP(c.Conn())
-	return &session{s: s, c: c, remote: c.Conn().RemoteAddr().String(), limited: !ip.IsLoopback() || s.rateLocal}, nil
+	return &session{s: s, c: c, cc: countedOf(c.Conn()), remote: c.Conn().RemoteAddr().String(), limited: !ip.IsLoopback() || s.rateLocal}, nil
 }
 
 // session is one client connection.
 type session struct {
 	s       *Server
 	c       *smtp.Conn
+	cc      *countedConn // nil only for connections not from Serve
 	remote  string
 	authed  bool
 	limited bool // sender rate limits apply
@@ -326,8 +383,18 @@ func (s *session) abort() {
 	s.live, s.deferred, s.deferErr = nil, nil, nil
 }
 
+// errCutShort answers a command go-smtp parsed from a line the idle
+// timeout cut short: it must not run (the client never finished it), and
+// the connection is already closed.
+var errCutShort = smtpErr(421, smtp.EnhancedCode{4, 4, 2}, "timed out")
+
+func (s *session) cutShort() bool { return s.cc != nil && s.cc.timedOut.Load() }
+
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.abort()
+	if s.cutShort() {
+		return errCutShort
+	}
 	if s.s.o.LocalAuth != nil && !s.authed {
 		return smtpErr(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required: configure your mail client with the local smtpshim user name and password")
 	}
@@ -356,7 +423,13 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		s.opts = smtp.MailOptions{UTF8: opts.UTF8, Size: opts.Size}
 	}
 	if !s.pool.Available(time.Now()) {
-		s.deferErr = fmt.Errorf("%w: %v", upstream.ErrAccountDown, s.pool.Health().LastError)
+		last := s.pool.Health().LastError
+		if isTLSTrustProblem(last) {
+			// Not an outage to queue through: every client hears the
+			// same 454 as the one whose attempt found the problem.
+			return s.liveFailure(last)
+		}
+		s.deferErr = fmt.Errorf("%w: %v", upstream.ErrAccountDown, last)
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), min(s.s.syncWait, 30*time.Second))
@@ -384,8 +457,11 @@ func (s *session) liveFailure(err error) error {
 	}
 	if isTLSTrustProblem(err) {
 		s.logRefusal("the upstream's TLS could not be verified", err)
-		return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, "smtpshim refused to send the password: "+oneLine(err.Error())+
-			". "+hints.For(err))
+		msg := "smtpshim refused to send the password: " + oneLine(err.Error())
+		if h := hints.For(err); h != "" {
+			msg += " (" + h + ")"
+		}
+		return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, msg)
 	}
 	s.s.log.Info("upstream not reachable now; the message will be queued", "account", acct, "err", err)
 	s.deferErr = err
@@ -417,6 +493,9 @@ func oneLine(s string) string {
 }
 
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if s.cutShort() {
+		return errCutShort
+	}
 	if strings.ContainsFunc(to, func(r rune) bool { return r < ' ' || r == 0x7f }) || !strings.Contains(to, "@") {
 		return smtpErr(501, smtp.EnhancedCode{5, 1, 3}, "bad recipient address syntax")
 	}
@@ -444,25 +523,6 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		s.deferErr = err
 	}
 	return nil
-}
-
-// dataReader refreshes the read deadline on every read: go-smtp's
-// ReadTimeout would otherwise bound the whole body, and a large message on
-// a slow link must only be bounded by silence (idle) and by data_timeout.
-type dataReader struct {
-	r    io.Reader
-	conn net.Conn
-	idle time.Duration
-	end  time.Time
-}
-
-func (d *dataReader) Read(p []byte) (int, error) {
-	dl := time.Now().Add(d.idle)
-	if dl.After(d.end) {
-		dl = d.end
-	}
-	d.conn.SetReadDeadline(dl)
-	return d.r.Read(p)
 }
 
 // tee writes the body to the spool and the live upstream together; a
@@ -493,6 +553,11 @@ func (t *tee) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// memSpool is how much of a body is held in memory before it goes to a
+// spool file; it bounds memory per session while keeping small messages
+// off the disk.
+const memSpool = 1 << 20
+
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 type commitResult struct {
@@ -513,14 +578,10 @@ func (s *session) Data(r io.Reader) error {
 
 func (s *session) data(r io.Reader) error {
 	start := time.Now()
-	sw, spoolErr := s.s.o.Spool.Create()
-	if spoolErr != nil {
-		s.spoolProblem(spoolErr)
-		if s.tx == nil || len(s.deferred) > 0 {
-			s.abort()
-			return errSpool(spoolErr)
-		}
-	}
+	// The body stays in memory up to memSpool bytes: a message the
+	// provider takes at once then never touches the disk.
+	sw := s.s.o.Spool.CreateLazy(memSpool)
+	var spoolErr error
 	t := &tee{spool: sw, spoolOK: sw != nil}
 	if s.tx != nil && len(s.live) > 0 {
 		up, err := s.tx.Data()
@@ -535,7 +596,16 @@ func (s *session) data(r io.Reader) error {
 			t.up = up
 		}
 	}
-	src := crlf.NewDataReader(&dataReader{r: r, conn: s.c.Conn(), idle: s.s.idle, end: start.Add(s.s.dataLimit)})
+	// go-smtp's ReadTimeout would bound the whole body; a large message on
+	// a slow link must only be bounded by silence (idle, refreshed on each
+	// network read by countedConn) and by data_timeout.
+	if s.cc != nil {
+		s.cc.dataEnd.Store(start.Add(s.s.dataLimit).UnixNano())
+		defer s.cc.dataEnd.Store(0)
+	} else {
+		s.c.Conn().SetReadDeadline(start.Add(s.s.dataLimit))
+	}
+	src := crlf.NewDataReader(r)
 	buf := bufPool.Get().(*[]byte)
 	_, rerr := io.CopyBuffer(t, src, *buf)
 	bufPool.Put(buf)

@@ -54,6 +54,7 @@ type Queue struct {
 	mu      sync.Mutex
 	entries map[string]*entry
 	running map[string]int // in-flight attempts per account
+	wakeAt  time.Time      // when Run will next look, if nothing kicks it
 	wake    chan struct{}
 	wg      sync.WaitGroup
 }
@@ -61,6 +62,9 @@ type Queue struct {
 type entry struct {
 	m    *spool.Meta
 	busy bool // an attempt (or the client's live attempt) is running
+	// retry is a "send now" that arrived during an attempt; it wins over
+	// the backoff that attempt's failure would set.
+	retry bool
 }
 
 // New returns a queue over o.Spool. Call Load, then Run.
@@ -147,6 +151,17 @@ func (q *Queue) Add(w *spool.Writer, m *spool.Meta, busy bool) error {
 	if m.NextTry.IsZero() {
 		m.NextTry = now.Add(q.Backoff(max(m.Attempts, 1)))
 	}
+	// While the account's server is down, a new message waits for the
+	// account's next probe like the queued ones: otherwise every message
+	// arriving during an outage would make its own connection attempt,
+	// and each failure would push the probe after recovery further out.
+	if q.o.Pool != nil {
+		if p := q.o.Pool(m.Account); p != nil {
+			if h := p.Health(); !h.Healthy && h.NextProbe.After(m.NextTry) {
+				m.NextTry = h.NextProbe
+			}
+		}
+	}
 	if err := q.o.Spool.Commit(w, m); err != nil {
 		q.o.Bus.Publish(events.Event{Kind: events.Problem, Error: err.Error(),
 			Hint: "smtpshim could not write its spool directory; free disk space or fix its permissions (see smtpshim doctor)"})
@@ -159,7 +174,15 @@ func (q *Queue) Add(w *spool.Writer, m *spool.Meta, busy bool) error {
 	q.o.Bus.SetQueued(n)
 	q.o.Bus.Publish(events.Event{Kind: events.Queued, Account: m.Account, MessageID: m.ID, Rcpts: m.Rcpts, Error: m.LastError, Hint: m.LastHint})
 	q.log.Info("message queued", "id", m.ID, "account", m.Account, "rcpts", len(m.Rcpts), "reason", m.LastError)
-	q.kick()
+	// Wake the scheduler only when this message is due before it would
+	// look anyway: under an outage, messages arrive far faster than they
+	// fall due, and each wake-up scans the whole queue.
+	q.mu.Lock()
+	early := !busy && (q.wakeAt.IsZero() || m.NextTry.Before(q.wakeAt))
+	q.mu.Unlock()
+	if early {
+		q.kick()
+	}
 	return nil
 }
 
@@ -185,17 +208,17 @@ func (q *Queue) Settle(id string, o Outcome) {
 }
 
 func (q *Queue) settle(e *entry, o Outcome) {
-	m := e.m
 	now := q.o.Now()
-	if len(o.Delivered) > 0 {
-		q.o.Bus.Publish(events.Event{Kind: events.Delivered, Account: m.Account, MessageID: m.ID, Rcpts: o.Delivered})
-		q.log.Info("delivered from queue", "id", m.ID, "account", m.Account, "rcpts", len(o.Delivered), "attempts", m.Attempts+1)
-	}
+	// e.m is shared with List, Get and RetryNow, which hold q.mu: it
+	// changes only under q.mu, and the rest of settle reads a snapshot.
+	q.mu.Lock()
+	m := e.m
+	attempts := m.Attempts + 1
 	m.Failed = append(m.Failed, o.Failed...)
 	m.Rcpts = o.Temp
 	m.Attempts++
 	if len(m.Rcpts) > 0 && now.Sub(m.Created) >= q.o.MaxAge {
-		reason := "4.4.7"
+		reason := statusExpired
 		diag := fmt.Sprintf("smtpshim gave up after %s of retries", q.o.MaxAge)
 		if o.Err != nil {
 			diag += "; last error: " + o.Err.Error()
@@ -204,6 +227,29 @@ func (q *Queue) settle(e *entry, o Outcome) {
 			m.Failed = append(m.Failed, spool.Failure{Rcpt: r, Status: reason, Diagnostic: diag})
 		}
 		m.Rcpts = nil
+	}
+	if len(m.Rcpts) > 0 {
+		m.LastError = ""
+		m.LastHint = ""
+		if o.Err != nil {
+			m.LastError = o.Err.Error()
+			m.LastHint = hints.For(o.Err)
+		}
+		m.NextTry = now.Add(q.Backoff(m.Attempts))
+		if o.Health != nil && !o.Health.Healthy && o.Health.NextProbe.After(m.NextTry) {
+			m.NextTry = o.Health.NextProbe
+		}
+		if e.retry {
+			m.NextTry = now
+		}
+	}
+	e.retry = false
+	snap := *m
+	q.mu.Unlock()
+	m = &snap
+	if len(o.Delivered) > 0 {
+		q.o.Bus.Publish(events.Event{Kind: events.Delivered, Account: m.Account, MessageID: m.ID, Rcpts: o.Delivered})
+		q.log.Info("delivered from queue", "id", m.ID, "account", m.Account, "rcpts", len(o.Delivered), "attempts", attempts)
 	}
 	if len(m.Rcpts) == 0 {
 		// Done with this message. A bounce is made durable before the
@@ -222,16 +268,6 @@ func (q *Queue) settle(e *entry, o Outcome) {
 		q.kick()
 		return
 	}
-	m.LastError = ""
-	m.LastHint = ""
-	if o.Err != nil {
-		m.LastError = o.Err.Error()
-		m.LastHint = hints.For(o.Err)
-	}
-	m.NextTry = now.Add(q.Backoff(m.Attempts))
-	if o.Health != nil && !o.Health.Healthy && o.Health.NextProbe.After(m.NextTry) {
-		m.NextTry = o.Health.NextProbe
-	}
 	if err := q.o.Spool.Update(m); err != nil {
 		q.log.Error("updating a queued message", "id", m.ID, "err", err)
 	}
@@ -243,6 +279,9 @@ func (q *Queue) settle(e *entry, o Outcome) {
 	q.kick()
 }
 
+// statusExpired is the DSN status of a message that ran out of retries.
+const statusExpired = "4.4.7"
+
 // bounce queues a delivery status notification to the sender.
 func (q *Queue) bounce(m *spool.Meta) {
 	ev := events.Event{Kind: events.Bounced, Account: m.Account, MessageID: m.ID}
@@ -251,11 +290,15 @@ func (q *Queue) bounce(m *spool.Meta) {
 	}
 	ev.Error = m.Failed[0].Diagnostic
 	ev.Hint = hints.For(errors.New(m.Failed[0].Diagnostic))
-	q.o.Bus.Publish(ev)
 	if m.Bounce || m.From == "" {
-		q.log.Error("a bounce could not be delivered; dropping it (bounces are never bounced)", "id", m.ID, "to", m.Rcpts, "err", ev.Error)
+		// No one is told by mail: say it where the user looks.
+		ev.Kind = events.Problem
+		ev.Error = "a bounce to " + strings.Join(ev.Rcpts, ", ") + " could not be delivered and was dropped: " + ev.Error
+		q.o.Bus.Publish(ev)
+		q.log.Error("a bounce could not be delivered; dropping it (bounces are never bounced)", "id", m.ID, "to", ev.Rcpts, "err", m.Failed[0].Diagnostic)
 		return
 	}
+	q.o.Bus.Publish(ev)
 	q.log.Warn("message refused permanently; bouncing to the sender", "id", m.ID, "from", m.From, "failed", len(m.Failed), "err", ev.Error)
 	body, err := q.o.Spool.Body(m.ID)
 	if err != nil {
@@ -279,6 +322,9 @@ func (q *Queue) bounce(m *spool.Meta) {
 	}
 	for _, f := range m.Failed {
 		rep.Recipients = append(rep.Recipients, dsn.Recipient{Address: f.Rcpt, Action: "failed", Status: f.Status, Diagnostic: f.Diagnostic})
+		if f.Status == statusExpired {
+			rep.Reason = fmt.Sprintf("smtpshim accepted your message, but could not deliver it to the recipients below within %s: the provider was unreachable or kept deferring it.", q.o.MaxAge)
+		}
 	}
 	if err := dsn.Build(w, rep, body); err != nil {
 		w.Discard()
@@ -302,7 +348,11 @@ func (q *Queue) Run(ctx context.Context) {
 		if next.IsZero() {
 			wait = time.Hour
 		}
-		timer.Reset(max(wait, 10*time.Millisecond))
+		wait = max(wait, 10*time.Millisecond)
+		q.mu.Lock()
+		q.wakeAt = time.Now().Add(wait)
+		q.mu.Unlock()
+		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
 			q.wg.Wait()
@@ -319,6 +369,9 @@ func (q *Queue) dispatch(ctx context.Context) time.Time {
 	now := q.o.Now()
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	// Until Run sets the next wake-up, every Add must kick: this scan may
+	// already have passed over it.
+	q.wakeAt = time.Time{}
 	var due []*entry
 	var next time.Time
 	for _, e := range q.entries {
@@ -427,6 +480,11 @@ func Deliver(ctx context.Context, pool *upstream.Pool, from string, rcpts []stri
 		}
 		return tempAll(err)
 	}
+	// ctx bounds the whole transaction, not only its start: a server that
+	// never answers the final dot must not hold up a shutdown for the
+	// 10-minute submission timeout.
+	stop := tx.AbortWhenDone(ctx)
+	defer stop()
 	var accepted []string
 	for _, r := range rcpts {
 		err := tx.Rcpt(r, nil)
@@ -550,6 +608,7 @@ func (q *Queue) RetryNow(id string) int {
 	for _, e := range q.entries {
 		if id == "" || e.m.ID == id {
 			e.m.NextTry = now
+			e.retry = e.busy
 			n++
 		}
 	}

@@ -147,16 +147,58 @@ type Writer struct {
 	id   string
 	size int64
 	err  error
+	done bool
+	// A lazy writer keeps the body in mem until it passes spillAt bytes:
+	// most messages are delivered while the client waits and never need a
+	// file, and creating and deleting one per message is the costliest
+	// part of relaying small messages.
+	mem     *[]byte
+	spillAt int
 }
 
 // Create starts a new body file.
 func (s *Spool) Create() (*Writer, error) {
-	id := NewID()
-	f, err := os.OpenFile(filepath.Join(s.tmp, id+".eml"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+	w := &Writer{s: s, id: NewID()}
+	if err := w.open(); err != nil {
+		return nil, err
 	}
-	return &Writer{s: s, f: f, id: id}, nil
+	return w, nil
+}
+
+// CreateLazy starts a new body that stays in memory up to memLimit bytes
+// and moves to a file beyond that, or at Commit. File errors are reported
+// by Write or Commit.
+func (s *Spool) CreateLazy(memLimit int) *Writer {
+	return &Writer{s: s, id: NewID(), spillAt: memLimit, mem: memPool.Get().(*[]byte)}
+}
+
+// memPool recycles in-memory bodies; their capacity grows to what the
+// messages need, up to the largest spillAt.
+var memPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+func (w *Writer) open() error {
+	f, err := os.OpenFile(filepath.Join(w.s.tmp, w.id+".eml"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	w.f = f
+	return nil
+}
+
+// spill moves the in-memory body to its file.
+func (w *Writer) spill() error {
+	if err := w.open(); err != nil {
+		return err
+	}
+	buf := w.mem
+	w.mem = nil
+	_, err := w.f.Write(*buf)
+	*buf = (*buf)[:0]
+	memPool.Put(buf)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	return nil
 }
 
 // ID returns the message's ID.
@@ -173,6 +215,20 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
+	if w.done {
+		return 0, errors.New("spool: write after the body was finished")
+	}
+	if w.mem != nil {
+		if len(*w.mem)+len(p) <= w.spillAt {
+			*w.mem = append(*w.mem, p...)
+			w.size += int64(len(p))
+			return len(p), nil
+		}
+		if err := w.spill(); err != nil {
+			w.err = err
+			return 0, err
+		}
+	}
 	n, err := w.f.Write(p)
 	w.size += int64(n)
 	if err != nil {
@@ -183,24 +239,36 @@ func (w *Writer) Write(p []byte) (int, error) {
 
 // Discard drops the body without syncing it.
 func (w *Writer) Discard() {
-	if w.f == nil {
+	if w.done {
 		return
 	}
-	w.f.Close()
-	os.Remove(w.f.Name())
-	w.f = nil
+	w.done = true
+	if w.mem != nil {
+		*w.mem = (*w.mem)[:0]
+		memPool.Put(w.mem)
+		w.mem = nil
+	}
+	if w.f != nil {
+		w.f.Close()
+		os.Remove(w.f.Name())
+		w.f = nil
+	}
 }
 
 // Commit makes the message durable with metadata m (m.ID and m.Size are
 // set from w). When it returns nil the message survives a crash.
 func (s *Spool) Commit(w *Writer, m *Meta) error {
-	if w.f == nil {
+	if w.done {
 		return errors.New("spool: writer already finished")
+	}
+	if w.err == nil && w.mem != nil {
+		w.err = w.spill()
 	}
 	if w.err != nil {
 		w.Discard()
 		return w.err
 	}
+	w.done = true
 	m.ID = w.id
 	m.Size = w.size
 	err := w.f.Sync()

@@ -78,7 +78,7 @@ func (o *Options) withDefaults() Options {
 		v.IdleTimeout = 60 * time.Second
 	}
 	if v.MaxReuse <= 0 {
-		v.MaxReuse = 1000
+		v.MaxReuse = 10000
 	}
 	if v.KeychainTimeout <= 0 {
 		v.KeychainTimeout = config.DefaultKeychainTimeout
@@ -115,6 +115,8 @@ func (e *DialError) Error() string {
 		return e.Err.Error()
 	case StepAuth:
 		return fmt.Sprintf("%s: authentication failed: %v", e.Server, e.Err)
+	case StepTLS:
+		return fmt.Sprintf("%s: TLS handshake failed: %s", e.Server, strings.TrimPrefix(e.Err.Error(), "tls: "))
 	}
 	return fmt.Sprintf("%s: %s: %v", e.Server, e.Step, e.Err)
 }
@@ -306,7 +308,23 @@ func isTLSError(err error) bool {
 		he  x509.HostnameError
 		inv x509.CertificateInvalidError
 	)
-	return errors.As(err, &cv) || errors.As(err, &rh) || errors.As(err, &al) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &inv)
+	if errors.As(err, &cv) || errors.As(err, &rh) || errors.As(err, &al) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &inv) {
+		return true
+	}
+	// A TLS alert from the server, such as "protocol version" from one
+	// that stops at TLS 1.1, arrives as a *net.OpError "remote error"
+	// (tls.AlertError is only for QUIC); crypto/tls's own handshake
+	// failures, such as a server choosing TLS 1.1, start with "tls: ".
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "remote error" {
+		return true
+	}
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if strings.HasPrefix(e.Error(), "tls: ") {
+			return true
+		}
+	}
+	return false
 }
 
 // scrub makes sure an error text never carries the password, whatever a

@@ -39,11 +39,14 @@ const (
 
 // Message is one accepted message.
 type Message struct {
-	From       string
-	To         []string
-	Data       []byte // nil when Options.HashOnly
-	Size       int64
-	SHA256     [32]byte
+	From   string
+	To     []string
+	Data   []byte // nil when Options.HashOnly
+	Size   int64
+	SHA256 [32]byte
+	// Raw is the DATA part exactly as the client sent it on the wire,
+	// dot-stuffing and the final ".\r\n" line included (Options.RawLog).
+	Raw        []byte
 	User       string
 	Mechanism  string
 	TLSVersion string
@@ -61,6 +64,14 @@ type Options struct {
 	HashOnly bool
 	// Mechanisms limits the AUTH mechanisms offered; default PLAIN LOGIN.
 	Mechanisms []string
+	// RawLog records what clients send as read off the connection, before
+	// any SMTP parsing or dot-unstuffing: see Message.Raw and RawInput.
+	// It sees plaintext with NoTLS or ImplicitTLS; after STARTTLS it would
+	// see only ciphertext, so Message.Raw stays nil there.
+	RawLog bool
+	// MaxTLSVersion, when set, caps the TLS version offered, like an
+	// outdated provider (e.g. tls.VersionTLS11).
+	MaxTLSVersion uint16
 }
 
 // Server is a running simulated provider.
@@ -80,6 +91,7 @@ type Server struct {
 	refused  int
 	authFail int
 	stall    chan struct{}
+	raw      []byte // Options.RawLog: every byte read, all connections
 }
 
 // Start listens on 127.0.0.1 on a free port.
@@ -100,9 +112,19 @@ func Start(o Options) (*Server, error) {
 	srv.WriteTimeout = time.Minute
 	srv.ErrorLog = nopLogger{}
 	tlsCfg := &tls.Config{Certificates: []tls.Certificate{pair.Cert}, MinVersion: tls.VersionTLS12}
+	if o.MaxTLSVersion != 0 {
+		tlsCfg.MinVersion = min(tlsCfg.MinVersion, o.MaxTLSVersion)
+		tlsCfg.MaxVersion = o.MaxTLSVersion
+	}
 	if !o.NoTLS {
 		srv.TLSConfig = tlsCfg
 	} else {
+		srv.AllowInsecureAuth = true
+	}
+	if o.RawLog && o.ImplicitTLS {
+		// The raw log's wrapper hides the *tls.Conn from go-smtp, which
+		// would then offer STARTTLS again and withhold AUTH.
+		srv.TLSConfig = nil
 		srv.AllowInsecureAuth = true
 	}
 	s.srv = srv
@@ -145,8 +167,46 @@ func (l *faultListener) Accept() (net.Conn, error) {
 		l.s.mu.Lock()
 		l.s.conns++
 		l.s.mu.Unlock()
+		if l.s.o.RawLog {
+			c = &rawConn{Conn: c, s: l.s}
+		}
 		return c, nil
 	}
+}
+
+// rawConn records what is read from a connection (Options.RawLog). Under
+// implicit TLS it wraps the *tls.Conn, so it sees plaintext.
+type rawConn struct {
+	net.Conn
+	s  *Server
+	mu sync.Mutex
+	in []byte
+}
+
+func (c *rawConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.mu.Lock()
+		c.in = append(c.in, p[:n]...)
+		c.mu.Unlock()
+		c.s.mu.Lock()
+		c.s.raw = append(c.s.raw, p[:n]...)
+		c.s.mu.Unlock()
+	}
+	return n, err
+}
+
+func (c *rawConn) read() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.in
+}
+
+// RawInput returns every byte clients sent so far, as read (Options.RawLog).
+func (s *Server) RawInput() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]byte(nil), s.raw...)
 }
 
 // Close stops the server.
@@ -288,6 +348,13 @@ func (se *session) Data(r io.Reader) error {
 		se.c.Close()
 		return errors.New("dropped")
 	}
+	// The client sends its body only after the 354 reply, so what the
+	// connection has read so far ends with the DATA command.
+	rc, _ := se.c.Conn().(*rawConn)
+	var rawStart int
+	if rc != nil {
+		rawStart = len(rc.read())
+	}
 	n, err := io.Copy(w, r)
 	if err != nil {
 		return err
@@ -311,6 +378,12 @@ func (se *session) Data(r io.Reader) error {
 	copy(m.SHA256[:], h.Sum(nil))
 	if st, ok := se.c.TLSConnectionState(); ok {
 		m.TLSVersion = tls.VersionName(st.Version)
+	}
+	if rc != nil {
+		m.Raw = append([]byte(nil), rc.read()[rawStart:]...)
+		if tc, ok := rc.Conn.(*tls.Conn); ok {
+			m.TLSVersion = tls.VersionName(tc.ConnectionState().Version)
+		}
 	}
 	se.s.mu.Lock()
 	se.s.msgs = append(se.s.msgs, m)
