@@ -26,8 +26,14 @@ deps:
 # The real-peer tests are behind the realpeer build tag so that a plain
 # `go test ./...` stays fast; this target runs everything, inside a private
 # D-Bus session with an unlocked gnome-keyring.
+#
+# Every log line written during the run (smtpshim processes and in-process
+# engines) is collected and scanned for the passwords the tests used.
 test: deps
-	.ci/with-keyring $(GO) test -tags realpeer -count=1 -timeout 30m $(PKGS)
+	@logdir=$$(mktemp -d) && \
+	SMTPSHIM_TEST_LOGDIR=$$logdir SMTPSHIM_LOG_COPY=$$logdir \
+		.ci/with-keyring $(GO) test -tags realpeer -count=1 -timeout 30m $(PKGS) && \
+	.ci/scan-secrets $$logdir; rc=$$?; rm -rf $$logdir; exit $$rc
 
 test-unit:
 	$(GO) test -count=1 $(PKGS)

@@ -42,6 +42,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/control"
 	"github.com/smtpshim/smtpshim/shim/events"
+	"github.com/smtpshim/smtpshim/shim/internal/testlog"
 	"github.com/smtpshim/smtpshim/shim/secrets"
 	"github.com/smtpshim/smtpshim/shim/upstreamsim"
 )
@@ -62,6 +63,7 @@ const (
 
 func startSim(tb testing.TB, hashOnly bool) *upstreamsim.Server {
 	tb.Helper()
+	testlog.Secret(simPass)
 	sim, err := upstreamsim.Start(upstreamsim.Options{Users: map[string]string{simUser: simPass}, HashOnly: hashOnly})
 	if err != nil {
 		tb.Fatalf("starting the simulated provider: %v", err)
@@ -113,13 +115,21 @@ func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *rig {
 	}
 	hooks := &logHooks{}
 	var logger *slog.Logger
-	if o.quiet {
-		logger = slog.New(hookHandler{slog.DiscardHandler, hooks})
-	} else {
+	// Every log line also goes to the secret scan of `make test`.
+	var h slog.Handler = slog.DiscardHandler
+	if f := testlog.Writer(); f != nil {
+		h = slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug})
+	}
+	if !o.quiet {
 		w := &tbWriter{tb: tb}
 		tb.Cleanup(w.close) // runs after the engine stopped
-		logger = slog.New(hookHandler{slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}), hooks})
+		var out io.Writer = w
+		if f := testlog.Writer(); f != nil {
+			out = io.MultiWriter(w, f)
+		}
+		h = slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug})
 	}
+	logger = slog.New(hookHandler{h, hooks})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)

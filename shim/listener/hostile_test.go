@@ -31,6 +31,7 @@ import (
 
 	"github.com/smtpshim/smtpshim/shim"
 	"github.com/smtpshim/smtpshim/shim/config"
+	"github.com/smtpshim/smtpshim/shim/internal/testlog"
 	"github.com/smtpshim/smtpshim/shim/localcert"
 	"github.com/smtpshim/smtpshim/shim/secrets"
 	"github.com/smtpshim/smtpshim/shim/upstreamsim"
@@ -114,12 +115,16 @@ func startRig(t *testing.T, o rigOpts) *rig {
 	}
 	store := secrets.NewMemory()
 	ctx := context.Background()
+	testlog.Secret(alicePW)
+	testlog.Secret(domainPW)
 	store.Set(ctx, alice, alicePW)
 	store.Set(ctx, "@example.org", domainPW)
 	for k, v := range o.secrets {
+		testlog.Secret(v)
 		store.Set(ctx, k, v)
 	}
 	opts := shim.Options{
+		Logger:      testlog.Logger(t),
 		Secrets:     store,
 		UpstreamTLS: &tls.Config{RootCAs: pool},
 		NoControl:   true,

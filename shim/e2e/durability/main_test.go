@@ -27,6 +27,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/smtpshim/smtpshim/shim/internal/testlog"
 	"github.com/smtpshim/smtpshim/shim/upstreamsim"
 )
 
@@ -103,6 +104,7 @@ func freePort(t testing.TB) int {
 // startSim starts the simulated provider with the user alice, healed.
 func startSim(t testing.TB) *upstreamsim.Server {
 	t.Helper()
+	testlog.Secret(alicePW)
 	sim, err := upstreamsim.Start(upstreamsim.Options{Users: map[string]string{alice: alicePW}})
 	if err != nil {
 		t.Fatalf("upstreamsim: %v", err)

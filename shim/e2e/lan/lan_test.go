@@ -30,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smtpshim/smtpshim/shim/internal/testlog"
 	"github.com/smtpshim/smtpshim/shim/upstreamsim"
 )
 
@@ -86,6 +87,8 @@ func run(m *testing.M) int {
 // the relay's loopback). It prints "ADDR host:port" once, then one line
 // per accepted message, and exits when its stdin closes.
 func upstreamHelper() int {
+	testlog.Secret(alicePW)
+	testlog.Secret(localPW)
 	sim, err := upstreamsim.Start(upstreamsim.Options{Users: map[string]string{alice: alicePW}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "upstream helper:", err)

@@ -38,6 +38,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/smtpshim/smtpshim/shim/internal/testlog"
 )
 
 // Postfix is a running private Postfix with Dovecot SASL.
@@ -124,6 +126,7 @@ func cmdEnv() []string {
 // t.Cleanup. Any failure is fatal to the test.
 func StartPostfix(t testing.TB, users map[string]string) *Postfix {
 	t.Helper()
+	testlog.Secrets(users)
 	if os.Geteuid() != 0 {
 		t.Fatalf("realpeer: must run as root (Postfix master and Dovecot start as root); euid=%d", os.Geteuid())
 	}
@@ -324,6 +327,7 @@ func (p *Postfix) waitUsersVisible() {
 // Dovecot checks its passwd-file at most once per second).
 func (p *Postfix) SetUser(t testing.TB, login, password string) {
 	t.Helper()
+	testlog.Secret(password)
 	if err := checkCred(login, password); err != nil {
 		t.Fatalf("realpeer: %v", err)
 	}
