@@ -227,7 +227,15 @@ type countedConn struct {
 	// Only Read touches these.
 	lineStart bool // the last byte read ended a line
 	tls       bool // the client speaks TLS: no plaintext reply possible
+	// ahead holds bytes read from the socket but not yet handed out:
+	// go-smtp reads 4 KB at a time, and a larger read saves the system
+	// calls that dominate relaying small messages.
+	ahead    []byte
+	aheadAt  int
+	aheadErr error // the socket's error that came with buffered bytes
 }
+
+const readAhead = 32 << 10
 
 // Read bounds the client's silence, and ends the session on a timeout
 // itself, with a 421 and a close, rather than leaving it to go-smtp:
@@ -241,17 +249,38 @@ type countedConn struct {
 // DATA reader fills a whole buffer per Read, so refreshing it a layer up
 // would cut off a client that sends less than a buffer per idle_timeout.
 func (c *countedConn) Read(p []byte) (int, error) {
+	if c.aheadAt < len(c.ahead) {
+		n := copy(p, c.ahead[c.aheadAt:])
+		c.aheadAt += n
+		c.track(p[:n])
+		return n, nil
+	}
+	if err := c.aheadErr; err != nil {
+		c.aheadErr = nil
+		return 0, err
+	}
 	if end := c.dataEnd.Load(); end != 0 {
 		c.Conn.SetReadDeadline(time.Unix(0, min(time.Now().Add(c.s.idle).UnixNano(), end)))
 	}
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		// A TLS record (after STARTTLS) starts where a line would.
-		if c.lineStart && p[0] == 0x16 {
-			c.tls = true
+	var n int
+	var err error
+	if len(p) >= readAhead {
+		n, err = c.Conn.Read(p)
+	} else {
+		if c.ahead == nil {
+			c.ahead = make([]byte, readAhead)
 		}
-		c.lineStart = p[n-1] == '\n'
+		var m int
+		m, err = c.Conn.Read(c.ahead[:cap(c.ahead)])
+		c.ahead = c.ahead[:m]
+		n = copy(p, c.ahead)
+		c.aheadAt = n
+		if err != nil && n < m {
+			// Hand out the bytes first; the error comes after them.
+			c.aheadErr, err = err, nil
+		}
 	}
+	c.track(p[:n])
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !c.timedOut.Swap(true) {
 		if !c.tls {
 			msg := "421 4.4.2 smtpshim timed out waiting for the client; closing the connection\r\n"
@@ -264,6 +293,18 @@ func (c *countedConn) Read(p []byte) (int, error) {
 		c.Close()
 	}
 	return n, err
+}
+
+// track notes where lines start, to spot a TLS handshake.
+func (c *countedConn) track(p []byte) {
+	n := len(p)
+	if n > 0 {
+		// A TLS record (after STARTTLS) starts where a line would.
+		if c.lineStart && p[0] == 0x16 {
+			c.tls = true
+		}
+		c.lineStart = p[n-1] == '\n'
+	}
 }
 
 // countedOf returns the countedConn under c, which may be wrapped in TLS.
@@ -335,6 +376,10 @@ type session struct {
 	live     []string // recipients the upstream accepted in this session
 	deferred []string // recipients to queue
 	deferErr error    // why they are queued
+	// pending is a MAIL FROM sent upstream ahead of the client's RCPT;
+	// mailErr is the provider's refusal of it, repeated for every RCPT.
+	pending chan beginResult
+	mailErr error
 }
 
 func smtpErr(code int, enh smtp.EnhancedCode, msg string) *smtp.SMTPError {
@@ -375,6 +420,15 @@ func (s *session) Logout() error {
 }
 
 func (s *session) abort() {
+	if s.pending != nil {
+		go func(ch chan beginResult) {
+			if r := <-ch; r.tx != nil {
+				r.tx.Abort()
+			}
+		}(s.pending)
+		s.pending = nil
+	}
+	s.mailErr = nil
 	if s.tx != nil {
 		s.tx.Abort()
 		s.tx = nil
@@ -432,7 +486,15 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		s.deferErr = fmt.Errorf("%w: %v", upstream.ErrAccountDown, last)
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), min(s.s.syncWait, 30*time.Second))
+	if s.pool.Warm() {
+		// A logged-in connection is waiting: its MAIL FROM goes out while
+		// the client sends its first RCPT, which saves a round trip per
+		// message. Only the provider's verdict on the sender can fail
+		// now, and the client hears it, unchanged, at RCPT.
+		s.pending = s.beginAsync(from)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.beginWait())
 	defer cancel()
 	tx, err := s.pool.Begin(ctx, from, &s.opts)
 	if err == nil {
@@ -440,6 +502,41 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return nil
 	}
 	return s.liveFailure(err)
+}
+
+func (s *session) beginWait() time.Duration { return min(s.s.syncWait, 30*time.Second) }
+
+type beginResult struct {
+	tx  *upstream.Tx
+	err error
+}
+
+func (s *session) beginAsync(from string) chan beginResult {
+	ch := make(chan beginResult, 1)
+	pool, opts, wait := s.pool, s.opts, s.beginWait()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		tx, err := pool.Begin(ctx, from, &opts)
+		ch <- beginResult{tx, err}
+	}()
+	return ch
+}
+
+// joinBegin waits for a MAIL FROM sent ahead and returns what the client
+// must hear for the rest of the transaction.
+func (s *session) joinBegin() error {
+	if s.pending == nil {
+		return s.mailErr
+	}
+	r := <-s.pending
+	s.pending = nil
+	if r.err == nil {
+		s.tx = r.tx
+		return nil
+	}
+	s.mailErr = s.liveFailure(r.err)
+	return s.mailErr
 }
 
 // liveFailure decides what a client hears when opening the upstream
@@ -498,6 +595,9 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	}
 	if strings.ContainsFunc(to, func(r rune) bool { return r < ' ' || r == 0x7f }) || !strings.Contains(to, "@") {
 		return smtpErr(501, smtp.EnhancedCode{5, 1, 3}, "bad recipient address syntax")
+	}
+	if err := s.joinBegin(); err != nil {
+		return err
 	}
 	if s.tx == nil {
 		s.deferred = append(s.deferred, to)
@@ -578,6 +678,10 @@ func (s *session) Data(r io.Reader) error {
 
 func (s *session) data(r io.Reader) error {
 	start := time.Now()
+	if err := s.joinBegin(); err != nil {
+		s.abort()
+		return err
+	}
 	// The body stays in memory up to memSpool bytes: a message the
 	// provider takes at once then never touches the disk.
 	sw := s.s.o.Spool.CreateLazy(memSpool)

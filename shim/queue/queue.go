@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -372,7 +373,14 @@ func (q *Queue) dispatch(ctx context.Context) time.Time {
 	// Until Run sets the next wake-up, every Add must kick: this scan may
 	// already have passed over it.
 	q.wakeAt = time.Time{}
-	var due []*entry
+	// Per account, keep only the oldest due entries that fit its free
+	// attempt slots: a long queue is scanned once, never sorted whole.
+	type slots struct {
+		pool *upstream.Pool
+		free int
+		pick []*entry // sorted by ID, at most free long
+	}
+	accounts := map[string]*slots{}
 	var next time.Time
 	for _, e := range q.entries {
 		if e.busy {
@@ -384,22 +392,35 @@ func (q *Queue) dispatch(ctx context.Context) time.Time {
 			}
 			continue
 		}
-		due = append(due, e)
-	}
-	sort.Slice(due, func(i, j int) bool { return due[i].m.ID < due[j].m.ID })
-	for _, e := range due {
-		pool := q.o.Pool(e.m.Account)
-		limit := 1
-		if pool != nil && pool.Health().Healthy {
-			limit = pool.Account().PoolSize()
+		a := accounts[e.m.Account]
+		if a == nil {
+			pool := q.o.Pool(e.m.Account)
+			limit := 1
+			if pool != nil && pool.Health().Healthy {
+				limit = pool.Account().PoolSize()
+			}
+			a = &slots{pool: pool, free: limit - q.running[e.m.Account]}
+			accounts[e.m.Account] = a
 		}
-		if q.running[e.m.Account] >= limit {
+		if a.free <= 0 {
 			continue
 		}
-		e.busy = true
-		q.running[e.m.Account]++
-		q.wg.Add(1)
-		go q.attempt(ctx, e, pool)
+		i, _ := slices.BinarySearchFunc(a.pick, e.m.ID, func(x *entry, id string) int { return strings.Compare(x.m.ID, id) })
+		if i >= a.free {
+			continue
+		}
+		a.pick = slices.Insert(a.pick, i, e)
+		if len(a.pick) > a.free {
+			a.pick = a.pick[:a.free]
+		}
+	}
+	for acct, a := range accounts {
+		for _, e := range a.pick {
+			e.busy = true
+			q.running[acct]++
+			q.wg.Add(1)
+			go q.attempt(ctx, e, a.pool)
+		}
 	}
 	return next
 }

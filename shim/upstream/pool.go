@@ -62,6 +62,14 @@ func (p *Pool) Health() Health {
 	return p.health
 }
 
+// Warm reports whether a logged-in connection is waiting in the pool, so
+// a transaction can start without a connection set-up that could fail.
+func (p *Pool) Warm() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle) > 0 && p.health.Healthy
+}
+
 // Available reports whether a new attempt may be made now.
 func (p *Pool) Available(now time.Time) bool {
 	p.mu.Lock()
