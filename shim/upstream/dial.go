@@ -226,10 +226,11 @@ func Dial(ctx context.Context, a *config.Account, o Options) (*Conn, error) {
 	if err != nil {
 		return nil, fail(StepTLS, err)
 	}
-	raw, err := o.Dialer.DialContext(ctx, "tcp", a.Server)
+	tcp, err := o.Dialer.DialContext(ctx, "tcp", a.Server)
 	if err != nil {
 		return nil, fail(StepConnect, err)
 	}
+	raw := net.Conn(newCoalescingConn(tcp))
 	ok := false
 	defer func() {
 		if !ok {
