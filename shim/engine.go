@@ -145,6 +145,12 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 	if len(e.lns) == 0 {
 		for _, addr := range cfg.ListenAddrs() {
 			l, err := net.Listen("tcp", addr)
+			if err != nil && len(cfg.Listen) == 0 && strings.HasPrefix(addr, "[::1]") && len(e.lns) > 0 {
+				// The default includes IPv6 loopback, which some machines
+				// have switched off; IPv4 loopback alone is fine then.
+				e.log.Info("IPv6 loopback not available; listening on IPv4 only", "err", err)
+				continue
+			}
 			if err != nil {
 				e.closeListeners()
 				e.spool.Close()
