@@ -161,6 +161,7 @@ func (a *app) accountAdd(args []string) error {
 		cfg.Accounts[idx] = acct
 	} else {
 		cfg.Accounts = append(cfg.Accounts, acct)
+		idx = len(cfg.Accounts) - 1
 	}
 	if err := cfg.Save(); err != nil {
 		return exit(exConfig, "saving %s: %v", cfg.Path(), err)
@@ -175,7 +176,7 @@ func (a *app) accountAdd(args []string) error {
 	}
 	a.notifyDaemon(cfg)
 	if *test {
-		return a.testAccount(cfg, &cfg.Accounts[len(cfg.Accounts)-1])
+		return a.testAccount(cfg, &cfg.Accounts[idx])
 	}
 	return nil
 }
@@ -268,20 +269,29 @@ func passwordState(store secrets.Store, ac *config.Account) string {
 	}
 }
 
-func (a *app) accountRemove(args []string) error {
-	fs := flag.NewFlagSet("account remove", flag.ContinueOnError)
+// namedAccount parses a command that takes one account, and finds it.
+func (a *app) namedAccount(cmd string, args []string) (*config.Config, int, *config.Account, error) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(a.stderr)
 	who, err := splitPositional(fs, args)
 	if err != nil {
-		return err
+		return nil, 0, nil, err
 	}
 	cfg, err := a.loadConfig()
 	if err != nil {
-		return err
+		return nil, 0, nil, err
 	}
 	idx, acct := cfg.Find(who)
 	if acct == nil {
-		return exit(exNoUser, "no account %s in %s (see smtpshim account list)", who, cfg.Path())
+		return nil, 0, nil, exit(exNoUser, "no account %s in %s (see smtpshim account list)", who, cfg.Path())
+	}
+	return cfg, idx, acct, nil
+}
+
+func (a *app) accountRemove(args []string) error {
+	cfg, idx, acct, err := a.namedAccount("account remove", args)
+	if err != nil {
+		return err
 	}
 	key := acct.Key()
 	hadCommand := acct.PasswordCommand != ""
@@ -307,19 +317,9 @@ func (a *app) accountRemove(args []string) error {
 }
 
 func (a *app) accountTest(args []string) error {
-	fs := flag.NewFlagSet("account test", flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
-	who, err := splitPositional(fs, args)
+	cfg, _, acct, err := a.namedAccount("account test", args)
 	if err != nil {
 		return err
-	}
-	cfg, err := a.loadConfig()
-	if err != nil {
-		return err
-	}
-	_, acct := cfg.Find(who)
-	if acct == nil {
-		return exit(exNoUser, "no account %s in %s (see smtpshim account list)", who, cfg.Path())
 	}
 	return a.testAccount(cfg, acct)
 }
