@@ -35,29 +35,40 @@ func (b *bench) addCost(scenario string, d, s measured) {
 	b.costs = append(b.costs, cost{scenario, d, s})
 }
 
-func (b *bench) throughputRow(name string, d, s measured) {
+func (b *bench) throughputRow(name string, d, s measured, minRatio float64) {
 	b.addRow(row{
 		scenario: name,
 		direct:   fmt.Sprintf("%.0f", d.rate()),
 		shim:     fmt.Sprintf("%.0f", s.rate()),
 		ratio:    ratio(s.rate(), d.rate()),
+		target:   fmt.Sprintf("≥ %.1f×", minRatio),
+		met:      yesNo(d.rate() > 0 && s.rate()/d.rate() >= minRatio),
 	})
 }
 
+// p50Budget is how much a message may wait longer via the shim than
+// directly, at the median, on one connection.
+const p50Budget = 500 * time.Microsecond
+
 // latencyRows adds p50 and p99 of the per-message latency: from MAIL to
 // the final 250, the span a client waits for each message.
-func (b *bench) latencyRows(prefix string, d, s measured) {
+func (b *bench) latencyRows(prefix string, d, s measured, budget time.Duration) {
 	for _, q := range []struct {
 		name string
 		p    float64
 	}{{"p50", 0.50}, {"p99", 0.99}} {
 		dl, sl := percentile(d.lat, q.p), percentile(s.lat, q.p)
-		b.addRow(row{
+		r := row{
 			scenario: fmt.Sprintf("%s latency %s (MAIL..250)", prefix, q.name),
 			direct:   ms(dl),
 			shim:     ms(sl),
 			ratio:    fmt.Sprintf("%s (%+.2f ms)", ratio(sl.Seconds(), dl.Seconds()), (sl-dl).Seconds()*1000),
-		})
+		}
+		if budget > 0 && q.name == "p50" {
+			r.target = fmt.Sprintf("≤ %+.2f ms", budget.Seconds()*1000)
+			r.met = yesNo(sl-dl <= budget)
+		}
+		b.addRow(r)
 	}
 }
 
