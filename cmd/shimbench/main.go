@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command shimbench measures smtpshim against direct submission, as
 // ratios, on one machine and in one run.
 //

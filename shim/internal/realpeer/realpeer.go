@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package realpeer starts private, throwaway Postfix + Dovecot instances to be
 // used as a real upstream SMTP submission server in end-to-end tests.
 //
