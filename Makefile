@@ -44,6 +44,8 @@ build:
 lint:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags realpeer $(PKGS)
+	GOOS=windows $(GO) vet $(PKGS)
+	GOOS=darwin $(GO) vet $(PKGS)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # Each fuzz target for a short, bounded time; the regular tests replay the
