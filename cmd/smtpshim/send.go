@@ -12,8 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/smtpshim/smtpshim/shim"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/crlf"
 	"github.com/smtpshim/smtpshim/shim/hints"
@@ -50,10 +52,12 @@ func parseSendmailArgs(args []string) (*sendOptions, error) {
 		flagc := arg[1]
 		val := arg[2:]
 		switch {
-		case arg == "-t":
-			o.fromHdr = true
-		case arg == "-i" || arg == "-oi":
+		case arg == "-oi":
 			o.dotStops = false
+		case strings.Trim(arg[1:], "ti") == "":
+			// -t, -i, and the combined -ti / -it scripts use.
+			o.fromHdr = o.fromHdr || strings.Contains(arg, "t")
+			o.dotStops = o.dotStops && !strings.Contains(arg, "i")
 		case strings.HasPrefix(arg, "-o") || arg == "-v" || arg == "-bm" || arg == "-U" || arg == "-n":
 		case strings.HasPrefix(arg, "-b"):
 			return nil, exit(exUsage, "sendmail mode %s is not supported: smtpshim send only sends a message read from standard input", arg)
@@ -233,6 +237,18 @@ func (a *app) sendViaListener(cfg *config.Config, o *sendOptions, msg io.Reader)
 	if err := c.Hello("localhost"); err != nil {
 		return errNoListener
 	}
+	if cfg.EffectiveLocalAuth() == config.LocalAuthRequire {
+		// The relay wants its local password, kept in the keychain.
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.EffectiveKeychainTimeout()+time.Second)
+		pw, err := keychain(cfg).Get(ctx, shim.LocalAuthKey)
+		cancel()
+		if err != nil {
+			return exit(exTempFail, "local_auth = \"require\", but the local password could not be read: %v", err)
+		}
+		if err := c.Auth(sasl.NewPlainClient("", "smtpshim", pw)); err != nil {
+			return sendError("local login", err)
+		}
+	}
 	if err := c.Mail(o.from, nil); err != nil {
 		return sendError("sender "+o.from, err)
 	}
@@ -246,7 +262,9 @@ func (a *app) sendViaListener(cfg *config.Config, o *sendOptions, msg io.Reader)
 		return sendError("message", err)
 	}
 	if _, err := io.Copy(w, msg); err != nil {
-		return exit(exIOErr, "reading the message: %v", err)
+		// Either the input failed or the relay went away; both are worth
+		// another try later.
+		return exit(exTempFail, "sending the message to smtpshim: %v", err)
 	}
 	if err := w.Close(); err != nil {
 		return sendError("message", err)

@@ -19,6 +19,8 @@ func TestParseSendmailArgs(t *testing.T) {
 	}{
 		{args: []string{"bob@example.net"}, rcpts: []string{"bob@example.net"}, dotStops: true},
 		{args: []string{"-t", "-i"}, fromHdr: true},
+		{args: []string{"-ti"}, fromHdr: true},
+		{args: []string{"-it", "x@y.org"}, fromHdr: true, rcpts: []string{"x@y.org"}},
 		{args: []string{"-oi", "-f", "<alice@example.com>", "a@x.org,b@x.org"}, from: "alice@example.com", rcpts: []string{"a@x.org", "b@x.org"}},
 		{args: []string{"-falice@example.com", "-F", "Alice", "-oem", "--", "-odd@x.org"}, from: "alice@example.com", rcpts: []string{"-odd@x.org"}, dotStops: true},
 		{args: []string{"-bs"}, wantError: true},

@@ -356,7 +356,8 @@ func (s *Server) releaseIP(a netip.Addr) {
 // NewSession implements smtp.Backend.
 func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	ip := remoteIP(c.Conn())
-	return &session{s: s, c: c, cc: countedOf(c.Conn()), remote: c.Conn().RemoteAddr().String(), limited: !ip.IsLoopback() || s.rateLocal}, nil
+	return &session{s: s, c: c, cc: countedOf(c.Conn()), remote: c.Conn().RemoteAddr().String(),
+		limited: !ip.IsLoopback() || s.rateLocal}, nil
 }
 
 // session is one client connection.
@@ -380,6 +381,7 @@ type session struct {
 	// mailErr is the provider's refusal of it, repeated for every RCPT.
 	pending chan beginResult
 	mailErr error
+	dataMu  sync.Mutex // held while a message body is received
 }
 
 func smtpErr(code int, enh smtp.EnhancedCode, msg string) *smtp.SMTPError {
@@ -412,9 +414,18 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	return nil, smtp.ErrAuthUnknownMechanism
 }
 
-func (s *session) Reset() { s.abort() }
+// Reset, Logout and Mail wait for a message body still being received:
+// with BDAT, go-smtp runs Data in its own goroutine and goes on reading
+// commands (it closes the body's pipe first, so Data ends promptly).
+func (s *session) Reset() {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
+	s.abort()
+}
 
 func (s *session) Logout() error {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
 	s.abort()
 	return nil
 }
@@ -445,6 +456,8 @@ var errCutShort = smtpErr(421, smtp.EnhancedCode{4, 4, 2}, "timed out")
 func (s *session) cutShort() bool { return s.cc != nil && s.cc.timedOut.Load() }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
 	s.abort()
 	if s.cutShort() {
 		return errCutShort
@@ -666,6 +679,8 @@ type commitResult struct {
 }
 
 func (s *session) Data(r io.Reader) error {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
 	from := s.from // data ends the transaction and forgets it
 	err := s.data(r)
 	if s.limited {
@@ -688,7 +703,7 @@ func (s *session) data(r io.Reader) error {
 	var spoolErr error
 	t := &tee{spool: sw, spoolOK: sw != nil}
 	if s.tx != nil && len(s.live) > 0 {
-		up, err := s.tx.Data()
+		up, err := s.tx.Data(s.s.syncWait)
 		if err != nil {
 			if se, ok := upstream.SMTPError(err); ok && se.Code >= 500 {
 				s.discard(sw)
@@ -709,7 +724,13 @@ func (s *session) data(r io.Reader) error {
 	} else {
 		s.c.Conn().SetReadDeadline(start.Add(s.s.dataLimit))
 	}
-	src := crlf.NewDataReader(r)
+	var src io.Reader
+	if _, bdat := r.(*io.PipeReader); bdat {
+		// BDAT chunks are not dot-stuffed: a leading dot is content.
+		src = crlf.NewReader(r)
+	} else {
+		src = crlf.NewDataReader(r)
+	}
 	buf := bufPool.Get().(*[]byte)
 	_, rerr := io.CopyBuffer(t, src, *buf)
 	bufPool.Put(buf)
@@ -819,8 +840,15 @@ func (s *session) queueWhileWaiting(sw *spool.Writer, spoolOK bool, done <-chan 
 	defer s.abort()
 	if sw == nil || !spoolOK {
 		// Nothing durable to fall back on: keep waiting for the upstream.
+		s.discard(sw)
 		res := <-done
 		if res.err == nil {
+			if len(s.deferred) > 0 {
+				// Some recipients still need a queued copy, which can't be
+				// made: the client must retry (a duplicate for the others
+				// beats a silent loss).
+				return errSpool(errors.New("the spool could not be written"))
+			}
 			return okReply(res.resp)
 		}
 		if se, ok := upstream.SMTPError(res.err); ok {

@@ -531,7 +531,7 @@ func Deliver(ctx context.Context, pool *upstream.Pool, from string, rcpts []stri
 		tx.Abort()
 		return o
 	}
-	w, err := tx.Data()
+	w, err := tx.Data(bodyWriteTimeout)
 	if err == nil {
 		buf := copyBufPool.Get().(*[]byte)
 		_, err = io.CopyBuffer(w, body, *buf)
@@ -555,6 +555,10 @@ func Deliver(ctx context.Context, pool *upstream.Pool, from string, rcpts []stri
 	o.Delivered = accepted
 	return o
 }
+
+// bodyWriteTimeout bounds how long the provider may take to accept each
+// piece of a queued message's body.
+const bodyWriteTimeout = 2 * time.Minute
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"time"
 
@@ -227,6 +228,23 @@ type Tx struct {
 	c    *Conn
 	data *smtp.DataCommand
 	done bool
+	// unwatch stops AbortWhenDone's watch; it runs before the connection
+	// goes back to the pool, where it may serve someone else.
+	unwatch func() bool
+}
+
+// ErrNoSMTPUTF8 refuses an internationalized address the provider cannot
+// take; retrying would not help.
+var ErrNoSMTPUTF8 = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7},
+	Message: "the provider does not accept internationalized (non-ASCII) addresses (no SMTPUTF8)"}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // Begin opens a transaction: it takes a connection and sends MAIL FROM.
@@ -249,7 +267,21 @@ func (p *Pool) begin(ctx context.Context, from string, opts *smtp.MailOptions, a
 		if err != nil {
 			return nil, err
 		}
-		err = c.c.Mail(from, opts)
+		o := opts
+		if o != nil && o.UTF8 {
+			if has, _ := c.c.Extension("SMTPUTF8"); !has {
+				if !isASCII(from) {
+					p.release(c, true)
+					return nil, ErrNoSMTPUTF8
+				}
+				// An ASCII sender needs no SMTPUTF8; a non-ASCII recipient
+				// is refused at its RCPT.
+				plain := *o
+				plain.UTF8 = false
+				o = &plain
+			}
+		}
+		err = c.c.Mail(from, o)
 		if err == nil {
 			return &Tx{p: p, c: c}, nil
 		}
@@ -274,18 +306,45 @@ func (tx *Tx) Info() Info { return tx.c.info }
 // Rcpt adds a recipient. An *smtp.SMTPError is a refusal of this
 // recipient; any other error means the connection failed.
 func (tx *Tx) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if !isASCII(to) {
+		if has, _ := tx.c.c.Extension("SMTPUTF8"); !has {
+			return ErrNoSMTPUTF8
+		}
+	}
 	return tx.c.c.Rcpt(to, opts)
 }
 
 // Data starts the message body. Write it with CRLF line endings; the
 // writer dot-stuffs.
-func (tx *Tx) Data() (io.Writer, error) {
+//
+// Each write must be taken by the server within timeout: go-smtp sets no
+// deadline on the body, and a provider that stops reading would otherwise
+// hold the client, and a pool slot, forever.
+func (tx *Tx) Data(timeout time.Duration) (io.Writer, error) {
 	d, err := tx.c.c.Data()
 	if err != nil {
 		return nil, err
 	}
 	tx.data = d
-	return d, nil
+	return &deadlineWriter{w: d, conn: tx.c.raw, timeout: timeout}, nil
+}
+
+type deadlineWriter struct {
+	w       io.Writer
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	d.conn.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.w.Write(p)
+}
+
+func (tx *Tx) stopWatch() {
+	if tx.unwatch != nil {
+		tx.unwatch()
+		tx.unwatch = nil
+	}
 }
 
 // Commit ends the body and returns the server's final reply text. The
@@ -296,6 +355,8 @@ func (tx *Tx) Commit() (string, error) {
 	}
 	tx.done = true
 	resp, err := tx.data.CloseWithResponse()
+	tx.c.raw.SetWriteDeadline(time.Time{})
+	tx.stopWatch()
 	_, isSMTP := SMTPError(err)
 	tx.p.release(tx.c, err == nil || isSMTP)
 	if err != nil {
@@ -314,6 +375,7 @@ func (tx *Tx) Abort() {
 	}
 	tx.done = true
 	tx.c.abort()
+	tx.stopWatch()
 	tx.p.release(tx.c, false)
 }
 
@@ -325,5 +387,6 @@ func (tx *Tx) Abort() {
 // it in that very moment, as after a crash).
 func (tx *Tx) AbortWhenDone(ctx context.Context) (stop func() bool) {
 	raw := tx.c.raw
-	return context.AfterFunc(ctx, func() { raw.Close() })
+	tx.unwatch = context.AfterFunc(ctx, func() { raw.Close() })
+	return func() bool { return tx.unwatch != nil && tx.unwatch() }
 }
