@@ -35,6 +35,10 @@ const (
 	Stall                  // never answer the end of DATA
 	RejectSomeRcpt         // 550 for recipients starting with "reject"
 	TempFailSomeRcpt       // 450 for recipients starting with "later"
+	// StopReading answers DATA with 354 and then never reads the body,
+	// like a provider whose end of the connection froze. Healing hangs up
+	// on those connections; nothing of them is recorded.
+	StopReading
 )
 
 // Message is one accepted message.
@@ -91,7 +95,8 @@ type Server struct {
 	refused  int
 	authFail int
 	stall    chan struct{}
-	raw      []byte // Options.RawLog: every byte read, all connections
+	raw      []byte        // Options.RawLog: every byte read, all connections
+	delay    time.Duration // SetDataDelay
 }
 
 // Start listens on 127.0.0.1 on a free port.
@@ -219,11 +224,20 @@ func (s *Server) Close() error {
 func (s *Server) SetFault(f Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.fault == Stall && f != Stall {
+	if (s.fault == Stall || s.fault == StopReading) && f != s.fault {
 		close(s.stall)
 		s.stall = make(chan struct{})
 	}
 	s.fault = f
+}
+
+// SetDataDelay makes the server wait d after receiving a whole message
+// before it answers the end of DATA, like a slow provider; 0 answers at
+// once. It combines with any fault.
+func (s *Server) SetDataDelay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delay = d
 }
 
 // Fault returns the current misbehaviour.
@@ -343,6 +357,16 @@ func (se *session) Data(r io.Reader) error {
 		buf = &growBuf{}
 		w = io.MultiWriter(h, buf)
 	}
+	if f == StopReading {
+		se.s.mu.Lock()
+		ch, still := se.s.stall, se.s.fault == StopReading
+		se.s.mu.Unlock()
+		if still { // else healed since f was read
+			<-ch
+		}
+		se.c.Close()
+		return errors.New("stopped reading")
+	}
 	if f == DropMidData {
 		io.CopyN(w, r, 100)
 		se.c.Close()
@@ -359,6 +383,10 @@ func (se *session) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	se.s.mu.Lock()
+	delay := se.s.delay
+	se.s.mu.Unlock()
+	time.Sleep(delay)
 	switch f {
 	case PermFail:
 		return errPerm
