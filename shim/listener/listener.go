@@ -700,8 +700,7 @@ func (s *session) data(r io.Reader) error {
 	// The body stays in memory up to memSpool bytes: a message the
 	// provider takes at once then never touches the disk.
 	sw := s.s.o.Spool.CreateLazy(memSpool)
-	var spoolErr error
-	t := &tee{spool: sw, spoolOK: sw != nil}
+	t := &tee{spool: sw, spoolOK: true}
 	if s.tx != nil && len(s.live) > 0 {
 		up, err := s.tx.Data(s.s.syncWait)
 		if err != nil {
@@ -739,20 +738,16 @@ func (s *session) data(r io.Reader) error {
 		s.discard(sw)
 		s.abort()
 		if errors.Is(rerr, errBothLegsFailed) {
-			if spoolErr == nil && sw != nil {
-				spoolErr = sw.Err()
-			}
-			s.spoolProblem(spoolErr)
-			return errSpool(spoolErr)
+			s.spoolProblem(sw.Err())
+			return errSpool(sw.Err())
 		}
 		return clientDataError(rerr, s.s.srv.MaxLineLength)
 	}
 	if t.upErr != nil {
 		s.liveLost(t.upErr)
 	}
-	if sw != nil && !t.spoolOK {
-		spoolErr = sw.Err()
-		s.spoolProblem(spoolErr)
+	if !t.spoolOK {
+		s.spoolProblem(sw.Err())
 	}
 
 	if s.tx != nil && t.up != nil {
