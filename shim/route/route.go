@@ -23,6 +23,7 @@ type NoAccountError struct {
 	Sender string
 }
 
+// Error names the sender and how to add an account for it.
 func (e *NoAccountError) Error() string {
 	return fmt.Sprintf("no account for sender <%s>: add one with \"smtpshim account add %s\" (or a domain account for @%s)",
 		e.Sender, e.Sender, domainOf(e.Sender))

@@ -109,6 +109,7 @@ type DialError struct {
 	Err    error
 }
 
+// Error says which server and stage failed.
 func (e *DialError) Error() string {
 	switch e.Step {
 	case StepPassword:
@@ -121,6 +122,7 @@ func (e *DialError) Error() string {
 	return fmt.Sprintf("%s: %s: %v", e.Server, e.Step, e.Err)
 }
 
+// Unwrap returns the underlying error.
 func (e *DialError) Unwrap() error { return e.Err }
 
 // Info describes an established upstream connection.
