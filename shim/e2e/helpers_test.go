@@ -33,6 +33,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/smtpshim/smtpshim/shim/internal/realpeer"
+	"github.com/smtpshim/smtpshim/shim/internal/testbin"
 	"github.com/smtpshim/smtpshim/shim/secrets"
 )
 
@@ -53,7 +54,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
-	if err := buildShim(tmp); err != nil {
+	if shimBin, err = testbin.Build(tmp); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: building smtpshim:", err)
 		return 1
 	}
@@ -105,7 +106,7 @@ func startPrivateKeyring(dir string) (stop func(), err error) {
 	}
 	addr := "unix:path=" + dir + "/bus"
 	bus := exec.Command(busBin, "--session", "--nofork", "--nopidfile", "--address="+addr)
-	busLog := &syncBuffer{}
+	busLog := &testbin.Buffer{}
 	bus.Stdout, bus.Stderr = busLog, busLog
 	if err := bus.Start(); err != nil {
 		return nil, fmt.Errorf("starting dbus-daemon: %w", err)
@@ -204,29 +205,6 @@ func stopPID(pid int) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
-}
-
-// buildShim builds ./cmd/smtpshim from the module root into dir.
-func buildShim(dir string) error {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return fmt.Errorf("the go command is not on PATH: %w", err)
-	}
-	out, err := exec.Command(goBin, "list", "-m", "-f", "{{.Dir}}").Output()
-	if err != nil {
-		return fmt.Errorf("go list -m: %w", err)
-	}
-	root := strings.TrimSpace(string(out))
-	if root == "" {
-		return errors.New("go list -m printed no module directory")
-	}
-	shimBin = filepath.Join(dir, "smtpshim")
-	cmd := exec.Command(goBin, "build", "-o", shimBin, "./cmd/smtpshim")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/smtpshim in %s: %v\n%s", root, err, out)
-	}
-	return nil
 }
 
 // needTool returns the path of a command the test needs, or fails the test
@@ -331,30 +309,12 @@ func (c *shimConfig) write() {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a subprocess writer and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // relay is a running `smtpshim serve`.
 type relay struct {
 	cfg    *shimConfig
 	Addr   string
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testbin.Buffer
 	exited chan struct{}
 }
 
@@ -382,7 +342,7 @@ func startRelay(t testing.TB, c *shimConfig) *relay {
 }
 
 func tryStartRelay(t testing.TB, c *shimConfig) (*relay, error) {
-	r := &relay{cfg: c, Addr: c.Addr, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	r := &relay{cfg: c, Addr: c.Addr, stderr: &testbin.Buffer{}, exited: make(chan struct{})}
 	r.cmd = exec.Command(shimBin, "--config", c.Path, "serve")
 	r.cmd.Stdout = r.stderr
 	r.cmd.Stderr = r.stderr
@@ -818,7 +778,7 @@ type recorder struct {
 	target string
 
 	mu       sync.Mutex
-	sessions []*syncBuffer
+	sessions []*testbin.Buffer
 	wg       sync.WaitGroup
 }
 
@@ -842,7 +802,7 @@ func (r *recorder) serve() {
 		if err != nil {
 			return
 		}
-		buf := &syncBuffer{}
+		buf := &testbin.Buffer{}
 		r.mu.Lock()
 		r.sessions = append(r.sessions, buf)
 		r.wg.Add(1)

@@ -31,6 +31,7 @@ import (
 
 	"github.com/smtpshim/smtpshim/shim"
 	"github.com/smtpshim/smtpshim/shim/config"
+	"github.com/smtpshim/smtpshim/shim/internal/testbin"
 	"github.com/smtpshim/smtpshim/shim/internal/testlog"
 	"github.com/smtpshim/smtpshim/shim/localcert"
 	"github.com/smtpshim/smtpshim/shim/secrets"
@@ -57,7 +58,7 @@ type rig struct {
 	addr    string
 	tlsAddr string
 	localPW string // sent by healthy() when local AUTH is required
-	trace   *syncBuf
+	trace   *testbin.Buffer
 	n       atomic.Int64
 }
 
@@ -142,7 +143,7 @@ func startRig(t *testing.T, o rigOpts) *rig {
 	}
 	r := &rig{t: t, sim: sim, alice: aliceSim, cfg: cfg, dir: dir, spool: cfg.SpoolDir, localPW: o.localPW}
 	if o.trace {
-		r.trace = &syncBuf{}
+		r.trace = &testbin.Buffer{}
 		opts.Trace = r.trace
 	}
 	eng, err := shim.New(cfg, opts)
@@ -169,24 +170,6 @@ func startRig(t *testing.T, o rigOpts) *rig {
 		}
 	})
 	return r
-}
-
-// syncBuf is a bytes.Buffer safe for concurrent writers.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // reply is one (possibly multi-line) SMTP reply.

@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/smtpshim/smtpshim/shim/internal/testbin"
 	"github.com/smtpshim/smtpshim/shim/internal/testlog"
 	"github.com/smtpshim/smtpshim/shim/upstreamsim"
 )
@@ -52,41 +52,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	root, err := moduleRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "durability: finding the module root:", err)
-		return 1
-	}
-	relayBin = filepath.Join(dir, "smtpshim")
-	cmd := exec.Command(goTool(), "build", "-o", relayBin, "./cmd/smtpshim")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "durability: go build ./cmd/smtpshim in %s: %v\n%s", root, err, out)
+	if relayBin, err = testbin.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "durability:", err)
 		return 1
 	}
 	return m.Run()
-}
-
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
-}
-
-// moduleRoot is the directory of the smtpshim module (go list -m), so the
-// build works from whichever directory go test runs the package in.
-func moduleRoot() (string, error) {
-	out, err := exec.Command(goTool(), "list", "-m", "-f", "{{.Path}} {{.Dir}}").Output()
-	if err != nil {
-		return "", err
-	}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if p, d, ok := strings.Cut(line, " "); ok && p == modulePath && d != "" {
-			return d, nil
-		}
-	}
-	return "", fmt.Errorf("module %s not in %q", modulePath, out)
 }
 
 // freePort returns a loopback port that was free a moment ago. The relay

@@ -30,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smtpshim/smtpshim/shim/internal/testbin"
 	"github.com/smtpshim/smtpshim/shim/internal/testlog"
 	"github.com/smtpshim/smtpshim/shim/upstreamsim"
 )
@@ -62,21 +63,8 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "lan: the go command is not on PATH:", err)
-		return 1
-	}
-	out, err := exec.Command(goBin, "list", "-m", "-f", "{{.Dir}}").Output()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "lan: go list -m:", err)
-		return 1
-	}
-	shimBin = filepath.Join(tmp, "smtpshim")
-	cmd := exec.Command(goBin, "build", "-o", shimBin, "./cmd/smtpshim")
-	cmd.Dir = strings.TrimSpace(string(out))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "lan: go build ./cmd/smtpshim: %v\n%s", err, out)
+	if shimBin, err = testbin.Build(tmp); err != nil {
+		fmt.Fprintln(os.Stderr, "lan:", err)
 		return 1
 	}
 	return m.Run()
@@ -124,24 +112,6 @@ func upstreamHelper() int {
 		case <-tick.C:
 		}
 	}
-}
-
-// syncBuffer collects a subprocess's output for the test to read.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // needTool returns a command's path (PATH, then sbin) or fails naming
@@ -222,13 +192,13 @@ type upstream struct {
 	caFile string
 	mu     sync.Mutex
 	msgs   []string // "MSG\tfrom\tto\tuser\ttls\tsubject\tsha256" lines
-	stderr *syncBuffer
+	stderr *testbin.Buffer
 }
 
 func (l *lan) startUpstream(t *testing.T) *upstream {
 	t.Helper()
 	dir := t.TempDir()
-	u := &upstream{caFile: filepath.Join(dir, "ca.pem"), stderr: &syncBuffer{}}
+	u := &upstream{caFile: filepath.Join(dir, "ca.pem"), stderr: &testbin.Buffer{}}
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -341,9 +311,9 @@ password_command = %q
 
 // startRelay runs `smtpshim serve` inside namespace A and waits until it
 // listens; it is stopped when the test ends.
-func (l *lan) startRelay(t *testing.T, config string) *syncBuffer {
+func (l *lan) startRelay(t *testing.T, config string) *testbin.Buffer {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &testbin.Buffer{}
 	cmd := exec.Command(l.ip, "netns", "exec", l.a, shimBin, "--config", config, "serve")
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
