@@ -36,26 +36,21 @@ const (
 	DefaultMaxConnsPerIP     = 10
 	DefaultSenderRateMinute  = 30
 	DefaultSenderRateDay     = 1000
-	securityStartTLS         = "starttls"
-	securityTLS              = "tls"
-	securityInsecure         = "insecure"
-	localAuthIgnore          = "ignore"
-	localAuthRequire         = "require"
 	defaultConfigFileName    = "config.toml"
 	defaultApplicationFolder = "smtpshim"
 )
 
 // Security modes for the connection to an upstream server.
 const (
-	SecurityStartTLS = securityStartTLS // plain connect, then STARTTLS (port 587)
-	SecurityTLS      = securityTLS      // TLS from the first byte (port 465)
-	SecurityInsecure = securityInsecure // no TLS at all: only for a server on a trusted network
+	SecurityStartTLS = "starttls" // plain connect, then STARTTLS (port 587)
+	SecurityTLS      = "tls"      // TLS from the first byte (port 465)
+	SecurityInsecure = "insecure" // no TLS at all: only for a server on a trusted network
 )
 
 // Local AUTH policies for clients of the listener.
 const (
-	LocalAuthIgnore  = localAuthIgnore  // accept any AUTH a legacy client sends, check nothing
-	LocalAuthRequire = localAuthRequire // require AUTH with the local password
+	LocalAuthIgnore  = "ignore"  // accept any AUTH a legacy client sends, check nothing
+	LocalAuthRequire = "require" // require AUTH with the local password
 )
 
 // Config is the whole configuration file.
