@@ -88,7 +88,10 @@ Commands:
   account remove ADDRESS|@DOMAIN
   account test ADDRESS|@DOMAIN
   queue list | show ID | retry [ID] | delete ID
-  send [-t] [-f SENDER] [-i] [RECIPIENT...]   sendmail-compatible: reads a message on stdin
+  send [-t] [-f SENDER] [-i] [--read-envelope-from] [RECIPIENT...]
+                             sendmail-compatible: reads a message on stdin; the envelope
+                             sender is -f, else default_from in the config, else the only
+                             account's address; From: only with --read-envelope-from
   doctor                     check the config, keychain, ports, DNS, TLS and AUTH
   local-password [--password-stdin]   set the password local clients must give (local_auth = "require")
   cert export [--out FILE]   the CA certificate of the local TLS listener, for clients to trust

@@ -105,6 +105,20 @@ type Config struct {
 	RateLimitLoopback bool `toml:"rate_limit_loopback,omitempty"`
 	// KeychainTimeout bounds every keychain call.
 	KeychainTimeout Duration `toml:"keychain_timeout,omitempty,omitzero"`
+	// DefaultDomain completes a bare local name (root, bob) given to
+	// `smtpshim send` as a recipient or sender, as msmtp's maildomain
+	// does; empty means the domain of the only account, if there is one.
+	DefaultDomain string `toml:"default_domain,omitempty"`
+	// DefaultFrom is the envelope sender of `smtpshim send` without -f;
+	// empty means the address of the only user-level account.
+	DefaultFrom string `toml:"default_from,omitempty"`
+	// LogFile, when set, makes `smtpshim serve` write its log to this
+	// file (rotated by size) instead of standard error.
+	LogFile string `toml:"log_file,omitempty"`
+	// LogFileMaxSize is the size at which the log file is rotated.
+	LogFileMaxSize Size `toml:"log_file_max_size,omitempty,omitzero"`
+	// LogFileKeep is how many rotated log files are kept.
+	LogFileKeep int `toml:"log_file_keep,omitempty,omitzero"`
 	// Accounts are the upstream accounts, picked by envelope sender.
 	Accounts []Account `toml:"account,omitempty"`
 
@@ -269,6 +283,54 @@ func (c *Config) EffectiveKeychainTimeout() time.Duration {
 	return time.Duration(orDefault(int64(c.KeychainTimeout), int64(DefaultKeychainTimeout)))
 }
 
+// EffectiveDefaultDomain returns the domain that completes a bare local
+// name in `smtpshim send`: default_domain, else the domain of the only
+// account; "" when there is none to choose.
+func (c *Config) EffectiveDefaultDomain() string {
+	if c.DefaultDomain != "" {
+		return c.DefaultDomain
+	}
+	if len(c.Accounts) != 1 {
+		return ""
+	}
+	a := c.Accounts[0]
+	if a.Domain != "" {
+		return a.Domain
+	}
+	return a.Address[strings.LastIndexByte(a.Address, '@')+1:]
+}
+
+// EffectiveDefaultFrom returns the envelope sender of `smtpshim send`
+// without -f: default_from, else the address of the only user-level
+// account; "" when there is none to choose.
+func (c *Config) EffectiveDefaultFrom() string {
+	if c.DefaultFrom != "" {
+		return c.DefaultFrom
+	}
+	from := ""
+	for _, a := range c.Accounts {
+		if a.Address != "" {
+			if from != "" {
+				return ""
+			}
+			from = a.Address
+		}
+	}
+	return from
+}
+
+// Log file defaults.
+const (
+	DefaultLogFileMaxSize = 10 << 20
+	DefaultLogFileKeep    = 3
+)
+
+// EffectiveLogFileRotation returns the size at which the log file is
+// rotated and how many old files are kept.
+func (c *Config) EffectiveLogFileRotation() (int64, int) {
+	return orDefault(int64(c.LogFileMaxSize), DefaultLogFileMaxSize), int(orDefault(int64(c.LogFileKeep), DefaultLogFileKeep))
+}
+
 // EffectiveLocalAuth returns the local AUTH policy.
 func (c *Config) EffectiveLocalAuth() string {
 	if c.LocalAuth == "" {
@@ -400,6 +462,19 @@ func (c *Config) Validate() error {
 		if v.n < 0 {
 			return fmt.Errorf("%s must not be negative", v.name)
 		}
+	}
+	if c.DefaultDomain != "" {
+		if err := ValidateDomain(c.DefaultDomain); err != nil {
+			return fmt.Errorf("default_domain: %w", err)
+		}
+	}
+	if c.DefaultFrom != "" {
+		if err := ValidateAddress(c.DefaultFrom); err != nil {
+			return fmt.Errorf("default_from: %w", err)
+		}
+	}
+	if c.LogFileKeep < 0 {
+		return errors.New("log_file_keep must not be negative")
 	}
 	if c.Hostname != "" && strings.ContainsAny(c.Hostname, " \t\r\n<>") {
 		return fmt.Errorf("hostname %q: must be a plain host name", c.Hostname)
