@@ -53,8 +53,10 @@ func TestReadHeaderTakesRecipientsAndDropsBcc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.from != "alice@example.com" {
-		t.Errorf("from = %q", o.from)
+	// The From: header is read, but it is not the envelope sender unless
+	// --read-envelope-from asks for it.
+	if o.hdrFrom != "alice@example.com" || o.from != "" {
+		t.Errorf("hdrFrom = %q, from = %q", o.hdrFrom, o.from)
 	}
 	want := []string{"bob@example.net", "carol@example.net", "dave@example.net", "eve@example.net"}
 	if !slices.Equal(o.rcpts, want) {
