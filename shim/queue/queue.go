@@ -312,9 +312,17 @@ func (q *Queue) bounce(m *spool.Meta) {
 		q.log.Error("creating a bounce", "id", m.ID, "err", err)
 		return
 	}
+	// The bounce goes out through the sender's account, so its From is an
+	// address that account may send as: a provider that checks From
+	// against the login would refuse anything else, and a refused bounce
+	// is lost. dsn adds the "Mail Delivery System" display name.
+	from := m.From
+	if !strings.HasPrefix(m.Account, "@") && m.Account != "" {
+		from = m.Account // a user-level account's key is its address
+	}
 	rep := dsn.Report{
 		ReportingMTA: q.o.Hostname,
-		From:         "Mail Delivery System <" + m.From + ">",
+		From:         from,
 		To:           m.From,
 		ArrivalDate:  m.Created,
 		Date:         q.o.Now(),
