@@ -145,7 +145,19 @@ func (a *app) accountAdd(args []string) error {
 	if err := acct.Validate(); err != nil {
 		return exit(exUsage, "%s: %v", who, err)
 	}
-	if acct.PasswordCommand == "" {
+	if err := config.CheckCAFile(acct.CAFile); err != nil {
+		return exit(exUsage, "%s: %v (nothing was changed)", who, err)
+	}
+	// One password source at a time. A password given now (prompt or
+	// --password-stdin) goes to the keychain and replaces a
+	// password_command; --password-command replaces the keychain entry.
+	hadCommand := existing != nil && existing.PasswordCommand != ""
+	usesKeychain := acct.PasswordCommand == "" || *pwStdin
+	if *pwStdin && acct.PasswordCommand != "" && *pwCommand != "" {
+		return exit(exUsage, "give either --password-stdin (the keychain) or --password-command, not both")
+	}
+	var notes []string
+	if usesKeychain {
 		pw, err := a.readPassword(*pwStdin, acct.Key())
 		if err != nil {
 			return err
@@ -155,6 +167,23 @@ func (a *app) accountAdd(args []string) error {
 		cancel()
 		if err != nil {
 			return exit(exUnavailable, "could not store the password: %v (the config was not changed)", err)
+		}
+		if acct.PasswordCommand != "" {
+			notes = append(notes, fmt.Sprintf("its password_command (%s) was removed: the password now comes from the OS keychain", acct.PasswordCommand))
+			acct.PasswordCommand = ""
+		}
+	} else if *pwCommand != "" {
+		// The command replaces a stored password: remove it, so that no
+		// stale copy stays in the keychain.
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.EffectiveKeychainTimeout()+time.Second)
+		err := keychain(cfg).Delete(ctx, acct.Key())
+		cancel()
+		switch {
+		case err == nil:
+			notes = append(notes, "the password stored in the OS keychain for it was removed")
+		case errors.Is(err, secrets.ErrNotFound):
+		default:
+			notes = append(notes, fmt.Sprintf("a password for it may still be in the OS keychain (it could not be removed: %v); it is not used", err))
 		}
 	}
 	if existing != nil {
@@ -170,9 +199,16 @@ func (a *app) accountAdd(args []string) error {
 	if existing != nil {
 		verb = "updated"
 	}
-	fmt.Fprintf(a.stdout, "account %s %s (server %s, %s); the password is in the OS keychain, not in %s\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), cfg.Path())
+	where := fmt.Sprintf("the password is in the OS keychain, not in %s", cfg.Path())
 	if acct.PasswordCommand != "" {
-		fmt.Fprintf(a.stdout, "account %s takes its password from its password_command\n", acct.Key())
+		where = "its password comes from its password_command"
+		if !hadCommand {
+			where += " (nothing was stored in the keychain)"
+		}
+	}
+	fmt.Fprintf(a.stdout, "account %s %s (server %s, %s); %s\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), where)
+	for _, n := range notes {
+		fmt.Fprintf(a.stdout, "account %s: %s\n", acct.Key(), n)
 	}
 	a.notifyDaemon(cfg)
 	if *test {

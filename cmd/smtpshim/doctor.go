@@ -54,6 +54,11 @@ func (a *app) doctor(args []string) error {
 			report(false, true, "config %s is readable by other users (mode %o): run chmod 600 %s", p, st.Mode().Perm(), p)
 		}
 	}
+	for i := range cfg.Accounts {
+		if err := config.CheckCAFile(cfg.Accounts[i].CAFile); err != nil {
+			report(false, false, "account %s: %v", cfg.Accounts[i].Key(), err)
+		}
+	}
 	if len(cfg.Accounts) == 0 {
 		report(false, true, "no accounts: every sender will be refused; add one with smtpshim account add you@example.com --server smtp.example.com:587")
 	}

@@ -24,6 +24,9 @@ func (a *app) serve(args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.CheckFiles(); err != nil {
+		return exit(exConfig, "config %s: %v", cfg.Path(), err)
+	}
 	// Undocumented, for cmd/shimbench: a CPU profile of the whole run,
 	// written when the relay stops.
 	if p := os.Getenv("SMTPSHIM_CPUPROFILE"); p != "" {

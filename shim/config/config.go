@@ -6,6 +6,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -489,6 +490,39 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("account %d (%s): the same sender is already configured in account %d", i+1, a.Key(), j+1)
 		}
 		seen[a.Key()] = i
+	}
+	return nil
+}
+
+// CheckFiles checks the files the config names, which Validate leaves
+// alone so that a config can be loaded and fixed even when a file is
+// missing: every account's ca_file must exist and hold PEM certificates.
+// serve, account add and doctor call it.
+func (c *Config) CheckFiles() error {
+	for i := range c.Accounts {
+		a := &c.Accounts[i]
+		if err := CheckCAFile(a.CAFile); err != nil {
+			return fmt.Errorf("account %d%s: %w", i+1, a.describe(), err)
+		}
+	}
+	return nil
+}
+
+// CheckCAFile checks that path ("" is fine: none) is a readable file of
+// PEM certificates.
+func CheckCAFile(path string) error {
+	if path == "" {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("ca_file %s does not exist: give the PEM file of the CA that signed the server's certificate, or remove ca_file to trust only the system's CAs", path)
+	case err != nil:
+		return fmt.Errorf("ca_file %s cannot be read: %w", path, err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(data) {
+		return fmt.Errorf("ca_file %s holds no PEM certificate (a file starting with -----BEGIN CERTIFICATE-----); export the CA certificate in PEM form", path)
 	}
 	return nil
 }
