@@ -54,6 +54,9 @@ func (a *app) account(args []string) error {
 	case "add", "set", "update":
 		return a.accountAdd(args[1:])
 	case "list", "ls":
+		if err := noArgs("account list", args[1:]); err != nil {
+			return err
+		}
 		return a.accountList()
 	case "remove", "rm", "delete":
 		return a.accountRemove(args[1:])

@@ -80,9 +80,10 @@ const usage = `smtpshim: send mail from old clients through modern providers.
 
 Usage:
   smtpshim [--config FILE] COMMAND [ARGS]
+  smtpshim                   with no command: the same as "smtpshim serve"
 
 Commands:
-  serve [--trace]            run the relay (headless); --trace logs the SMTP dialogues
+  serve [--trace] [--log-file FILE]   run the relay (headless); --trace logs the SMTP dialogues
   account add ADDRESS|@DOMAIN --server HOST:PORT [--username U] [--password-stdin]
   account list               show accounts (never passwords)
   account remove ADDRESS|@DOMAIN
@@ -101,16 +102,30 @@ Commands:
 Global flags:
   --config FILE   config file (default: %s)
   -v, --verbose   log more
+
+"smtpshim COMMAND --help" shows the usage of one command.
 `
 
 func (a *app) run(args []string) int {
-	args = a.globalFlags(args)
+	args, err := a.globalFlags(args)
+	if err != nil {
+		fmt.Fprintln(a.stderr, "smtpshim:", err)
+		return exUsage
+	}
+	if len(args) > 0 && args[0] == "help" {
+		if len(args) == 1 || !a.printCommandHelp(a.stdout, args[1:]) {
+			a.printUsage(a.stdout)
+		}
+		return exOK
+	}
+	if len(args) > 0 && wantsHelp(args[1:]) && a.printCommandHelp(a.stdout, args) {
+		return exOK
+	}
 	if len(args) == 0 {
 		// The tray is the default face on a desktop; until it is built in
 		// this binary, the headless relay is.
 		args = []string{"serve"}
 	}
-	var err error
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
 		err = a.serve(rest)
@@ -129,8 +144,11 @@ func (a *app) run(args []string) int {
 	case "cert":
 		err = a.cert(rest)
 	case "version", "--version":
+		if err = noArgs("version", rest); err != nil {
+			break
+		}
 		fmt.Fprintf(a.stdout, "smtpshim %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	case "help", "-h", "--help":
+	case "-h", "--help", "-help":
 		a.printUsage(a.stdout)
 	default:
 		a.printUsage(a.stderr)
@@ -154,27 +172,31 @@ func (a *app) printUsage(w io.Writer) {
 
 // globalFlags takes --config and --verbose from anywhere in args, so they
 // work before or after the command.
-func (a *app) globalFlags(args []string) []string {
+func (a *app) globalFlags(args []string) ([]string, error) {
 	out := make([]string, 0, len(args))
 	for i := 0; i < len(args); i++ {
 		arg := args[i]
 		switch {
 		case arg == "--":
-			return append(out, args[i:]...)
+			return append(out, args[i:]...), nil
 		case arg == "--config" || arg == "-config":
-			if i+1 < len(args) {
-				a.configPath = args[i+1]
-				i++
+			if i+1 >= len(args) || args[i+1] == "" || strings.HasPrefix(args[i+1], "-") {
+				return nil, exit(exUsage, "--config needs a file: --config FILE")
 			}
-		case strings.HasPrefix(arg, "--config="):
-			a.configPath = strings.TrimPrefix(arg, "--config=")
+			a.configPath = args[i+1]
+			i++
+		case strings.HasPrefix(arg, "--config=") || strings.HasPrefix(arg, "-config="):
+			_, a.configPath, _ = strings.Cut(arg, "=")
+			if a.configPath == "" {
+				return nil, exit(exUsage, "--config needs a file: --config=FILE")
+			}
 		case arg == "-v" || arg == "--verbose":
 			a.verbose = true
 		default:
 			out = append(out, arg)
 		}
 	}
-	return out
+	return out, nil
 }
 
 func (a *app) path() (string, error) {

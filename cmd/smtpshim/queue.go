@@ -79,6 +79,16 @@ func (a *app) queue(args []string) error {
 	if len(args) == 0 {
 		args = []string{"list"}
 	}
+	switch args[0] {
+	case "list", "ls":
+		if err := noArgs("queue list", args[1:]); err != nil {
+			return err
+		}
+	case "retry", "flush":
+		if len(args) > 2 {
+			return exit(exUsage, "usage: smtpshim queue retry [ID] (one ID, or none for all)")
+		}
+	}
 	b, done, running, err := a.queueBackend()
 	if err != nil {
 		return err

@@ -20,6 +20,9 @@ func (a *app) serve(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return exit(exUsage, "%v", err)
 	}
+	if err := noArgs("serve", fs.Args()); err != nil {
+		return err
+	}
 	cfg, err := a.loadConfig()
 	if err != nil {
 		return err
