@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -415,9 +416,13 @@ func Parse(data []byte) (*Config, error) {
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("line %d, column %d: %s", pe.Position.Line, pe.Position.Col, pe.Message)
+			line, col := pe.Position.Line, pe.Position.Col
+			if l, c, ok := lineCol(data, pe.Position.Start); ok && pe.Position.Len > 0 {
+				line, col = l, c
+			}
+			return nil, fmt.Errorf("line %d, column %d: %s", line, col, pe.Message)
 		}
-		return nil, err
+		return nil, typeError(err)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		names := make([]string, len(und))
@@ -430,6 +435,60 @@ func Parse(data []byte) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// lineCol turns a byte offset into a line and column. An error found at a
+// line break (an unclosed [[account] or string) belongs to the line the
+// break ends, not to the next one, where the TOML parser counts it.
+func lineCol(data []byte, off int) (int, int, bool) {
+	if off < 0 || off > len(data) {
+		return 0, 0, false
+	}
+	before := data[:off]
+	line := 1 + bytes.Count(before, []byte("\n"))
+	col := off - (bytes.LastIndexByte(before, '\n') + 1) + 1
+	return line, col, true
+}
+
+// badType matches the TOML decoder's type mismatch, which it reports in
+// Go's terms ("destination has type slice").
+var badType = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): incompatible types: TOML value has type (\S+); destination has type (\S+)`)
+
+// typeError says what a setting of the wrong type should look like.
+func typeError(err error) error {
+	m := badType.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
+	}
+	line, key, got, want := m[1], m[2], m[3], m[4]
+	name := key[strings.LastIndexByte(key, '.')+1:]
+	where := ""
+	if line != "" {
+		where = "line " + line + ": "
+	}
+	found := map[string]string{"string": "a string", "map[string]any": "a single table", "[]any": "a list", "[]map[string]any": "a list of tables", "bool": "true or false", "int64": "a number", "float64": "a number"}[got]
+	if found == "" {
+		found = "a " + got
+	}
+	var expect string
+	switch {
+	case key == "account" && want == "slice":
+		return fmt.Errorf("%saccounts are written [[account]], with two brackets (there can be several), not [account]", where)
+	case want == "slice":
+		expect = fmt.Sprintf("a list in brackets, e.g. %s = [\"127.0.0.1:2525\"]", name)
+		if name == "allow_networks" {
+			expect = fmt.Sprintf("a list in brackets, e.g. %s = [\"192.168.1.0/24\"]", name)
+		}
+	case strings.HasPrefix(want, "int") || strings.HasPrefix(want, "uint"):
+		expect = fmt.Sprintf("a whole number without quotes, e.g. %s = 10", name)
+	case want == "bool" || want == "boolean":
+		expect = fmt.Sprintf("true or false, without quotes, e.g. %s = true", name)
+	case want == "string":
+		expect = fmt.Sprintf("text in double quotes, e.g. %s = \"...\"", name)
+	default:
+		expect = "a " + want
+	}
+	return fmt.Errorf("%s%s must be %s; found %s", where, key, expect, found)
 }
 
 // Validate checks every setting and returns the first problem, naming it
