@@ -288,7 +288,7 @@ func (e *Engine) healthChanged(account string, h upstream.Health) {
 	ev := events.Event{Kind: events.AccountHealth, Account: account, Healthy: h.Healthy}
 	if h.LastError != nil {
 		ev.Error = h.LastError.Error()
-		ev.Hint = hints.For(h.LastError)
+		ev.Hint = hints.ForAccount(h.LastError, account)
 		e.log.Warn("account's server unreachable", "account", account, "err", h.LastError, "hint", ev.Hint, "next_try", h.NextProbe.Format(time.RFC3339))
 	} else {
 		e.log.Info("account's server reachable again", "account", account)

@@ -373,7 +373,7 @@ func (a *app) testAccount(cfg *config.Config, acct *config.Account) error {
 	})
 	if err != nil {
 		fmt.Fprintf(a.stdout, "FAILED: %v\n", err)
-		if h := hints.For(err); h != "" {
+		if h := hints.ForAccount(err, acct.Key()); h != "" {
 			fmt.Fprintf(a.stdout, "hint: %s\n", h)
 		}
 		return exit(exUnavailable, "account %s does not work yet", acct.Key())

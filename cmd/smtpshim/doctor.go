@@ -128,7 +128,7 @@ func (a *app) doctor(args []string) error {
 			KeychainTimeout: cfg.EffectiveKeychainTimeout(),
 		})
 		if err != nil {
-			h := hints.For(err)
+			h := hints.ForAccount(err, ac.Key())
 			if h != "" {
 				h = " — " + h
 			}

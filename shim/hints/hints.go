@@ -55,6 +55,17 @@ const (
 	hintReset      = "the connection was cut off: a firewall or antivirus may be interfering, or the security setting does not match the port (587 = starttls, 465 = tls)"
 )
 
+// ForAccount is For with the account named: the commands in the hint
+// name it instead of the ADDRESS placeholder (account is an address, or
+// @domain for a domain account).
+func ForAccount(err error, account string) string {
+	h := For(err)
+	if account == "" {
+		return h
+	}
+	return strings.ReplaceAll(h, "account add ADDRESS", "account add "+account)
+}
+
 // For returns a one-sentence-or-two hint for err (which may wrap
 // *smtp.SMTPError, x509/tls errors or net errors), or "" when there is
 // nothing useful to add to the error itself.

@@ -353,3 +353,14 @@ func TestHintsNeverEmptyOrMultiline(t *testing.T) {
 		})
 	}
 }
+
+func TestForAccountNamesTheAccount(t *testing.T) {
+	err := &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Username and Password not accepted"}
+	h := ForAccount(err, "alice@example.com")
+	if !strings.Contains(h, "smtpshim account add alice@example.com") || strings.Contains(h, "ADDRESS") {
+		t.Fatalf("hint %q does not name the account", h)
+	}
+	if h := ForAccount(err, "@example.org"); !strings.Contains(h, "account add @example.org") {
+		t.Fatalf("hint %q does not name the domain account", h)
+	}
+}

@@ -234,7 +234,7 @@ func (q *Queue) settle(e *entry, o Outcome) {
 		m.LastHint = ""
 		if o.Err != nil {
 			m.LastError = o.Err.Error()
-			m.LastHint = hints.For(o.Err)
+			m.LastHint = hints.ForAccount(o.Err, m.Account)
 		}
 		m.NextTry = now.Add(q.Backoff(m.Attempts))
 		if o.Health != nil && !o.Health.Healthy && o.Health.NextProbe.After(m.NextTry) {
@@ -290,7 +290,7 @@ func (q *Queue) bounce(m *spool.Meta) {
 		ev.Rcpts = append(ev.Rcpts, f.Rcpt)
 	}
 	ev.Error = m.Failed[0].Diagnostic
-	ev.Hint = hints.For(errors.New(m.Failed[0].Diagnostic))
+	ev.Hint = hints.ForAccount(errors.New(m.Failed[0].Diagnostic), m.Account)
 	if m.Bounce || m.From == "" {
 		// No one is told by mail: say it where the user looks.
 		ev.Kind = events.Problem
