@@ -153,3 +153,29 @@ func TestAccountPasswordSourceSwitches(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 }
+
+func TestDoctorSaysWhyItSkipsTLSAndAUTH(t *testing.T) {
+	c := newCLI(t)
+	os.WriteFile(c.path, []byte("listen = [\"127.0.0.1:1\"]\nspool_dir = \""+t.TempDir()+"\"\n[[account]]\naddress = \"you@example.com\"\nserver = \"127.0.0.1:587\"\n"), 0o600)
+	_, out, _ := c.run("", "doctor")
+	if strings.Contains(out, "DNS 127.0.0.1") {
+		t.Errorf("doctor looks up an IP address:\n%s", out)
+	}
+	if !strings.Contains(out, "TLS and AUTH not checked: there is no password") {
+		t.Errorf("doctor skips the TLS and AUTH check silently:\n%s", out)
+	}
+}
+
+func TestLogLeavesOutEmptyDetails(t *testing.T) {
+	var buf bytes.Buffer
+	a := &app{stderr: &buf}
+	a.logger().Info("message queued", "id", "x1", "reason", "", "hint", "", "err", nil)
+	a.logger().Info("delivery deferred", "reason", "451 try later")
+	out := buf.String()
+	if strings.Contains(out, `reason=""`) || strings.Contains(out, `hint=""`) || strings.Contains(out, "err=<nil>") {
+		t.Errorf("empty details logged:\n%s", out)
+	}
+	if !strings.Contains(out, `reason="451 try later"`) || !strings.Contains(out, "id=x1") {
+		t.Errorf("details lost:\n%s", out)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/smtpshim/smtpshim/shim/config"
@@ -114,12 +115,18 @@ func (a *app) doctor(args []string) error {
 		ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 		addrs, derr := net.DefaultResolver.LookupHost(ctx, ac.Host())
 		cancel()
-		if derr != nil {
+		switch {
+		case net.ParseIP(ac.Host()) != nil:
+			// An address needs no lookup; saying it resolves to itself
+			// would only puzzle.
+		case derr != nil:
 			report(false, false, "  DNS %s: %v (%s)", ac.Host(), derr, hints.For(derr))
 			continue
+		default:
+			report(true, false, "  DNS %s: resolves to %s", ac.Host(), strings.Join(addrs, ", "))
 		}
-		report(true, false, "  DNS %s: %v", ac.Host(), addrs)
 		if err != nil {
+			report(false, true, "  TLS and AUTH not checked: there is no password to log in with (see above)")
 			continue
 		}
 		c, err := upstream.Dial(context.Background(), ac, upstream.Options{

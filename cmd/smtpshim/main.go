@@ -226,5 +226,18 @@ func (a *app) logger() *slog.Logger {
 	if a.verbose {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: dropEmptyDetail}))
+}
+
+// dropEmptyDetail leaves out the optional details of a log line (a hint,
+// a reason, an error) when they are empty, instead of writing hint="".
+func dropEmptyDetail(_ []string, at slog.Attr) slog.Attr {
+	switch at.Key {
+	case "hint", "reason", "err", "error", "last_error":
+		v := at.Value.Resolve()
+		if (v.Kind() == slog.KindString && v.String() == "") || (v.Kind() == slog.KindAny && v.Any() == nil) {
+			return slog.Attr{}
+		}
+	}
+	return at
 }
