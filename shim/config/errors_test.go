@@ -7,11 +7,11 @@ import (
 
 func TestTypeMistakesSayWhatIsExpected(t *testing.T) {
 	for in, want := range map[string]string{
-		"listen = \"127.0.0.1:2525\"\n":                              `line 1: listen must be a list in brackets, e.g. listen = ["127.0.0.1:2525"]; found a string`,
+		"listen = \"127.0.0.1:2525\"\n":                                `line 1: listen must be a list in brackets, e.g. listen = ["127.0.0.1:2525"]; found a string`,
 		"[account]\naddress = \"a@example.com\"\nserver = \"x:587\"\n": "line 1: accounts are written [[account]], with two brackets",
-		"max_recipients = \"many\"\n":                                "max_recipients must be a whole number without quotes",
-		"starttls = \"yes\"\n":                                       "starttls must be true or false, without quotes",
-		"hostname = 5\n":                                             "hostname must be text in double quotes",
+		"max_recipients = \"many\"\n":                                  "max_recipients must be a whole number without quotes",
+		"starttls = \"yes\"\n":                                         "starttls must be true or false, without quotes",
+		"hostname = 5\n":                                               "hostname must be text in double quotes",
 		"[[account]]\naddress = \"a@example.com\"\nserver = \"x:587\"\nmax_connections = \"2\"\n": "line 4: account.max_connections must be a whole number",
 	} {
 		_, err := Parse([]byte(in))
@@ -27,7 +27,7 @@ func TestTypeMistakesSayWhatIsExpected(t *testing.T) {
 func TestSyntaxErrorAtTheEndOfALineIsOnThatLine(t *testing.T) {
 	for in, want := range map[string]string{
 		"hostname = \"relay\"\n[[account]\naddress = \"a@example.com\"\n": "line 2,",
-		"hostname = \"relay\nmax_recipients = 5\n":                       "line 1,",
+		"hostname = \"relay\nmax_recipients = 5\n":                        "line 1,",
 	} {
 		_, err := Parse([]byte(in))
 		if err == nil || !strings.HasPrefix(err.Error(), want) {

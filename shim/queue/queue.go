@@ -149,6 +149,11 @@ func (q *Queue) Add(w *spool.Writer, m *spool.Meta, busy bool) error {
 	if m.Created.IsZero() {
 		m.Created = now
 	}
+	// A message queued with an error behind it comes from a live attempt
+	// that failed: that was its first attempt, and `queue list` says so.
+	if !busy && m.Attempts == 0 && m.LastError != "" {
+		m.Attempts = 1
+	}
 	if m.NextTry.IsZero() {
 		m.NextTry = now.Add(q.Backoff(max(m.Attempts, 1)))
 	}
@@ -158,7 +163,10 @@ func (q *Queue) Add(w *spool.Writer, m *spool.Meta, busy bool) error {
 	// and each failure would push the probe after recovery further out.
 	if q.o.Pool != nil {
 		if p := q.o.Pool(m.Account); p != nil {
-			if h := p.Health(); !h.Healthy && h.NextProbe.After(m.NextTry) {
+			// A message whose attempt just failed is the account's next
+			// probe: it is tried when the log says the server is tried
+			// again, not a backoff later.
+			if h := p.Health(); !h.Healthy && (h.NextProbe.After(m.NextTry) || m.Attempts > 0) {
 				m.NextTry = h.NextProbe
 			}
 		}
