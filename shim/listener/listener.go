@@ -117,10 +117,6 @@ func New(o Options) *Server {
 	srv.WriteTimeout = time.Minute
 	srv.ErrorLog = slogPrinter{o.Logger}
 	srv.TLSConfig = o.TLSConfig
-	if o.Trace != nil {
-		// One writer for every client: see trace.NewShared.
-		srv.Debug = trace.NewShared(o.Trace, "local: ")
-	}
 	s.srv = srv
 	return s
 }
@@ -136,7 +132,11 @@ func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	s.listeners = append(s.listeners, gl)
 	s.mu.Unlock()
-	err := s.srv.Serve(gl)
+	var sl net.Listener = gl
+	if s.o.Trace != nil {
+		sl = trace.Listener(gl, s.o.Trace) // one trace session per client
+	}
+	err := s.srv.Serve(sl)
 	if errors.Is(err, smtp.ErrServerClosed) {
 		return nil
 	}
@@ -153,7 +153,11 @@ func (s *Server) ServeTLS(l net.Listener) error {
 	s.mu.Lock()
 	s.listeners = append(s.listeners, gl)
 	s.mu.Unlock()
-	err := s.srv.Serve(tls.NewListener(gl, s.o.TLSConfig))
+	var sl net.Listener = gl
+	if s.o.Trace != nil {
+		sl = trace.TLSListener(gl, s.o.Trace)
+	}
+	err := s.srv.Serve(tls.NewListener(sl, s.o.TLSConfig))
 	if errors.Is(err, smtp.ErrServerClosed) {
 		return nil
 	}
@@ -309,11 +313,17 @@ func (c *countedConn) track(p []byte) {
 
 // countedOf returns the countedConn under c, which may be wrapped in TLS.
 func countedOf(c net.Conn) *countedConn {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
+	for {
+		if cc, ok := c.(*countedConn); ok {
+			return cc
+		}
+		// Under TLS or a trace.
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		c = u.NetConn()
 	}
-	cc, _ := c.(*countedConn)
-	return cc
 }
 
 func (c *countedConn) Close() error {
