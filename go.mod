@@ -10,6 +10,7 @@ require (
 	github.com/zalando/go-keyring v0.2.8
 	golang.org/x/sys v0.34.0
 	golang.org/x/term v0.33.0
+	gopkg.in/natefinch/lumberjack.v2 v2.2.1
 )
 
 require github.com/danieljoos/wincred v1.2.3 // indirect

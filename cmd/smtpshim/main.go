@@ -221,12 +221,15 @@ func (a *app) loadConfig() (*config.Config, error) {
 	return c, nil
 }
 
-func (a *app) logger() *slog.Logger {
+func (a *app) logger() *slog.Logger { return a.loggerTo(a.stderr) }
+
+// loggerTo is the log of smtpshim, written to w.
+func (a *app) loggerTo(w io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	if a.verbose {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: dropEmptyDetail}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: dropEmptyDetail}))
 }
 
 // dropEmptyDetail leaves out the optional details of a log line (a hint,
