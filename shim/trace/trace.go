@@ -46,9 +46,9 @@ type Writer struct {
 	dataLines  int64
 	lineStart  []byte // the first bytes of the body line being counted
 	lineLen    int
-	encrypted  bool // after STARTTLS on a raw connection: nothing more to show
-	startTLS   bool // the last client line was STARTTLS
-	rawConnTLS bool // the Writer sees the raw connection (see Conn)
+	encrypted  bool  // after STARTTLS on a raw connection: nothing more to show
+	startTLS   bool  // the last client line was STARTTLS
+	rawConnTLS bool  // the Writer sees the raw connection (see Conn)
 	bdatLeft   int64 // bytes of a BDAT chunk still to come
 }
 
