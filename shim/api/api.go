@@ -111,6 +111,18 @@ type QueueEntry struct {
 	Held      bool      `json:"held,omitempty"` // waiting for the user (paused, or the account needs attention)
 	LastError string    `json:"last_error,omitempty"`
 	Hint      string    `json:"hint,omitempty"`
+	// Refused lists recipients the provider refused for good; they get
+	// a bounce once the rest is done.
+	Refused []Refusal `json:"refused,omitempty"`
+	// Bounce marks a delivery report on its way to the sender.
+	Bounce bool `json:"bounce,omitempty"`
+}
+
+// Refusal is one recipient the provider refused permanently.
+type Refusal struct {
+	Rcpt       string `json:"rcpt"`
+	Status     string `json:"status"`
+	Diagnostic string `json:"diagnostic"`
 }
 
 // EventKind names what happened.
