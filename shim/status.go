@@ -273,7 +273,6 @@ func reloadDiff(started, old, cfg *config.Config, authChanged bool) api.ReloadRe
 		{"sender_rate_minute", oldMin != newMin},
 		{"sender_rate_day", oldDay != newDay},
 		{"rate_limit_loopback", old.RateLimitLoopback != cfg.RateLimitLoopback},
-		{"idle_timeout", old.EffectiveIdleTimeout() != cfg.EffectiveIdleTimeout()},
 		{"data_timeout", old.EffectiveDataTimeout() != cfg.EffectiveDataTimeout()},
 		{"sync_wait", old.EffectiveSyncWait() != cfg.EffectiveSyncWait()},
 		{"retry_min", oldLo != newLo},
@@ -297,6 +296,7 @@ func reloadDiff(started, old, cfg *config.Config, authChanged bool) api.ReloadRe
 		{"hostname", started.HostnameOrDefault() != cfg.HostnameOrDefault()},
 		{"max_message_size", started.EffectiveMaxMessageSize() != cfg.EffectiveMaxMessageSize()},
 		{"max_line_length", started.EffectiveMaxLineLength() != cfg.EffectiveMaxLineLength()},
+		{"idle_timeout", started.EffectiveIdleTimeout() != cfg.EffectiveIdleTimeout()},
 		{"spool_dir", oldSpool != newSpool},
 		{"keychain_timeout", started.EffectiveKeychainTimeout() != cfg.EffectiveKeychainTimeout()},
 	}

@@ -67,6 +67,7 @@ type Server struct {
 	o     Options
 	srv   *smtp.Server
 	live  atomic.Pointer[settings] // what a reload may change
+	idle  time.Duration
 	conns atomic.Int64
 	log   *slog.Logger
 
@@ -89,6 +90,7 @@ func New(o Options) *Server {
 	s := &Server{
 		o:       o,
 		log:     o.Logger,
+		idle:    cfg.EffectiveIdleTimeout(),
 		ipConns: map[netip.Addr]int{},
 	}
 	s.Apply(cfg, Live{LocalAuth: o.LocalAuth, Allowed: o.Allowed})
@@ -102,8 +104,9 @@ func New(o Options) *Server {
 	// ignored or checked against a local password, never the real one.
 	srv.AllowInsecureAuth = true
 	srv.EnableSMTPUTF8 = true
-	// No ReadTimeout: countedConn bounds every read with the live
-	// idle_timeout itself.
+	// idle_timeout bounds each command line here, and each read inside
+	// DATA in countedConn; it is fixed for the server's life.
+	srv.ReadTimeout = s.idle
 	srv.WriteTimeout = time.Minute
 	srv.ErrorLog = slogPrinter{o.Logger}
 	srv.TLSConfig = o.TLSConfig
@@ -250,11 +253,9 @@ func (c *countedConn) Read(p []byte) (int, error) {
 		c.aheadErr = nil
 		return 0, err
 	}
-	deadline := time.Now().Add(c.s.cur().idle).UnixNano()
 	if end := c.dataEnd.Load(); end != 0 {
-		deadline = min(deadline, end)
+		c.Conn.SetReadDeadline(time.Unix(0, min(time.Now().Add(c.s.idle).UnixNano(), end)))
 	}
-	c.Conn.SetReadDeadline(time.Unix(0, deadline))
 	var n int
 	var err error
 	if len(p) >= readAhead {

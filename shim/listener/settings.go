@@ -13,7 +13,7 @@ import (
 // security setting (allow_networks, local_auth) never lingers in an old
 // session.
 type settings struct {
-	syncWait, idle, dataLimit time.Duration
+	syncWait, dataLimit time.Duration
 	maxConns                  int64
 	perIP                     int
 	maxRcpts                  int
@@ -42,7 +42,6 @@ type Live struct {
 func newSettings(cfg *config.Config, l Live, old *settings) *settings {
 	st := &settings{
 		syncWait:  cfg.EffectiveSyncWait(),
-		idle:      cfg.EffectiveIdleTimeout(),
 		dataLimit: cfg.EffectiveDataTimeout(),
 		maxConns:  int64(cfg.EffectiveMaxConnections()),
 		perIP:     cfg.EffectiveMaxConnectionsPerIP(),
@@ -69,9 +68,11 @@ func newSettings(cfg *config.Config, l Live, old *settings) *settings {
 	return st
 }
 
-// Apply installs the live settings of cfg: timeouts, limits, rates,
-// local_auth and allow_networks. Listen addresses, TLS, the host name,
-// max_message_size and max_line_length stay as they were at New.
+// Apply installs the live settings of cfg: sync_wait, data_timeout,
+// connection and recipient limits, rates, local_auth and allow_networks.
+// Listen addresses, TLS, the host name, idle_timeout (go-smtp reads it
+// unlocked), max_message_size and max_line_length stay as they were at
+// New.
 func (s *Server) Apply(cfg *config.Config, l Live) {
 	s.live.Store(newSettings(cfg, l, s.live.Load()))
 }
