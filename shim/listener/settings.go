@@ -14,11 +14,11 @@ import (
 // session.
 type settings struct {
 	syncWait, dataLimit time.Duration
-	maxConns                  int64
-	perIP                     int
-	maxRcpts                  int
-	rate                      *rateLimiter
-	rateLocal                 bool
+	maxConns            int64
+	perIP               int
+	maxRcpts            int
+	rate                *rateLimiter
+	rateLocal           bool
 	// localAuth, when set, is required before MAIL; authGen changes when
 	// the policy or the password does, and ends earlier logins.
 	localAuth CheckFunc
