@@ -116,13 +116,14 @@ func (c *Client) Watch(ctx context.Context, fn func(api.WatchItem) error) error 
 		return ctx.Err()
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("the status stream broke: %w", err)
+		// A stopping engine closes the connection mid-stream.
+		return fmt.Errorf("%w: %v", ErrStreamEnded, err)
 	}
 	return ErrStreamEnded
 }
 
 // ErrStreamEnded is returned by Watch when the engine ended the stream:
-// it stopped, or the watcher fell behind.
+// it stopped (or the connection broke), or the watcher fell behind.
 var ErrStreamEnded = errors.New("the running smtpshim ended the status stream")
 
 // Queue returns the queued messages, oldest first.
