@@ -7,7 +7,10 @@ package shim
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -59,6 +62,9 @@ func (e *Engine) enrich(st *api.Status) {
 	e.mu.RLock()
 	st.ConfigPath = e.cfg.Path()
 	e.mu.RUnlock()
+	if abs, err := filepath.Abs(st.ConfigPath); err == nil && st.ConfigPath != "" {
+		st.ConfigPath = abs
+	}
 	st.SpoolDir = e.spool.Dir()
 	if e.paused.Load() {
 		st.PausedSince, _ = e.spool.Paused()
@@ -75,8 +81,9 @@ func (e *Engine) QueueEntries() []api.QueueEntry {
 	ms := e.queue.List()
 	out := make([]api.QueueEntry, len(ms))
 	keep := make(map[string]bool, len(ms))
+	held := e.heldAccounts()
 	for i := range ms {
-		out[i] = e.entry(&ms[i])
+		out[i] = e.entry(&ms[i], held)
 		keep[ms[i].ID] = true
 	}
 	e.subjects.Range(func(k, _ any) bool {
@@ -94,17 +101,28 @@ func (e *Engine) QueueEntry(id string) (api.QueueEntry, bool) {
 	if !ok {
 		return api.QueueEntry{}, false
 	}
-	return e.entry(&m), true
+	return e.entry(&m, e.heldAccounts()), true
 }
 
-func (e *Engine) entry(m *spool.Meta) api.QueueEntry {
+// heldAccounts are the accounts whose mail waits for the user.
+func (e *Engine) heldAccounts() map[string]bool {
+	held := map[string]bool{}
+	for _, a := range e.bus.Status().Accounts {
+		if a.State == api.AccountNeedsAttention {
+			held[a.Key] = true
+		}
+	}
+	return held
+}
+
+func (e *Engine) entry(m *spool.Meta, held map[string]bool) api.QueueEntry {
 	subj, ok := e.subjects.Load(m.ID)
 	if !ok {
 		subj = e.spool.Subject(m.ID)
 		e.subjects.Store(m.ID, subj)
 	}
 	q := QueueEntryOf(m, subj.(string))
-	q.Held = e.paused.Load()
+	q.Held = e.paused.Load() || held[m.Account]
 	return q
 }
 
@@ -220,6 +238,16 @@ func (e *Engine) Reload() (api.ReloadResult, error) {
 	e.mu.RLock()
 	old := e.cfg
 	e.mu.RUnlock()
+	// config.Load reads a missing file as an empty config: right for a
+	// first start, but a reload would drop every account.
+	if old.Path() == "" {
+		return api.ReloadResult{}, errors.New("this smtpshim was started without a config file; there is nothing to reload")
+	}
+	if _, err := os.Stat(old.Path()); err != nil {
+		err = fmt.Errorf("cannot read the config file: %w; keeping the old configuration", err)
+		e.log.Error("reload failed", "err", err)
+		return api.ReloadResult{}, err
+	}
 	cfg, err := config.Load(old.Path())
 	if err != nil {
 		e.log.Error("reload failed; keeping the old configuration", "err", err)

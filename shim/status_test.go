@@ -23,7 +23,6 @@ import (
 	"github.com/smtpshim/smtpshim/shim/api"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/control"
-	"github.com/smtpshim/smtpshim/shim/upstreamsim"
 )
 
 func dialControl(t *testing.T, r *rig) *control.Client {
@@ -422,6 +421,15 @@ func TestReloadNamesWhatNeedsARestart(t *testing.T) {
 	if len(st2.Accounts) != 2 {
 		t.Errorf("a failed reload changed the accounts: %+v", st2.Accounts)
 	}
+	// A file that is gone must not read as "no accounts".
+	if err := os.Remove(d.cfg.Path()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Reload(); err == nil {
+		t.Fatal("a reload of a deleted config file succeeded")
+	}
+	if st, _ := c.Status(); len(st.Accounts) != 2 {
+		t.Errorf("a reload of a deleted file changed the accounts: %+v", st.Accounts)
+	}
 	mustProviderOK(t, send(t, r.addr, simUser, []string{"bob@example.net"}, message("still relaying", 300)))
-	_ = upstreamsim.None
 }

@@ -12,7 +12,7 @@
 //	GET    /v1/queue             []QueueEntry
 //	GET    /v1/queue/{id}        QueueEntry
 //	POST   /v1/queue/retry[?id=] RetryResult
-//	DELETE /v1/queue/{id}
+//	DELETE /v1/queue/{id}        (or POST /v1/queue/delete?id=)
 //	POST   /v1/pause, /v1/resume Status (after the change)
 //	POST   /v1/reload            ReloadResult
 //

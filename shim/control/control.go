@@ -67,12 +67,22 @@ func Handler(c Commands) http.Handler {
 		}
 		writeJSON(w, api.RetryResult{Count: n})
 	})
-	mux.HandleFunc("DELETE /v1/queue/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if err := c.Delete(r.PathValue("id")); err != nil {
+	del := func(w http.ResponseWriter, id string) {
+		if err := c.Delete(id); err != nil {
 			http.Error(w, err.Error(), http.StatusNotFound)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
+	}
+	mux.HandleFunc("DELETE /v1/queue/{id}", func(w http.ResponseWriter, r *http.Request) { del(w, r.PathValue("id")) })
+	// The same for clients that only POST (an HTML form, curl -d).
+	mux.HandleFunc("POST /v1/queue/delete", func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("id")
+		if id == "" {
+			http.Error(w, "which message? give ?id=ID", http.StatusBadRequest)
+			return
+		}
+		del(w, id)
 	})
 	for path, fn := range map[string]func() error{"/v1/pause": c.Pause, "/v1/resume": c.Resume} {
 		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {

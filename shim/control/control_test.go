@@ -187,8 +187,14 @@ func TestStatusQueueAndCommands(t *testing.T) {
 	if err := c.Delete(q[0].ID); err == nil {
 		t.Error("a second Delete succeeded")
 	}
-	if q, _ := c.Queue(); len(q) != 1 {
-		t.Errorf("after Delete the queue has %d entries", len(q))
+	if err := c.do("POST", "/v1/queue/delete?id="+q[1].ID, nil); err != nil {
+		t.Errorf("POST delete: %v", err)
+	}
+	if err := c.do("POST", "/v1/queue/delete", nil); err == nil || !strings.Contains(err.Error(), "?id=") {
+		t.Errorf("POST delete without an ID: %v", err)
+	}
+	if q, _ := c.Queue(); len(q) != 0 {
+		t.Errorf("after two deletes the queue has %d entries", len(q))
 	}
 
 	if st, err := c.Pause(); err != nil || st.State != api.Paused {
