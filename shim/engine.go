@@ -388,6 +388,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.srv.Shutdown(sctx)
 	cancel()
 	if ctlSrv != nil {
+		// Watchers get the last events and a clean end of their stream.
+		e.bus.EndWatches()
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctlSrv.Shutdown(cctx)
+		cancel()
 		ctlSrv.Close()
 	}
 	stopQueue()

@@ -169,7 +169,8 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 		}
 	}
 	if le := st.LastError; le != nil {
-		fmt.Fprintf(w, "\nlast problem (%s ago): %s\n", human(now.Sub(le.Time)), formatEvent(*le))
+		_, what, _ := strings.Cut(formatEvent(*le), " ") // without the time
+		fmt.Fprintf(w, "\nlast problem (%s ago): %s\n", human(now.Sub(le.Time)), what)
 	}
 }
 

@@ -107,6 +107,7 @@ type Bus struct {
 	watchers map[*Watcher]struct{}
 	status   api.Status
 	accounts []*api.Account // config order
+	ended    bool           // EndWatches was called
 }
 
 // Publish records e and hands it to every subscriber. A subscriber that
@@ -325,9 +326,26 @@ func (b *Bus) Watch(buffer int) *Watcher {
 		b.watchers = map[*Watcher]struct{}{}
 	}
 	w.Status = b.statusLocked()
-	b.watchers[w] = struct{}{}
+	if b.ended {
+		close(ch)
+	} else {
+		b.watchers[w] = struct{}{}
+	}
 	b.mu.Unlock()
 	return w
+}
+
+// EndWatches ends every watch, now and later: their channels close after
+// the events already sent. The engine calls it when it stops, so that
+// watchers see the last events and then a clean end.
+func (b *Bus) EndWatches() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.ended = true
+	for w := range b.watchers {
+		delete(b.watchers, w)
+		close(w.ch)
+	}
 }
 
 // Stop ends the watch; C closes. It is safe to call more than once.

@@ -213,3 +213,25 @@ func TestStateAndQueueEvents(t *testing.T) {
 		t.Errorf("status = %+v", st)
 	}
 }
+
+// When the engine stops, watchers get what was sent and then the end,
+// and a watch that starts afterwards ends at once.
+func TestEndWatches(t *testing.T) {
+	b := &Bus{}
+	w := b.Watch(8)
+	b.SetState(api.Stopping)
+	b.EndWatches()
+	var got []Kind
+	for e := range w.C {
+		got = append(got, e.Kind)
+	}
+	if len(got) != 1 || got[0] != State || w.Lost() {
+		t.Fatalf("events %v, lost %v; want the stopping state, then a clean end", got, w.Lost())
+	}
+	late := b.Watch(8)
+	if _, ok := <-late.C; ok || late.Status.State != api.Stopping {
+		t.Fatalf("a late watch: open channel or status %q", late.Status.State)
+	}
+	late.Stop()
+	w.Stop()
+}
