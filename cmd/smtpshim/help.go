@@ -112,6 +112,16 @@ Write the CA certificate of the local TLS listener (standard output, or FILE).`,
 Run a self-contained demonstration: a built-in provider that demands
 STARTTLS and AUTH, smtpshim in front of it, and one old-style message.`,
 	"version": "usage: smtpshim version\n\nPrint the version.",
+	"status": `usage: smtpshim status [--json] [--watch]
+
+The running relay: its state, every account (not used yet, ok, failing,
+needs attention) with its last error and hint, and the queue.
+
+  --json    JSON for scripts (with --watch: one object per line)
+  --watch   keep running and print every event as it happens`,
+	"pause":  "usage: smtpshim pause\n\nHold delivery: mail is still accepted and queued, nothing goes to the provider\nuntil \"smtpshim resume\". The pause survives a restart.",
+	"resume": "usage: smtpshim resume\n\nEnd a pause and send the queue now.",
+	"reload": "usage: smtpshim reload\n\nMake the running relay re-read its config file (as SIGHUP does) and say what\ntook effect.",
 }
 
 // commandAliases map the other spellings to the names in commandHelp.

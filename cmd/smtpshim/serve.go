@@ -66,7 +66,7 @@ func (a *app) serve(args []string) error {
 		out = lf
 	}
 	log := a.loggerTo(out)
-	opts := shim.Options{Logger: log, Secrets: keychain(cfg)}
+	opts := shim.Options{Logger: log, Secrets: keychain(cfg), Version: version}
 	if *traceOn {
 		opts.Trace = out
 	}
@@ -91,9 +91,7 @@ func (a *app) serve(args []string) error {
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
 		for range hup {
-			if err := eng.Reload(); err != nil {
-				log.Error("reload failed; keeping the old configuration", "err", err)
-			}
+			eng.Reload() // it logs what it applied, and what failed
 		}
 	}()
 	return eng.Run(ctx)
