@@ -504,6 +504,29 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("listen_tls %q: %w", l, err)
 		}
 	}
+	// Binding one address twice would fail as if another program held
+	// the port: say what it really is.
+	where := map[string]string{}
+	for i, l := range append(append([]string(nil), c.Listen...), c.ListenTLS...) {
+		setting := "listen"
+		if i >= len(c.Listen) {
+			setting = "listen_tls"
+		}
+		k := l
+		if host, port, err := net.SplitHostPort(l); err == nil {
+			if ip, err := netip.ParseAddr(host); err == nil {
+				host = ip.Unmap().String()
+			}
+			k = net.JoinHostPort(strings.ToLower(host), port)
+		}
+		if prev, dup := where[k]; dup {
+			if prev == setting {
+				return fmt.Errorf("%s: %s is listed twice; remove one", setting, l)
+			}
+			return fmt.Errorf("%s is in both listen and listen_tls; an address serves one or the other", l)
+		}
+		where[k] = setting
+	}
 	switch c.EffectiveLocalAuth() {
 	case LocalAuthIgnore, LocalAuthRequire:
 	default:

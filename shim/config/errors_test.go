@@ -35,3 +35,20 @@ func TestSyntaxErrorAtTheEndOfALineIsOnThatLine(t *testing.T) {
 		}
 	}
 }
+
+func TestDuplicateListenAddressIsNamed(t *testing.T) {
+	for in, want := range map[string]string{
+		"listen = [\"127.0.0.1:2525\", \"127.0.0.1:2525\"]\n":                "listen: 127.0.0.1:2525 is listed twice",
+		"listen = [\"[::1]:2525\", \"[0:0::1]:2525\"]\n":                     "listed twice",
+		"listen = [\"127.0.0.1:2525\"]\nlisten_tls = [\"127.0.0.1:2525\"]\n": "in both listen and listen_tls",
+		"listen_tls = [\"127.0.0.1:4650\", \"127.0.0.1:4650\"]\n":            "listen_tls: 127.0.0.1:4650 is listed twice",
+	} {
+		_, err := Parse([]byte(in))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want %q", in, err, want)
+		}
+	}
+	if _, err := Parse([]byte("listen = [\"127.0.0.1:2525\", \"[::1]:2525\"]\n")); err != nil {
+		t.Errorf("two different addresses: %v", err)
+	}
+}
