@@ -38,6 +38,7 @@ type sendOptions struct {
 	dotStops    bool   // without -i, a line with a single dot ends the message
 	readEnvFrom bool   // --read-envelope-from: the envelope sender from From:
 	rcpts       []string
+	acctKey     string // the sender's account, for hints
 
 	// Set by readHeader.
 	hdrFrom  string // the address in the From: header ("" when none or unreadable)
@@ -348,6 +349,9 @@ func (a *app) send(args []string) error {
 	if len(o.rcpts) == 0 {
 		return exit(exUsage, "no recipients: list them as arguments, or use -t to read To/Cc/Bcc")
 	}
+	if acct, err := route.New(cfg.Accounts).Lookup(o.from); err == nil {
+		o.acctKey = acct.Key()
+	}
 	hdr = addMissingFields(hdr, o, o.from, time.Now())
 	refused, err := a.submit(cfg, o, io.MultiReader(bytes.NewReader(hdr), body))
 	if err != nil || len(refused) == 0 {
@@ -432,11 +436,11 @@ func (a *app) sendViaListener(cfg *config.Config, o *sendOptions, msg io.Reader)
 			return nil, exit(exTempFail, "local_auth = \"require\", but the local password could not be read: %v", err)
 		}
 		if err := c.Auth(sasl.NewPlainClient("", "smtpshim", pw)); err != nil {
-			return nil, sendError("local login", err)
+			return nil, sendError("local login", err, o.acctKey)
 		}
 	}
 	if err := c.Mail(o.from, nil); err != nil {
-		return nil, sendError("sender "+o.from, err)
+		return nil, sendError("sender "+o.from, err, o.acctKey)
 	}
 	var refused []spool.Failure
 	var firstErr error
@@ -448,10 +452,10 @@ func (a *app) sendViaListener(cfg *config.Config, o *sendOptions, msg io.Reader)
 		if se, ok := upstream.SMTPError(err); !ok || se.Code/100 != 5 {
 			// Not now, or the relay went away: nothing was sent yet, so
 			// the caller can simply try again later.
-			return nil, sendError("recipient "+r, err)
+			return nil, sendError("recipient "+r, err, o.acctKey)
 		}
 		if firstErr == nil {
-			firstErr = sendError("recipient "+r, err)
+			firstErr = sendError("recipient "+r, err, o.acctKey)
 		}
 		refused = append(refused, queue.FailureOf(r, err))
 	}
@@ -460,7 +464,7 @@ func (a *app) sendViaListener(cfg *config.Config, o *sendOptions, msg io.Reader)
 	}
 	w, err := c.Data()
 	if err != nil {
-		return nil, sendError("message", err)
+		return nil, sendError("message", err, o.acctKey)
 	}
 	if _, err := io.Copy(w, msg); err != nil {
 		// Either the input failed or the relay went away; both are worth
@@ -468,14 +472,14 @@ func (a *app) sendViaListener(cfg *config.Config, o *sendOptions, msg io.Reader)
 		return nil, exit(exTempFail, "sending the message to smtpshim: %v", err)
 	}
 	if err := w.Close(); err != nil {
-		return nil, sendError("message", err)
+		return nil, sendError("message", err, o.acctKey)
 	}
 	c.Quit()
 	return refused, nil
 }
 
 // sendError maps an SMTP refusal to sendmail's exit codes.
-func sendError(what string, err error) error {
+func sendError(what string, err error, account string) error {
 	se, ok := upstream.SMTPError(err)
 	if !ok {
 		return exit(exTempFail, "%s: %v", what, err)
@@ -492,7 +496,7 @@ func sendError(what string, err error) error {
 		code = exNoPerm
 	}
 	msg := fmt.Sprintf("%s refused: %d %d.%d.%d %s", what, se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message)
-	if h := hints.For(err); h != "" {
+	if h := hints.ForAccount(err, account); h != "" {
 		msg += "\nhint: " + h
 	}
 	return &exitError{code: code, err: errors.New(msg)}
