@@ -71,6 +71,10 @@ func (e *Engine) enrich(st *api.Status) {
 	}
 	counts, oldest := e.queue.Counts()
 	st.OldestQueued = oldest
+	st.Queued = 0
+	for _, n := range counts {
+		st.Queued += n
+	}
 	for i := range st.Accounts {
 		st.Accounts[i].Queued = counts[st.Accounts[i].Key]
 	}
