@@ -164,7 +164,11 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 				}
 				problem += clip(ac.LastError, 80)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", ac.Key, accountState(ac.State), ac.Server, ac.Queued, ac.Delivered, problem)
+			state := accountState(ac.State)
+			if ac.State != api.AccountOK && ac.State != api.AccountUnused && !ac.Since.IsZero() {
+				state += " for " + human(now.Sub(ac.Since))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", ac.Key, state, ac.Server, ac.Queued, ac.Delivered, problem)
 		}
 		tw.Flush()
 		for _, ac := range st.Accounts {
