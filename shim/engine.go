@@ -102,6 +102,7 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 	e.queue = queue.New(queue.Options{
 		Spool:    e.spool,
 		Pool:     e.pool,
+		Routes:   e.currentRoutes,
 		Bus:      e.bus,
 		Logger:   e.log,
 		Hostname: cfg.HostnameOrDefault(),

@@ -210,6 +210,9 @@ func (a *app) send(args []string) error {
 	if len(o.rcpts) == 0 {
 		return exit(exUsage, "no recipients: list them as arguments, or use -t to read To/Cc/Bcc")
 	}
+	if err := checkEnvelope(o); err != nil {
+		return err
+	}
 	msg := io.MultiReader(bytes.NewReader(hdr), body)
 	if err := a.sendViaListener(cfg, o, msg); !errors.Is(err, errNoListener) {
 		return err

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/smtpshim/smtpshim/shim/addr"
 )
 
 // Defaults for settings left out of the file.
@@ -469,7 +471,8 @@ func (a *Account) Validate() error {
 	return nil
 }
 
-// ValidateAddress checks that s looks like local@domain.
+// ValidateAddress checks that s is an address smtpshim can route and
+// send as: local@domain, with nothing that would need quoting.
 func ValidateAddress(s string) error {
 	at := strings.LastIndexByte(s, '@')
 	if at <= 0 || at == len(s)-1 {
@@ -478,13 +481,22 @@ func ValidateAddress(s string) error {
 	if strings.ContainsAny(s, " \t\r\n<>,;\x00") {
 		return fmt.Errorf("%q contains a space or a character not allowed in an address", s)
 	}
-	return ValidateDomain(s[at+1:])
+	if err := ValidateDomain(s[at+1:]); err != nil {
+		return err
+	}
+	if _, err := addr.Parse(s); err != nil {
+		return err
+	}
+	return nil
 }
 
 // ValidateDomain checks that s is a plausible domain name.
 func ValidateDomain(s string) error {
 	if s == "" || len(s) > 253 || strings.HasPrefix(s, "@") || strings.ContainsAny(s, " \t\r\n<>@,;\x00") ||
 		strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
+		return fmt.Errorf("%q is not a domain name like example.com", s)
+	}
+	if _, err := addr.Domain(s); err != nil {
 		return fmt.Errorf("%q is not a domain name like example.com", s)
 	}
 	return nil

@@ -465,21 +465,22 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.s.o.LocalAuth != nil && !s.authed {
 		return smtpErr(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required: configure your mail client with the local smtpshim user name and password")
 	}
-	if strings.ContainsFunc(from, func(r rune) bool { return r < ' ' || r == 0x7f }) {
-		return smtpErr(501, smtp.EnhancedCode{5, 1, 7}, "bad sender address syntax: control characters")
+	if err := checkSender(from); err != nil {
+		return err
 	}
 	acct, err := s.s.o.Routes().Lookup(from)
 	if err != nil {
 		s.s.log.Warn("refused sender without an account", "client", s.remote, "from", from)
 		return smtpErr(550, smtp.EnhancedCode{5, 7, 1}, err.Error())
 	}
+	s.acct, s.from = acct, from
 	if s.limited {
-		if over := s.s.rate.check(from, time.Now()); over != "" {
-			s.s.log.Warn("sender over its rate limit", "client", s.remote, "from", from, "limit", over)
-			return smtpErr(451, smtp.EnhancedCode{4, 7, 1}, fmt.Sprintf("sender <%s> has reached its limit of messages %s; try again later", from, over))
+		if over := s.s.rate.check(s.rateKey(), time.Now()); over != "" {
+			s.s.log.Warn("sender over its rate limit", "client", s.remote, "from", from, "account", acct.Key(), "limit", over)
+			s.acct, s.from = nil, ""
+			return smtpErr(451, smtp.EnhancedCode{4, 7, 1}, fmt.Sprintf("your address has reached its limit of messages %s for account %s; try again later", over, acct.Key()))
 		}
 	}
-	s.acct, s.from = acct, from
 	s.pool = s.s.o.Pool(acct.Key())
 	if s.pool == nil {
 		// The accounts were reloaded between the lookup and now.
@@ -606,8 +607,11 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if s.cutShort() {
 		return errCutShort
 	}
-	if strings.ContainsFunc(to, func(r rune) bool { return r < ' ' || r == 0x7f }) || !strings.Contains(to, "@") {
-		return smtpErr(501, smtp.EnhancedCode{5, 1, 3}, "bad recipient address syntax")
+	if s.acct == nil {
+		return errNoSender
+	}
+	if err := checkRecipient(to); err != nil {
+		return err
 	}
 	if err := s.joinBegin(); err != nil {
 		return err
@@ -681,11 +685,14 @@ type commitResult struct {
 func (s *session) Data(r io.Reader) error {
 	s.dataMu.Lock()
 	defer s.dataMu.Unlock()
-	from := s.from // data ends the transaction and forgets it
+	if s.acct == nil {
+		return errNoSender
+	}
+	key := s.rateKey() // data ends the transaction and forgets it
 	err := s.data(r)
 	if s.limited {
 		if se, ok := err.(*smtp.SMTPError); ok && se.Code == 250 {
-			s.s.rate.record(from, time.Now())
+			s.s.rate.record(key, time.Now())
 		}
 	}
 	return err

@@ -21,9 +21,11 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/smtpshim/smtpshim/shim/addr"
 	"github.com/smtpshim/smtpshim/shim/dsn"
 	"github.com/smtpshim/smtpshim/shim/events"
 	"github.com/smtpshim/smtpshim/shim/hints"
+	"github.com/smtpshim/smtpshim/shim/route"
 	"github.com/smtpshim/smtpshim/shim/spool"
 	"github.com/smtpshim/smtpshim/shim/upstream"
 )
@@ -33,7 +35,11 @@ type Options struct {
 	Spool *spool.Spool
 	// Pool returns the upstream pool of an account key, or nil when the
 	// account no longer exists.
-	Pool     func(account string) *upstream.Pool
+	Pool func(account string) *upstream.Pool
+	// Routes returns the current routing table. When set, a message's
+	// sender must still route to the message's account before each
+	// attempt (see recheck); nil skips that check.
+	Routes   func() *route.Table
 	Bus      *events.Bus
 	Logger   *slog.Logger
 	Hostname string
@@ -195,6 +201,10 @@ type Outcome struct {
 	Err       error            // the error behind Temp, for the log
 	Remote    string           // the upstream server
 	Health    *upstream.Health // set when the account's server failed
+	// Held means the message was not tried because it must not go out as
+	// it is (see recheck): it waits for the user and never expires into
+	// a bounce, which would go out on the same doubtful account.
+	Held bool
 }
 
 // Settle applies the outcome of an attempt on a busy entry.
@@ -218,7 +228,7 @@ func (q *Queue) settle(e *entry, o Outcome) {
 	m.Failed = append(m.Failed, o.Failed...)
 	m.Rcpts = o.Temp
 	m.Attempts++
-	if len(m.Rcpts) > 0 && now.Sub(m.Created) >= q.o.MaxAge {
+	if len(m.Rcpts) > 0 && !o.Held && now.Sub(m.Created) >= q.o.MaxAge {
 		reason := statusExpired
 		diag := fmt.Sprintf("smtpshim gave up after %s of retries", q.o.MaxAge)
 		if o.Err != nil {
@@ -430,6 +440,9 @@ func (q *Queue) attempt(ctx context.Context, e *entry, pool *upstream.Pool) {
 	var o Outcome
 	if pool == nil {
 		o = Outcome{Temp: e.m.Rcpts, Err: fmt.Errorf("account %s is no longer configured: add it again, or delete the message with \"smtpshim queue delete %s\"", e.m.Account, e.m.ID)}
+	} else if err := q.recheck(e.m); err != nil {
+		q.log.Error("queued message held", "id", e.m.ID, "account", e.m.Account, "err", err)
+		o = Outcome{Temp: e.m.Rcpts, Err: err, Held: true}
 	} else {
 		actx, cancel := context.WithTimeout(ctx, q.o.AttemptTimeout)
 		o = q.deliver(actx, e.m, pool)
@@ -454,6 +467,37 @@ func (q *Queue) attempt(ctx context.Context, e *entry, pool *upstream.Pool) {
 		q.deferAccount(e.m.Account, o.Health.NextProbe)
 	}
 	q.settle(e, o)
+}
+
+// recheck refuses to send a queued message whose envelope the listener
+// would not have accepted: the spool is checked at start-up (see
+// spool.Open), but what a message says about itself is still not taken on
+// trust. Its sender must route to the account it names, as the accounts
+// are now, and every address must pass addr.Parse, so nothing a metadata
+// file says can choose another account's login or inject SMTP parameters.
+func (q *Queue) recheck(m *spool.Meta) error {
+	held := func(format string, v ...any) error {
+		return fmt.Errorf("held, not sent: "+format+"; fix the accounts, or delete the message with \"smtpshim queue delete %s\"", append(v, m.ID)...)
+	}
+	if _, err := addr.Parse(m.From); err != nil {
+		return held("the sender %v", err)
+	}
+	for _, r := range m.Rcpts {
+		if _, err := addr.Parse(r); err != nil {
+			return held("the recipient %v", err)
+		}
+	}
+	if q.o.Routes == nil {
+		return nil
+	}
+	acct, err := q.o.Routes().Lookup(m.From)
+	if err != nil {
+		return held("the sender <%s> no longer has an account", m.From)
+	}
+	if acct.Key() != m.Account {
+		return held("the sender <%s> is now sent through account %s, not %s", m.From, acct.Key(), m.Account)
+	}
+	return nil
 }
 
 // deferAccount pushes an account's due messages back to its next probe.
