@@ -72,6 +72,7 @@ type Server struct {
 	perIP     int
 	rate      *rateLimiter
 	rateLocal bool
+	authGuard *authGuard
 
 	ipMu    sync.Mutex
 	ipConns map[netip.Addr]int
@@ -104,6 +105,7 @@ func New(o Options) *Server {
 		ipConns:   map[netip.Addr]int{},
 	}
 	s.rate = newRateLimiter(cfg.EffectiveSenderRates())
+	s.authGuard = newAuthGuard()
 	srv := smtp.NewServer(s)
 	srv.Domain = cfg.HostnameOrDefault()
 	srv.MaxMessageBytes = cfg.EffectiveMaxMessageSize()
@@ -224,6 +226,8 @@ type countedConn struct {
 	// (UnixNano; 0 outside DATA).
 	dataEnd  atomic.Int64
 	timedOut atomic.Bool
+	// closeAfterReply ends the connection after the next write.
+	closeAfterReply atomic.Bool
 	// Only Read touches these.
 	lineStart bool // the last byte read ended a line
 	tls       bool // the client speaks TLS: no plaintext reply possible
@@ -368,6 +372,8 @@ type session struct {
 	remote  string
 	authed  bool
 	limited bool // sender rate limits apply
+	// authFails counts failed AUTH on this connection (see checkLocal).
+	authFails int
 
 	acct     *config.Account
 	pool     *upstream.Pool
@@ -398,12 +404,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 			s.authed = true
 			return nil
 		}
-		if err := s.s.o.LocalAuth(user, pass); err != nil {
-			s.s.log.Warn("local AUTH failed", "client", s.remote)
-			return err
-		}
-		s.authed = true
-		return nil
+		return s.checkLocal(user, pass)
 	}
 	switch strings.ToUpper(mech) {
 	case sasl.Plain:
