@@ -104,8 +104,8 @@ func (g *authGuard) prune() {
 
 // checkLocal checks local AUTH credentials for the session, with the
 // delays and limits above, and logs every failure with the client.
-func (s *session) checkLocal(user, pass string) error {
-	ip := remoteIP(s.c.Conn())
+func (s *session) checkLocal(live *settings, user, pass string) error {
+	ip := s.ip
 	g := s.s.authGuard
 	if wait := g.blocked(ip); wait > 0 {
 		s.authFails++
@@ -115,7 +115,7 @@ func (s *session) checkLocal(user, pass string) error {
 		}
 		return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, fmt.Sprintf("too many failed logins from your address; try again in %d minutes", int(wait.Minutes())+1))
 	}
-	if err := s.s.o.LocalAuth(user, pass); err != nil {
+	if err := live.localAuth(user, pass); err != nil {
 		s.authFails++
 		delay := g.failed(ip)
 		s.s.log.Warn("local AUTH failed", "client", s.remote, "failures_on_connection", s.authFails, "delay", delay.String())
@@ -127,7 +127,7 @@ func (s *session) checkLocal(user, pass string) error {
 		return err
 	}
 	g.succeeded(ip)
-	s.authed = true
+	s.authed, s.authGen = true, live.authGen
 	return nil
 }
 

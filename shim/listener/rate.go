@@ -28,7 +28,7 @@ func newRateLimiter(perMinute, perDay int) *rateLimiter {
 // address. Keyed on the sender, every spelling of an address and every
 // local part under a domain account would get a fresh budget.
 func (s *session) rateKey() string {
-	return s.acct.Key() + " " + remoteIP(s.c.Conn()).String()
+	return s.acct.Key() + " " + s.ip.String()
 }
 
 // check reports why key may not send now, or "" when it may.
