@@ -339,6 +339,9 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
+	if err := CheckFile(path); err != nil {
+		return nil, err
+	}
 	c, err := Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
@@ -390,8 +393,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("local_auth %q: must be %q or %q", c.LocalAuth, LocalAuthIgnore, LocalAuthRequire)
 	}
 	for _, n := range c.AllowNetworks {
-		if _, err := netip.ParsePrefix(n); err != nil {
-			return fmt.Errorf("allow_networks %q: not a network in CIDR form such as 192.168.1.0/24", n)
+		if err := validateNetwork(n); err != nil {
+			return fmt.Errorf("allow_networks %q: %w", n, err)
 		}
 	}
 	for _, v := range []struct {
@@ -498,6 +501,26 @@ func ValidateDomain(s string) error {
 	}
 	if _, err := addr.Domain(s); err != nil {
 		return fmt.Errorf("%q is not a domain name like example.com", s)
+	}
+	return nil
+}
+
+// validateNetwork refuses what would never match a client: client
+// addresses are compared in plain IPv4 or IPv6 form, without a zone.
+func validateNetwork(n string) error {
+	if strings.Contains(n, "%") {
+		return errors.New("a zone (the %... part) is not allowed: write the network alone, e.g. fe80::/10")
+	}
+	p, err := netip.ParsePrefix(n)
+	if err != nil {
+		return errors.New("not a network in CIDR form such as 192.168.1.0/24")
+	}
+	if p.Addr().Is4In6() {
+		bits := p.Bits() - 96
+		if bits < 0 {
+			return errors.New("an IPv4-mapped IPv6 network never matches: write the IPv4 network, e.g. 10.0.0.0/8")
+		}
+		return fmt.Errorf("an IPv4-mapped IPv6 network never matches: write it as %s", netip.PrefixFrom(p.Addr().Unmap(), bits).Masked())
 	}
 	return nil
 }
