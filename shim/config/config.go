@@ -38,6 +38,7 @@ const (
 	DefaultMaxConnsPerIP     = 10
 	DefaultSenderRateMinute  = 30
 	DefaultSenderRateDay     = 1000
+	DefaultMinFreeSpace      = 100 << 20
 	defaultConfigFileName    = "config.toml"
 	defaultApplicationFolder = "smtpshim"
 )
@@ -86,6 +87,9 @@ type Config struct {
 	RetryMax Duration `toml:"retry_max,omitempty,omitzero"`
 	// SpoolDir holds queued messages.
 	SpoolDir string `toml:"spool_dir,omitempty"`
+	// MinFreeSpace is the free space below which new mail is refused
+	// with 452 4.3.1, so a full disk never loses an accepted message.
+	MinFreeSpace Size `toml:"min_free_space,omitempty,omitzero"`
 	// LocalAuth is what to do with AUTH from local clients.
 	LocalAuth string `toml:"local_auth,omitempty"`
 	// AllowNetworks lists the client networks allowed besides loopback.
@@ -212,6 +216,11 @@ func (c *Config) HostnameOrDefault() string {
 // EffectiveMaxMessageSize returns the message size cap in bytes.
 func (c *Config) EffectiveMaxMessageSize() int64 {
 	return orDefault(int64(c.MaxMessageSize), DefaultMaxMessageSize)
+}
+
+// EffectiveMinFreeSpace returns the free-space floor of the spool's disk.
+func (c *Config) EffectiveMinFreeSpace() int64 {
+	return orDefault(int64(c.MinFreeSpace), DefaultMinFreeSpace)
 }
 
 // EffectiveMaxLineLength returns the line length cap in bytes.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/smtpshim/smtpshim/shim/config"
 )
 
 // quotedPayloads are quoted local parts that, with the quotes removed by
@@ -117,4 +119,21 @@ func TestNoCurrentSender(t *testing.T) {
 		t.Fatalf("%d messages reached the provider", n)
 	}
 	r.healthy(t)
+}
+
+// TestFreeSpaceFloor: below min_free_space new mail gets 452 4.3.1 and
+// nothing goes upstream; above it mail flows.
+func TestFreeSpaceFloor(t *testing.T) {
+	r := startRig(t, rigOpts{cfg: func(c *config.Config) { c.MinFreeSpace = 1 << 62 }})
+	cl := dial(t, r.addr)
+	cl.ehlo()
+	if rp := cl.do("MAIL FROM:<"+alice+">", 452, "4.3.1"); !strings.Contains(rp.text, "disk is nearly full") {
+		t.Fatalf("the refusal does not say why: %q", rp.text)
+	}
+	cl.do("QUIT", 221, "")
+	if n := len(r.sim.Messages()); n != 0 {
+		t.Fatalf("%d messages reached the provider", n)
+	}
+	ok := startRig(t, rigOpts{cfg: func(c *config.Config) { c.MinFreeSpace = 1 << 20 }})
+	ok.healthy(t)
 }

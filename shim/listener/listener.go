@@ -471,6 +471,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if err := checkSender(from); err != nil {
 		return err
 	}
+	if err := s.checkFreeSpace(live); err != nil {
+		return err
+	}
 	acct, err := s.s.o.Routes().Lookup(from)
 	if err != nil {
 		s.s.log.Warn("refused sender without an account", "client", s.remote, "from", from)

@@ -24,6 +24,7 @@ type settings struct {
 	localAuth CheckFunc
 	authGen   uint64
 	allowed   func(netip.Addr) bool
+	minFree   uint64 // refuse new mail below this much free spool space
 }
 
 // Live is what a reload hands the listener besides the config.
@@ -49,6 +50,7 @@ func newSettings(cfg *config.Config, l Live, old *settings) *settings {
 		rateLocal: cfg.RateLimitLoopback,
 		localAuth: l.LocalAuth,
 		allowed:   l.Allowed,
+		minFree:   uint64(cfg.EffectiveMinFreeSpace()),
 	}
 	if st.allowed == nil {
 		st.allowed = func(a netip.Addr) bool { return a.IsLoopback() }

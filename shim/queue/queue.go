@@ -293,7 +293,10 @@ func (q *Queue) settle(e *entry, o Outcome) {
 		// Done with this message. A bounce is made durable before the
 		// original goes, so a crash between the two duplicates, never loses.
 		if len(m.Failed) > 0 {
-			q.bounce(m)
+			if err := q.bounce(m); err != nil {
+				q.keepForBounce(e, err, now)
+				return
+			}
 		}
 		if err := q.o.Spool.Remove(m.ID); err != nil {
 			q.log.Error("removing a finished message from the spool", "id", m.ID, "err", err)
@@ -320,8 +323,32 @@ func (q *Queue) settle(e *entry, o Outcome) {
 // statusExpired is the DSN status of a message that ran out of retries.
 const statusExpired = "4.4.7"
 
-// bounce queues a delivery status notification to the sender.
-func (q *Queue) bounce(m *spool.Meta) {
+// keepForBounce keeps a finished message whose bounce could not be made
+// durable (a full disk, most likely): removing it would lose the only
+// record of the failure. It is tried again with backoff; attempt sees no
+// recipients left and goes straight back to the bounce.
+func (q *Queue) keepForBounce(e *entry, err error, now time.Time) {
+	q.mu.Lock()
+	e.m.LastError = "the bounce to the sender could not be written, so the message is kept and the bounce tried again: " + err.Error()
+	e.m.LastHint = "free disk space on the spool's disk (smtpshim doctor shows where it is)"
+	e.m.NextTry = now.Add(q.Backoff(e.m.Attempts))
+	snap := *e.m
+	q.mu.Unlock()
+	if uerr := q.o.Spool.Update(&snap); uerr != nil {
+		q.log.Error("updating a message whose bounce failed", "id", snap.ID, "err", uerr)
+	}
+	q.o.Bus.Publish(events.Event{Kind: events.Problem, Account: snap.Account, MessageID: snap.ID, Error: snap.LastError, Hint: snap.LastHint})
+	q.log.Error("a bounce could not be written; keeping the message", "id", snap.ID, "err", err, "next_try", snap.NextTry.Format(time.RFC3339))
+	q.mu.Lock()
+	e.busy = false
+	q.mu.Unlock()
+	q.kick()
+}
+
+// bounce queues a delivery status notification to the sender. It fails
+// only when the bounce could not be made durable; the caller then keeps
+// the original.
+func (q *Queue) bounce(m *spool.Meta) error {
 	ev := events.Event{Kind: events.Bounced, Account: m.Account, MessageID: m.ID}
 	for _, f := range m.Failed {
 		ev.Rcpts = append(ev.Rcpts, f.Rcpt)
@@ -334,20 +361,18 @@ func (q *Queue) bounce(m *spool.Meta) {
 		ev.Error = "a bounce to " + strings.Join(ev.Rcpts, ", ") + " could not be delivered and was dropped: " + ev.Error
 		q.o.Bus.Publish(ev)
 		q.log.Error("a bounce could not be delivered; dropping it (bounces are never bounced)", "id", m.ID, "to", ev.Rcpts, "err", m.Failed[0].Diagnostic)
-		return
+		return nil
 	}
-	q.o.Bus.Publish(ev)
-	q.log.Warn("message refused permanently; bouncing to the sender", "id", m.ID, "from", m.From, "failed", len(m.Failed), "err", ev.Error)
 	body, err := q.o.Spool.Body(m.ID)
 	if err != nil {
+		q.o.Bus.Publish(ev)
 		q.log.Error("opening the refused message to bounce it", "id", m.ID, "err", err)
-		return
+		return nil // nothing to bounce with, now or later
 	}
 	defer body.Close()
 	w, err := q.o.Spool.Create()
 	if err != nil {
-		q.log.Error("creating a bounce", "id", m.ID, "err", err)
-		return
+		return fmt.Errorf("creating the bounce: %w", err)
 	}
 	rep := dsn.Report{
 		ReportingMTA: q.o.Hostname,
@@ -366,13 +391,15 @@ func (q *Queue) bounce(m *spool.Meta) {
 	}
 	if err := dsn.Build(w, rep, body); err != nil {
 		w.Discard()
-		q.log.Error("building a bounce", "id", m.ID, "err", err)
-		return
+		return fmt.Errorf("writing the bounce: %w", err)
 	}
 	bm := &spool.Meta{Account: m.Account, From: m.From, Rcpts: []string{m.From}, Bounce: true, NextTry: q.o.Now()}
 	if err := q.Add(w, bm, false); err != nil {
-		q.log.Error("queueing a bounce", "id", m.ID, "err", err)
+		return fmt.Errorf("queueing the bounce: %w", err)
 	}
+	q.o.Bus.Publish(ev)
+	q.log.Warn("message refused permanently; bounced to the sender", "id", m.ID, "bounce", bm.ID, "from", m.From, "failed", len(m.Failed), "err", ev.Error)
+	return nil
 }
 
 // Run delivers due messages until ctx ends, then waits for attempts in
@@ -468,7 +495,10 @@ func (q *Queue) dispatch(ctx context.Context) time.Time {
 func (q *Queue) attempt(ctx context.Context, e *entry, pool *upstream.Pool) {
 	defer q.wg.Done()
 	var o Outcome
-	if pool == nil {
+	if len(e.m.Rcpts) == 0 {
+		// Every recipient is settled; only the bounce is left to write
+		// (see keepForBounce).
+	} else if pool == nil {
 		o = Outcome{Temp: e.m.Rcpts, Err: fmt.Errorf("account %s is no longer configured: add it again, or delete the message with \"smtpshim queue delete %s\"", e.m.Account, e.m.ID)}
 	} else if err := q.recheck(e.m); err != nil {
 		q.log.Error("queued message held", "id", e.m.ID, "account", e.m.Account, "err", err)
