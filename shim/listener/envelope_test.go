@@ -137,3 +137,27 @@ func TestFreeSpaceFloor(t *testing.T) {
 	ok := startRig(t, rigOpts{cfg: func(c *config.Config) { c.MinFreeSpace = 1 << 20 }})
 	ok.healthy(t)
 }
+
+// TestInternalErrorsStayInTheLog: a password_command that fails with
+// details of the user's files is queued; the client hears general words
+// and the queue ID, never the command's output.
+func TestInternalErrorsStayInTheLog(t *testing.T) {
+	r := startRig(t, rigOpts{cfg: func(c *config.Config) {
+		c.Accounts[0].PasswordCommand = "echo 'gpg: decryption failed for /home/alice/.password-store/mail.gpg' >&2; exit 2"
+	}})
+	cl := dial(t, r.addr)
+	cl.ehlo()
+	cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+	cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
+	rp := cl.expect(cl.data("Subject: internal\r\n\r\nbody"), 250, "2.0.0")
+	cl.do("QUIT", 221, "")
+	for _, leak := range []string{"gpg", ".password-store", "password_command", "exit status"} {
+		if strings.Contains(rp.text, leak) {
+			t.Fatalf("%q reached the client: %q", leak, rp.text)
+		}
+	}
+	if !strings.Contains(rp.text, "queued as ") || !strings.Contains(rp.text, "could not get the account's password") {
+		t.Fatalf("the reply does not say what happened: %q", rp.text)
+	}
+	r.healthy(t)
+}

@@ -584,12 +584,16 @@ func (s *session) liveFailure(err error) error {
 		return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, fmt.Sprintf("smtpshim has no password for account %s: run \"smtpshim account add %s\"", acct, acct))
 	}
 	if isTLSTrustProblem(err) {
-		s.logRefusal("the upstream's TLS could not be verified", err)
+		ref := newRef()
+		s.s.log.Warn("the upstream's TLS could not be verified", "ref", ref, "client", s.remote, "account", acct, "err", err, "hint", hints.For(err))
+		s.s.o.Bus.Publish(events.Event{Kind: events.Rejected, Account: acct, Error: err.Error(), Hint: hints.For(err)})
+		// TLS's own words (a version or certificate problem of the
+		// provider's) are the provider's truth, not local detail.
 		msg := "smtpshim refused to send the password: " + oneLine(err.Error())
 		if h := hints.For(err); h != "" {
 			msg += " (" + h + ")"
 		}
-		return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, msg)
+		return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, msg+" [ref "+ref+"]")
 	}
 	s.s.log.Info("upstream not reachable now; the message will be queued", "account", acct, "err", err)
 	s.deferErr = err
@@ -907,7 +911,7 @@ func (s *session) queueWhileWaiting(sw *spool.Writer, spoolOK bool, done <-chan 
 		log.Info("late upstream answer", "id", id, "err", res.err)
 		q.Settle(id, o)
 	}()
-	return queuedReply(id, fmt.Errorf("the provider did not answer within %s", waited))
+	return queuedReply(id, ownWords{fmt.Errorf("the provider did not answer within %s", waited)})
 }
 
 // okReply passes the upstream's acceptance text (often its queue ID) on
@@ -926,7 +930,8 @@ func queuedReply(id string, why error) error {
 	if errors.Is(why, ErrPaused) {
 		msg = "queued as " + id + " (smtpshim is paused)"
 	} else if why != nil {
-		msg = "queued as " + id + " for a later try (" + truncate(oneLine(why.Error()), 200) + ")"
+		// The log's "message queued" line has the detail under the ID.
+		msg = "queued as " + id + " for a later try (" + publicReason(why) + ")"
 	}
 	return smtpErr(250, smtp.EnhancedCode{2, 0, 0}, msg)
 }

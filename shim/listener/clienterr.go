@@ -1,0 +1,63 @@
+package listener
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/smtpshim/smtpshim/shim/upstream"
+)
+
+// What a local client hears about a failure is either the provider's own
+// reply (the client hears the truth) or general words with a reference;
+// the detail stays in the log under that reference. Internal error text
+// can name files, commands and their output (a password_command's
+// "gpg: decryption failed for /home/alice/.password-store/..."), which
+// is the user's business and not every LAN client's.
+
+// ownWords marks an error whose text smtpshim wrote for clients.
+type ownWords struct{ error }
+
+// publicReason describes err for a client in general words.
+func publicReason(err error) string {
+	var own ownWords
+	if errors.As(err, &own) {
+		return oneLine(own.Error())
+	}
+	if se, ok := upstream.SMTPError(err); ok {
+		return truncate(oneLine(fmt.Sprintf("the provider answered %d %d.%d.%d %s", se.Code,
+			se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message)), 200)
+	}
+	var de *upstream.DialError
+	var ne net.Error
+	switch {
+	case errors.Is(err, ErrPaused):
+		return "smtpshim is paused"
+	case errors.Is(err, upstream.ErrNoTLS):
+		return "the provider offers no encryption, so smtpshim will not send the password"
+	case errors.Is(err, upstream.ErrAccountDown):
+		return "the provider could not be reached a moment ago"
+	case errors.As(err, &de):
+		switch de.Step {
+		case upstream.StepPassword:
+			return "smtpshim could not get the account's password"
+		case upstream.StepTLS, upstream.StepStartTLS:
+			return "the encrypted connection to the provider failed"
+		case upstream.StepAuth:
+			return "the provider refused the account's login"
+		}
+		return "the provider could not be reached"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "the provider did not answer in time"
+	}
+	return "a temporary problem"
+}
+
+// newRef returns a short reference that ties a reply to its log line.
+func newRef() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
