@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"syscall"
 
 	"github.com/smtpshim/smtpshim/shim/upstream"
 )
@@ -48,11 +49,29 @@ func publicReason(err error) string {
 		case upstream.StepAuth:
 			return "the provider refused the account's login"
 		}
-		return "the provider could not be reached"
+		return "the provider could not be reached" + networkCause(err)
 	case errors.As(err, &ne) && ne.Timeout():
-		return "the provider did not answer in time"
+		return "the connection to the provider timed out"
 	}
 	return "a temporary problem"
+}
+
+// networkCause is the network's own short word for a failed connection
+// ("connection refused", "no such host"), which names no local detail.
+func networkCause(err error) string {
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return " (its name could not be resolved)"
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return " (" + errno.Error() + ")"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return " (timed out)"
+	}
+	return ""
 }
 
 // newRef returns a short reference that ties a reply to its log line.

@@ -363,6 +363,7 @@ func (q *Queue) bounce(m *spool.Meta) error {
 		q.log.Error("a bounce could not be delivered; dropping it (bounces are never bounced)", "id", m.ID, "to", ev.Rcpts, "err", m.Failed[0].Diagnostic)
 		return nil
 	}
+	q.log.Warn("message refused permanently; bouncing to the sender", "id", m.ID, "from", m.From, "failed", len(m.Failed), "err", ev.Error)
 	body, err := q.o.Spool.Body(m.ID)
 	if err != nil {
 		q.o.Bus.Publish(ev)
@@ -398,7 +399,6 @@ func (q *Queue) bounce(m *spool.Meta) error {
 		return fmt.Errorf("queueing the bounce: %w", err)
 	}
 	q.o.Bus.Publish(ev)
-	q.log.Warn("message refused permanently; bounced to the sender", "id", m.ID, "bounce", bm.ID, "from", m.From, "failed", len(m.Failed), "err", ev.Error)
 	return nil
 }
 
