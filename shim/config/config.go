@@ -99,6 +99,14 @@ type Config struct {
 	StartTLS bool `toml:"starttls,omitempty"`
 	// ListenTLS lists implicit-TLS listener addresses for local clients.
 	ListenTLS []string `toml:"listen_tls,omitempty"`
+	// LocalTLSLegacy also offers TLS 1.0 and 1.1, with RSA key exchange
+	// and 3DES, on the local listeners, for devices that have nothing
+	// newer.
+	LocalTLSLegacy bool `toml:"local_tls_legacy,omitempty"`
+	// RequireTLSForAuth refuses AUTH from non-loopback clients until they
+	// have started TLS, so the local password never crosses the LAN in
+	// the clear.
+	RequireTLSForAuth bool `toml:"require_tls_for_auth,omitempty"`
 	// MaxConnectionsPerIP caps concurrent connections from one
 	// non-loopback client.
 	MaxConnectionsPerIP int `toml:"max_connections_per_ip,omitempty,omitzero"`
@@ -400,6 +408,9 @@ func (c *Config) Validate() error {
 	case LocalAuthIgnore, LocalAuthRequire:
 	default:
 		return fmt.Errorf("local_auth %q: must be %q or %q", c.LocalAuth, LocalAuthIgnore, LocalAuthRequire)
+	}
+	if c.RequireTLSForAuth && !c.StartTLS && len(c.ListenTLS) == 0 {
+		return errors.New("require_tls_for_auth needs local TLS: set starttls = true (or listen_tls), or clients on other computers cannot log in at all")
 	}
 	for _, n := range c.AllowNetworks {
 		if err := validateNetwork(n); err != nil {

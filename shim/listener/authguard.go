@@ -150,3 +150,16 @@ func (c *countedConn) Write(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// errAuthNeedsTLS is RFC 4954's answer to AUTH that must wait for TLS.
+var errAuthNeedsTLS = smtpErr(538, smtp.EnhancedCode{5, 7, 11}, "Encryption required: start TLS (STARTTLS, or the implicit-TLS port) before logging in to smtpshim from another computer")
+
+// authNeedsTLS reports whether require_tls_for_auth keeps this client
+// from AUTH until it has started TLS; loopback never leaves the machine.
+func (s *session) authNeedsTLS() bool {
+	if !s.s.cur().tlsForAuth || s.ip.IsLoopback() {
+		return false
+	}
+	_, isTLS := s.c.TLSConnectionState()
+	return !isTLS
+}

@@ -161,3 +161,17 @@ func TestInternalErrorsStayInTheLog(t *testing.T) {
 	}
 	r.healthy(t)
 }
+
+func TestPublicReasonOfAnUnreachableProvider(t *testing.T) {
+	r := startRig(t, rigOpts{cfg: func(c *config.Config) {
+		c.Accounts[0].Server = freeAddr(t) // nothing listens there
+	}})
+	cl := dial(t, r.addr)
+	cl.ehlo()
+	cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+	cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
+	rp := cl.expect(cl.data("Subject: down\r\n\r\nbody"), 250, "2.0.0")
+	if !strings.Contains(rp.text, "the provider could not be reached (connection refused)") || strings.Contains(rp.text, "127.0.0.1") {
+		t.Fatalf("reply %q", rp.text)
+	}
+}

@@ -1205,6 +1205,7 @@ func TestLocalTLS(t *testing.T) {
 		c.Listen = []string{freeAddr(t)}
 		c.StartTLS = true
 		c.ListenTLS = []string{freeAddr(t)}
+		c.LocalTLSLegacy = true
 	}})
 	if r.tlsAddr == "" {
 		t.Fatal("the engine bound no implicit-TLS listener")
@@ -1293,6 +1294,40 @@ func TestLocalTLS(t *testing.T) {
 			t.Fatalf("the openssl message did not arrive intact:\n%s", stdout.String())
 		}
 		r.healthy(t)
+	})
+
+	t.Run("TLS 1.0 refused without local_tls_legacy", func(t *testing.T) {
+		modern := startRig(t, rigOpts{bind: true, cfg: func(c *config.Config) {
+			c.Listen = []string{freeAddr(t)}
+			c.StartTLS = true
+		}})
+		pair, err := localcert.LoadOrCreate(modern.dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl := dial(t, modern.addr)
+		cl.ehlo()
+		cl.do("STARTTLS", 220, "2.0.0")
+		if err := tls.Client(cl.c, tls10Config(pair.Pool)).Handshake(); err == nil {
+			t.Fatal("a TLS 1.0 handshake succeeded without local_tls_legacy")
+		}
+		cl = dial(t, modern.addr)
+		cl.ehlo()
+		cl.do("STARTTLS", 220, "2.0.0")
+		tc := tls.Client(cl.c, &tls.Config{RootCAs: pair.Pool, ServerName: "localhost"})
+		if err := tc.Handshake(); err != nil {
+			t.Fatalf("TLS 1.2+: %v", err)
+		}
+		if v := tc.ConnectionState().Version; v < tls.VersionTLS12 {
+			t.Fatalf("negotiated %s", tls.VersionName(v))
+		}
+		tcl := &client{t: t, c: tc, r: bufio.NewReader(tc)}
+		tcl.ehlo()
+		tcl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+		tcl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
+		tcl.expect(tcl.data("Subject: modern\r\n\r\nover TLS 1.2+"), 250, "2.0.0")
+		tcl.do("QUIT", 221, "")
+		modern.healthy(t)
 	})
 
 	t.Run("TLS 1.0 refused without local TLS", func(t *testing.T) {

@@ -389,9 +389,17 @@ func smtpErr(code int, enh smtp.EnhancedCode, msg string) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: msg}
 }
 
-func (s *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
+func (s *session) AuthMechanisms() []string {
+	if s.authNeedsTLS() {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
 
 func (s *session) Auth(mech string) (sasl.Server, error) {
+	if s.authNeedsTLS() {
+		return nil, errAuthNeedsTLS
+	}
 	check := func(user, pass string) error {
 		live := s.s.cur()
 		if live.localAuth == nil {
