@@ -31,8 +31,9 @@ const (
 type authGuard struct {
 	now func() time.Time
 
-	mu    sync.Mutex
-	peers map[netip.Addr]*authFailures
+	mu     sync.Mutex
+	peers  map[netip.Addr]*authFailures
+	tokens map[string]tokenGrant // see IssueAuthToken
 }
 
 type authFailures struct {
@@ -41,7 +42,7 @@ type authFailures struct {
 }
 
 func newAuthGuard() *authGuard {
-	return &authGuard{now: time.Now, peers: map[netip.Addr]*authFailures{}}
+	return &authGuard{now: time.Now, peers: map[netip.Addr]*authFailures{}, tokens: map[string]tokenGrant{}}
 }
 
 // blocked reports how long AUTH from ip stays refused, or 0.
@@ -107,6 +108,10 @@ func (g *authGuard) prune() {
 func (s *session) checkLocal(live *settings, user, pass string) error {
 	ip := s.ip
 	g := s.s.authGuard
+	if user == TokenUser && g.takeToken(pass, s.remote) {
+		s.authed, s.authGen = true, live.authGen
+		return nil
+	}
 	if wait := g.blocked(ip); wait > 0 {
 		s.authFails++
 		s.s.log.Warn("local AUTH refused: too many failures from this address", "client", s.remote, "retry_in", wait.Round(time.Second).String())

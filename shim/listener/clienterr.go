@@ -1,8 +1,6 @@
 package listener
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -12,8 +10,8 @@ import (
 )
 
 // What a local client hears about a failure is either the provider's own
-// reply (the client hears the truth) or general words with a reference;
-// the detail stays in the log under that reference. Internal error text
+// reply or TLS verdict (the client hears the truth) or general words next
+// to the queue ID; the detail stays in the log under that ID. Internal error text
 // can name files, commands and their output (a password_command's
 // "gpg: decryption failed for /home/alice/.password-store/..."), which
 // is the user's business and not every LAN client's.
@@ -72,11 +70,4 @@ func networkCause(err error) string {
 		return " (timed out)"
 	}
 	return ""
-}
-
-// newRef returns a short reference that ties a reply to its log line.
-func newRef() string {
-	var b [4]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

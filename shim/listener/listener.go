@@ -592,16 +592,14 @@ func (s *session) liveFailure(err error) error {
 		return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, fmt.Sprintf("smtpshim has no password for account %s: run \"smtpshim account add %s\"", acct, acct))
 	}
 	if isTLSTrustProblem(err) {
-		ref := newRef()
-		s.s.log.Warn("the upstream's TLS could not be verified", "ref", ref, "client", s.remote, "account", acct, "err", err, "hint", hints.For(err))
-		s.s.o.Bus.Publish(events.Event{Kind: events.Rejected, Account: acct, Error: err.Error(), Hint: hints.For(err)})
+		s.logRefusal("the upstream's TLS could not be verified", err)
 		// TLS's own words (a version or certificate problem of the
 		// provider's) are the provider's truth, not local detail.
 		msg := "smtpshim refused to send the password: " + oneLine(err.Error())
 		if h := hints.For(err); h != "" {
 			msg += " (" + h + ")"
 		}
-		return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, msg+" [ref "+ref+"]")
+		return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, msg)
 	}
 	s.s.log.Info("upstream not reachable now; the message will be queued", "account", acct, "err", err)
 	s.deferErr = err
