@@ -78,6 +78,9 @@ func checkParent(dir string) error {
 	return nil
 }
 
+// FreeSpace returns the bytes available to this user on the spool's disk.
+func (s *Spool) FreeSpace() (uint64, error) { return FreeSpaceAt(s.dir) }
+
 // openTrusted opens a spool file for reading: no symbolic links, only a
 // regular file of ours.
 func openTrusted(path string) (*os.File, error) {

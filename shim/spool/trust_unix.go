@@ -43,11 +43,11 @@ func worldWritableNotSticky(fi os.FileInfo) bool {
 	return fi.Mode().Perm()&0o002 != 0 && fi.Mode()&os.ModeSticky == 0
 }
 
-// FreeSpace returns the bytes available to this user on the spool's
-// file system.
-func (s *Spool) FreeSpace() (uint64, error) {
+// FreeSpaceAt returns the bytes available to this user on the file
+// system of dir.
+func FreeSpaceAt(dir string) (uint64, error) {
 	var st unix.Statfs_t
-	if err := unix.Statfs(s.dir, &st); err != nil {
+	if err := unix.Statfs(dir, &st); err != nil {
 		return 0, err
 	}
 	return uint64(st.Bavail) * uint64(st.Bsize), nil

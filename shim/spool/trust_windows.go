@@ -21,10 +21,10 @@ func parentOwnerOK(string, os.FileInfo) error    { return nil }
 func writableByOthers(os.FileInfo) bool          { return false }
 func worldWritableNotSticky(fi os.FileInfo) bool { return false }
 
-// FreeSpace returns the bytes available to this user on the spool's
-// volume.
-func (s *Spool) FreeSpace() (uint64, error) {
-	p, err := windows.UTF16PtrFromString(s.dir)
+// FreeSpaceAt returns the bytes available to this user on the volume of
+// dir.
+func FreeSpaceAt(dir string) (uint64, error) {
+	p, err := windows.UTF16PtrFromString(dir)
 	if err != nil {
 		return 0, err
 	}
