@@ -56,6 +56,7 @@ FUZZTIME ?= 20s
 fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./shim/config/
 	$(GO) test -run XXX -fuzz '^FuzzLookup$$' -fuzztime $(FUZZTIME) ./shim/route/
+	$(GO) test -run XXX -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./shim/addr/
 	$(GO) test -run XXX -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME) ./shim/crlf/
 	$(GO) test -run XXX -fuzz '^FuzzBuild$$' -fuzztime $(FUZZTIME) ./shim/dsn/
 
