@@ -174,3 +174,22 @@ func TestSendLogsInWithAOneTimeToken(t *testing.T) {
 		t.Fatalf("the provider got %+v", msgs)
 	}
 }
+
+// TestSendRespectsTheFreeSpaceFloor: without a relay, send refuses a
+// message below min_free_space instead of spooling it.
+func TestSendRespectsTheFreeSpaceFloor(t *testing.T) {
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := closed.Addr().String()
+	closed.Close()
+	cfg := relayLoginConfig(t, addr, addr)
+	cfg.LocalAuth = ""
+	cfg.MinFreeSpace = 1 << 45 // 32 TB
+	if err := cfg.Save(); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	a := &app{configPath: cfg.Path(), stdin: strings.NewReader(relayLoginMsg), stdout: &out, stderr: &errOut}
+	if code := a.run([]string{"send", "-f", cliUser, "bob@example.net"}); code != exTempFail || !strings.Contains(errOut.String(), "min_free_space") {
+		t.Fatalf("send exited %d:\n%s", code, errOut.String())
+	}
+}

@@ -308,6 +308,9 @@ func (a *app) sendDirect(cfg *config.Config, o *sendOptions, msg io.Reader) erro
 		return exit(exTempFail, "smtpshim's listener does not answer and the spool is not usable: %v", err)
 	}
 	defer sp.Close()
+	if err := checkFreeSpace(cfg, sp); err != nil {
+		return err
+	}
 	w, err := sp.Create()
 	if err != nil {
 		return exit(exTempFail, "%v", err)
