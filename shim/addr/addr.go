@@ -39,6 +39,7 @@ type Error struct {
 	Reason string
 }
 
+// Error names the address and the reason.
 func (e *Error) Error() string {
 	return fmt.Sprintf("<%s> %s", printable(e.Addr), e.Reason)
 }

@@ -21,6 +21,7 @@ type UnsafeError struct {
 	Fix  string
 }
 
+// Error says what is unsafe and how to fix it.
 func (e *UnsafeError) Error() string {
 	return fmt.Sprintf("the spool %s %s, so other users could make smtpshim send mail: %s", e.Path, e.Why, e.Fix)
 }
