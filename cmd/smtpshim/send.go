@@ -16,10 +16,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
-	"github.com/smtpshim/smtpshim/shim"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/crlf"
 	"github.com/smtpshim/smtpshim/shim/dsn"
@@ -349,6 +347,9 @@ func (a *app) send(args []string) error {
 	if len(o.rcpts) == 0 {
 		return exit(exUsage, "no recipients: list them as arguments, or use -t to read To/Cc/Bcc")
 	}
+	if err := checkEnvelope(o); err != nil {
+		return err
+	}
 	if acct, err := route.New(cfg.Accounts).Lookup(o.from); err == nil {
 		o.acctKey = acct.Key()
 	}
@@ -428,15 +429,8 @@ func (a *app) sendViaListener(cfg *config.Config, o *sendOptions, msg io.Reader)
 		return nil, errNoListener
 	}
 	if cfg.EffectiveLocalAuth() == config.LocalAuthRequire {
-		// The relay wants its local password, kept in the keychain.
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.EffectiveKeychainTimeout()+time.Second)
-		pw, err := keychain(cfg).Get(ctx, shim.LocalAuthKey)
-		cancel()
-		if err != nil {
-			return nil, exit(exTempFail, "local_auth = \"require\", but the local password could not be read: %v", err)
-		}
-		if err := c.Auth(sasl.NewPlainClient("", "smtpshim", pw)); err != nil {
-			return nil, sendError("local login", err, o.acctKey)
+		if err := a.relayLogin(cfg, conn, c); err != nil {
+			return nil, err
 		}
 	}
 	if err := c.Mail(o.from, nil); err != nil {
@@ -519,6 +513,9 @@ func (a *app) sendDirect(cfg *config.Config, o *sendOptions, msg io.Reader) ([]s
 		return nil, exit(exTempFail, "smtpshim's listener does not answer and the spool is not usable: %v", err)
 	}
 	defer sp.Close()
+	if err := checkFreeSpace(cfg, sp); err != nil {
+		return nil, err
+	}
 	w, err := sp.Create()
 	if err != nil {
 		return nil, exit(exTempFail, "%v", err)
