@@ -2,9 +2,12 @@ package listener
 
 import (
 	"bytes"
+	"log/slog"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // go-smtp answers some commands itself, in its own words ("Roger,
@@ -130,4 +133,48 @@ func refusalReason(line string) (code int, reason string) {
 		return code, "smtpshim could not store the message"
 	}
 	return code, "refused"
+}
+
+// replyWatch sits on one client connection's writes: it puts go-smtp's
+// stock replies into smtpshim's words and logs every refusal the client
+// gets, with the client, the sender, the code and the reason, so that no
+// message goes unsent without a trace in the log, whoever refused it. It
+// sees plaintext only: on a TLS session the writes are already encrypted,
+// and pass through untouched.
+type replyWatch struct {
+	log    *slog.Logger
+	client string
+	from   atomic.Pointer[string]
+}
+
+// setFrom records the sender of the transaction under way ("" after it).
+func (w *replyWatch) setFrom(from string) { w.from.Store(&from) }
+
+func (w *replyWatch) sender() string {
+	if p := w.from.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// write sends p on c, rewritten, and logs its refusals.
+func (w *replyWatch) write(c net.Conn, p []byte) (int, error) {
+	if len(p) == 0 || p[0] < '2' || p[0] > '5' {
+		// Not a reply: a TLS record, or nothing.
+		return c.Write(p)
+	}
+	out, refusals := rewriteReplies(p)
+	for _, r := range refusals {
+		w.refused(r)
+	}
+	if _, err := c.Write(out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// refused logs one refusal reply line.
+func (w *replyWatch) refused(reply string) {
+	code, why := refusalReason(reply)
+	w.log.Warn("refused", "client", w.client, "from", w.sender(), "code", code, "reason", why, "reply", reply)
 }

@@ -1,6 +1,10 @@
 package listener
 
 import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net"
 	"strings"
 	"testing"
 )
@@ -48,5 +52,43 @@ func TestRefusalsAreFoundAndSorted(t *testing.T) {
 	}
 	if _, r := rewriteReplies([]byte("250-a\r\n250 b\r\n354 go\r\n")); len(r) != 0 {
 		t.Errorf("refusals in a success: %q", r)
+	}
+}
+
+func TestReplyWatchLogsEveryRefusal(t *testing.T) {
+	var logBuf bytes.Buffer
+	w := &replyWatch{log: slog.New(slog.NewTextHandler(&logBuf, nil)), client: "127.0.0.1:40000"}
+	a, b := net.Pipe()
+	defer a.Close()
+	got := make(chan string, 1)
+	go func() { d, _ := io.ReadAll(b); got <- string(d) }()
+	w.setFrom("alice@example.com")
+	for _, r := range []string{
+		"250 2.0.0 Roger, accepting mail from <alice@example.com>\r\n",
+		"452 4.5.3 Maximum limit of 1 recipients reached\r\n",
+		"552 5.3.4 Max message size exceeded\r\n",
+	} {
+		if n, err := w.write(a, []byte(r)); n != len(r) || err != nil {
+			t.Fatalf("write %q = %d, %v", r, n, err)
+		}
+	}
+	tlsRecord := []byte{0x17, 0x03, 0x03, 0x00, 0x02, '\r', '\n'}
+	w.write(a, tlsRecord)
+	a.Close()
+	out := <-got
+	if !strings.HasPrefix(out, "250 2.0.0 Sender <alice@example.com> OK\r\n452 4.5.3 Too many recipients") || !strings.HasSuffix(out, string(tlsRecord)) {
+		t.Errorf("the client got %q", out)
+	}
+	log := logBuf.String()
+	for _, want := range []string{
+		`msg=refused client=127.0.0.1:40000 from=alice@example.com code=452 reason="over the recipient limit"`,
+		`code=552 reason="too big"`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the log lacks %q:\n%s", want, log)
+		}
+	}
+	if strings.Count(log, "msg=refused") != 2 {
+		t.Errorf("want two refusal lines:\n%s", log)
 	}
 }
