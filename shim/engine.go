@@ -50,6 +50,20 @@ type Options struct {
 	// Trace, when set, receives SMTP protocol traces of both sides, with
 	// credentials masked.
 	Trace io.Writer
+	// Authenticator builds each account's credential; nil means
+	// DefaultAuthenticator over Secrets.
+	Authenticator func(*config.Account) (upstream.Authenticator, error)
+}
+
+// DefaultAuthenticator returns the factory of account credentials: the one
+// place that knows which kind of credential an account has.
+func DefaultAuthenticator(store secrets.Store, keychainTimeout time.Duration) func(*config.Account) (upstream.Authenticator, error) {
+	return func(a *config.Account) (upstream.Authenticator, error) {
+		switch {
+		default:
+			return upstream.NewPasswordAuth(a, store, keychainTimeout), nil
+		}
+	}
 }
 
 // Engine is a running smtpshim.
@@ -63,6 +77,10 @@ type Engine struct {
 	lns   []net.Listener
 	tlns  []net.Listener // implicit TLS
 	ctl   net.Listener
+
+	// wg tracks the goroutines the engine starts besides the listeners,
+	// the queue and the control server; Run waits for them.
+	wg sync.WaitGroup
 
 	mu     sync.RWMutex
 	cfg    *config.Config
@@ -81,6 +99,9 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 	}
 	if o.Secrets == nil {
 		o.Secrets = secrets.NewKeychain(cfg.EffectiveKeychainTimeout())
+	}
+	if o.Authenticator == nil {
+		o.Authenticator = DefaultAuthenticator(o.Secrets, cfg.EffectiveKeychainTimeout())
 	}
 	e := &Engine{o: o, log: o.Logger, bus: &events.Bus{}}
 	allowed, err := allowFunc(cfg)
@@ -218,6 +239,7 @@ func (e *Engine) upstreamOptions(cfg *config.Config) upstream.Options {
 	return upstream.Options{
 		Hostname:        cfg.HostnameOrDefault(),
 		Secrets:         e.o.Secrets,
+		Authenticator:   e.o.Authenticator,
 		Dialer:          e.o.Dialer,
 		Logger:          e.log,
 		TLSConfig:       e.o.UpstreamTLS,
@@ -285,12 +307,21 @@ func (e *Engine) apply(cfg *config.Config) {
 }
 
 func (e *Engine) healthChanged(account string, h upstream.Health) {
-	ev := events.Event{Kind: events.AccountHealth, Account: account, Healthy: h.Healthy}
+	ev := events.Event{Kind: events.AccountHealth, Account: account, Healthy: h.Healthy, Problem: h.Problem, Attention: h.Attention()}
 	if h.LastError != nil {
 		ev.Error = h.LastError.Error()
-		ev.Hint = hints.For(h.LastError)
+		ev.Hint = strings.ReplaceAll(hints.For(h.LastError), "ADDRESS", account)
+	}
+	switch {
+	case h.Held:
+		e.log.Error("the provider refused the account's credential; its mail is held until it is updated", "account", account,
+			"problem", h.Problem, "err", h.LastError, "hint", ev.Hint, "fix", "smtpshim account add "+account)
+	case h.Problem != "":
+		e.log.Warn("cannot get the account's credential; its mail is kept", "account", account,
+			"problem", h.Problem, "err", h.LastError, "hint", ev.Hint, "next_try", h.NextProbe.Format(time.RFC3339))
+	case h.LastError != nil:
 		e.log.Warn("account's server unreachable", "account", account, "err", h.LastError, "hint", ev.Hint, "next_try", h.NextProbe.Format(time.RFC3339))
-	} else {
+	default:
 		e.log.Info("account's server reachable again", "account", account)
 	}
 	e.bus.Publish(ev)
@@ -319,6 +350,16 @@ func (e *Engine) Reload() error {
 		return err
 	}
 	e.apply(cfg)
+	// A reload is how a new password reaches a running relay ("smtpshim
+	// account add" signals it): lift every credential hold, so the held
+	// mail goes out at once (and is held again if it is still refused).
+	e.mu.RLock()
+	for key, p := range e.pools {
+		if p.CredentialChanged() {
+			e.log.Info("trying the account's credential again", "account", key)
+		}
+	}
+	e.mu.RUnlock()
 	e.log.Info("configuration reloaded", "accounts", len(cfg.Accounts))
 	e.queue.RetryNow("")
 	return nil
@@ -360,6 +401,11 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.log.Info("listening with implicit TLS", "addr", l.Addr().String())
 		go func(l net.Listener) { errc <- e.srv.ServeTLS(l) }(l)
 	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.checkCredentials(ctx)
+	}()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -373,6 +419,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	stopQueue()
 	<-qdone
+	e.wg.Wait()
 	e.mu.RLock()
 	for _, p := range e.pools {
 		p.Close()
@@ -380,6 +427,37 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.mu.RUnlock()
 	e.spool.Close()
 	return err
+}
+
+// checkCredentials reads every account's credential once at start, so that
+// a locked or missing keychain (a system service, an SSH login) is said at
+// once, naming the account and what to do, and the account's status says
+// "keychain unavailable" rather than "server down" when mail arrives.
+func (e *Engine) checkCredentials(ctx context.Context) {
+	e.mu.RLock()
+	timeout := e.cfg.EffectiveKeychainTimeout() + time.Second
+	pools := make(map[string]*upstream.Pool, len(e.pools))
+	for k, p := range e.pools {
+		pools[k] = p
+	}
+	e.mu.RUnlock()
+	for key, p := range pools {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		err := p.CheckCredential(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			continue
+		}
+		what := "unlock the keychain, or set password_command for the account"
+		if errors.Is(err, secrets.ErrNotFound) {
+			what = "store its password with \"smtpshim account add " + key + "\""
+		}
+		e.log.Warn("cannot get the password of an account; its mail cannot go out until this is fixed",
+			"account", key, "problem", upstream.CredentialProblem(err), "err", err, "fix", what)
+	}
 }
 
 func (e *Engine) closeListeners() {

@@ -32,6 +32,12 @@ type Event struct {
 	Error     string    `json:"error,omitempty"`
 	Hint      string    `json:"hint,omitempty"`
 	Healthy   bool      `json:"healthy,omitempty"`
+	// Problem names credential trouble at an AccountHealth event
+	// ("password rejected", "keychain unavailable", "sign-in needed").
+	Problem string `json:"problem,omitempty"`
+	// Attention: the account needs a person before it works again; its
+	// mail is kept meanwhile.
+	Attention bool `json:"attention,omitempty"`
 }
 
 // AccountStatus is one account's current state.
@@ -40,6 +46,8 @@ type AccountStatus struct {
 	LastError string    `json:"last_error,omitempty"`
 	Hint      string    `json:"hint,omitempty"`
 	Since     time.Time `json:"since"`
+	Problem   string    `json:"problem,omitempty"`
+	Attention bool      `json:"attention,omitempty"`
 }
 
 // Status is the current summary a tray icon shows.
@@ -76,7 +84,7 @@ func (b *Bus) Publish(e Event) {
 		if b.status.Accounts == nil {
 			b.status.Accounts = map[string]AccountStatus{}
 		}
-		b.status.Accounts[e.Account] = AccountStatus{Healthy: e.Healthy, LastError: e.Error, Hint: e.Hint, Since: e.Time}
+		b.status.Accounts[e.Account] = AccountStatus{Healthy: e.Healthy, LastError: e.Error, Hint: e.Hint, Since: e.Time, Problem: e.Problem, Attention: e.Attention}
 	}
 	if e.Error != "" && e.Kind != Delivered {
 		ev := e

@@ -19,6 +19,8 @@ import (
 	"syscall"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/smtpshim/smtpshim/shim/secrets"
 )
 
 // Hint texts are shared by several rules, and tests compare against them.
@@ -47,6 +49,8 @@ const (
 	hintPortMismatch     = "the security setting does not match the port: use port 587 with security starttls, or port 465 with security tls"
 	hintOldTLS           = "the server only offers an outdated TLS version or cipher that smtpshim refuses: the server needs updating, or use the provider's current submission host"
 
+	hintNoPassword = "no password is stored for this account: store it with `smtpshim account add ADDRESS`; its mail is kept until then"
+	hintNoKeychain = "smtpshim could not read the password from the keychain (it is locked, or there is no desktop session, as under a system service or an SSH login): unlock the keychain, or set password_command for the account; its mail is kept meanwhile"
 	hintRefused    = "nothing accepts connections at that server and port: check the server name and port (587 for starttls, 465 for tls) and that no firewall blocks it"
 	hintNoSuchHost = "the server name does not exist: check its spelling in the account settings"
 	hintDNS        = "the server name could not be looked up: check the network connection and DNS"
@@ -61,6 +65,12 @@ const (
 func For(err error) string {
 	if err == nil {
 		return ""
+	}
+	if errors.Is(err, secrets.ErrNotFound) {
+		return hintNoPassword
+	}
+	if errors.Is(err, secrets.ErrUnavailable) {
+		return hintNoKeychain
 	}
 	if code, enh, msg, ok := smtpReply(err); ok {
 		if h := forReply(code, enh, msg); h != "" {

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -491,7 +492,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	if !s.pool.Available(time.Now()) {
 		last := s.pool.Health().LastError
-		if isTLSTrustProblem(last) {
+		if upstream.TrustProblem(last) || upstream.IsCredentialMissing(last) {
 			// Not an outage to queue through: every client hears the
 			// same 454 as the one whose attempt found the problem.
 			return s.liveFailure(last)
@@ -557,7 +558,7 @@ func (s *session) joinBegin() error {
 // must fix, or nothing at all (the message will be queued).
 func (s *session) liveFailure(err error) error {
 	acct := s.acct.Key()
-	if se, ok := upstream.SMTPError(err); ok && se.Code >= 500 {
+	if se, ok := upstream.SMTPError(err); ok && upstream.Classify(err) == upstream.Permanent {
 		s.logRefusal("the upstream refused the sender", err)
 		return se // unchanged: the client hears the provider's own words
 	}
@@ -565,7 +566,7 @@ func (s *session) liveFailure(err error) error {
 		s.s.log.Error("no password stored for the account", "account", acct)
 		return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, fmt.Sprintf("smtpshim has no password for account %s: run \"smtpshim account add %s\"", acct, acct))
 	}
-	if isTLSTrustProblem(err) {
+	if upstream.TrustProblem(err) {
 		s.logRefusal("the upstream's TLS could not be verified", err)
 		msg := "smtpshim refused to send the password: " + oneLine(err.Error())
 		if h := hints.For(err); h != "" {
@@ -581,21 +582,6 @@ func (s *session) liveFailure(err error) error {
 func (s *session) logRefusal(what string, err error) {
 	s.s.log.Warn(what, "client", s.remote, "account", s.acct.Key(), "err", err, "hint", hints.For(err))
 	s.s.o.Bus.Publish(events.Event{Kind: events.Rejected, Account: s.acct.Key(), Error: err.Error(), Hint: hints.For(err)})
-}
-
-// isTLSTrustProblem is true when the upstream's identity could not be
-// verified or it would not encrypt: retrying blindly could hand the
-// password to an impostor, so the client is told at once.
-func isTLSTrustProblem(err error) bool {
-	if errors.Is(err, upstream.ErrNoTLS) {
-		return true
-	}
-	var de *upstream.DialError
-	if !errors.As(err, &de) || (de.Step != upstream.StepTLS && de.Step != upstream.StepStartTLS) {
-		return false
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "x509:") || strings.Contains(msg, "certificate") || strings.Contains(msg, "protocol version")
 }
 
 func oneLine(s string) string {
@@ -620,7 +606,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	switch se, isSMTP := upstream.SMTPError(err); {
 	case err == nil:
 		s.live = append(s.live, to)
-	case isSMTP && se.Code >= 500:
+	case isSMTP && upstream.Classify(err) == upstream.Permanent:
 		s.logRefusal("the upstream refused a recipient", err)
 		return se
 	case isSMTP:
@@ -704,7 +690,7 @@ func (s *session) data(r io.Reader) error {
 	if s.tx != nil && len(s.live) > 0 {
 		up, err := s.tx.Data(s.s.syncWait)
 		if err != nil {
-			if se, ok := upstream.SMTPError(err); ok && se.Code >= 500 {
+			if se, ok := upstream.SMTPError(err); ok && upstream.Classify(err) == upstream.Permanent {
 				s.discard(sw)
 				s.abort()
 				return se
@@ -783,7 +769,7 @@ func (s *session) finishLive(sw *spool.Writer, spoolOK bool, res commitResult, s
 		s.live = nil
 		return s.queueAll(sw, spoolOK)
 	}
-	if se, ok := upstream.SMTPError(res.err); ok && se.Code >= 500 {
+	if se, ok := upstream.SMTPError(res.err); ok && upstream.Classify(res.err) == upstream.Permanent {
 		s.logRefusal("the upstream refused the message", res.err)
 		s.discard(sw)
 		s.abort()
@@ -865,10 +851,10 @@ func (s *session) queueWhileWaiting(sw *spool.Writer, spoolOK bool, done <-chan 
 	go func() {
 		res := <-done
 		o := queue.Outcome{Remote: remote, Temp: deferred}
-		switch se, isSMTP := upstream.SMTPError(res.err); {
-		case res.err == nil:
+		switch upstream.Classify(res.err) {
+		case upstream.Delivered:
 			o.Delivered = live
-		case isSMTP && se.Code >= 500:
+		case upstream.Permanent:
 			for _, r := range live {
 				o.Failed = append(o.Failed, queue.FailureOf(r, res.err))
 			}
@@ -927,7 +913,7 @@ func errSpool(err error) *smtp.SMTPError {
 	msg := "smtpshim cannot store the message right now, try again later"
 	if errors.Is(err, os.ErrPermission) {
 		msg += " (permission denied on the spool directory)"
-	} else if err != nil && strings.Contains(err.Error(), "no space") {
+	} else if errors.Is(err, syscall.ENOSPC) {
 		msg += " (the disk is full)"
 	}
 	return smtpErr(452, smtp.EnhancedCode{4, 3, 1}, msg)
