@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/smtpshim/smtpshim/shim/config"
@@ -26,6 +27,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/listener"
 	"github.com/smtpshim/smtpshim/shim/localcert"
 	"github.com/smtpshim/smtpshim/shim/queue"
+	"github.com/smtpshim/smtpshim/shim/relay"
 	"github.com/smtpshim/smtpshim/shim/route"
 	"github.com/smtpshim/smtpshim/shim/secrets"
 	"github.com/smtpshim/smtpshim/shim/spool"
@@ -74,9 +76,13 @@ type Engine struct {
 	spool *spool.Spool
 	queue *queue.Queue
 	srv   *listener.Server
-	lns   []net.Listener
-	tlns  []net.Listener // implicit TLS
-	ctl   net.Listener
+	relay *relay.Relay
+	// paused holds delivery: the relay queues new mail and sends nothing
+	// upstream while it is set.
+	paused atomic.Bool
+	lns    []net.Listener
+	tlns   []net.Listener // implicit TLS
+	ctl    net.Listener
 
 	// wg tracks the goroutines the engine starts besides the listeners,
 	// the queue and the control server; Run waits for them.
@@ -133,6 +139,15 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 	if err := e.queue.Load(); err != nil {
 		e.log.Error("some queued messages could not be read", "err", err)
 	}
+	e.relay = relay.New(relay.Options{
+		Pool:     e.pool,
+		Queue:    e.queue,
+		Spool:    e.spool,
+		Bus:      e.bus,
+		Logger:   e.log,
+		SyncWait: cfg.EffectiveSyncWait(),
+		Paused:   e.paused.Load,
+	})
 	var check listener.CheckFunc
 	if cfg.EffectiveLocalAuth() == config.LocalAuthRequire {
 		pw, err := o.Secrets.Get(context.Background(), LocalAuthKey)
@@ -154,10 +169,7 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 		Trace:     o.Trace,
 		Config:    cfg,
 		Routes:    e.currentRoutes,
-		Pool:      e.pool,
-		Queue:     e.queue,
-		Spool:     e.spool,
-		Bus:       e.bus,
+		Relay:     e.relay,
 		Logger:    e.log,
 		LocalAuth: check,
 		Allowed:   allowed,
@@ -414,6 +426,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	e.srv.Shutdown(sctx)
 	cancel()
+	// Late answers and early MAIL FROMs settle into the queue: they end
+	// before it stops.
+	e.relay.Close()
 	if ctlSrv != nil {
 		ctlSrv.Close()
 	}

@@ -1,0 +1,214 @@
+package listener
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/smtpshim/smtpshim/shim/crlf"
+	"github.com/smtpshim/smtpshim/shim/loginauth"
+	"github.com/smtpshim/smtpshim/shim/relay"
+)
+
+// NewSession implements smtp.Backend.
+func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	ip := remoteIP(c.Conn())
+	return &session{s: s, c: c, cc: clientConnOf(c.Conn()), remote: c.Conn().RemoteAddr().String(),
+		limited: !ip.IsLoopback() || s.rateLocal}, nil
+}
+
+// session is one client connection.
+type session struct {
+	s       *Server
+	c       *smtp.Conn
+	cc      *clientConn // nil only for connections not from Serve
+	remote  string
+	authed  bool
+	limited bool // sender rate limits apply
+
+	from   string
+	d      *relay.Delivery // the transaction since MAIL FROM
+	dataMu sync.Mutex      // held while a message body is received
+}
+
+func smtpErr(code int, enh smtp.EnhancedCode, msg string) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: msg}
+}
+
+func (s *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
+
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	check := func(user, pass string) error {
+		if s.s.o.LocalAuth == nil {
+			// Legacy clients configured with a password keep working:
+			// the password is neither checked nor forwarded.
+			s.authed = true
+			return nil
+		}
+		if err := s.s.o.LocalAuth(user, pass); err != nil {
+			s.s.log.Warn("local AUTH failed", "client", s.remote)
+			return err
+		}
+		s.authed = true
+		return nil
+	}
+	switch strings.ToUpper(mech) {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(_, user, pass string) error { return check(user, pass) }), nil
+	case sasl.Login:
+		return loginauth.NewServer(check), nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// Reset, Logout and Mail wait for a message body still being received:
+// with BDAT, go-smtp runs Data in its own goroutine and goes on reading
+// commands (it closes the body's pipe first, so Data ends promptly).
+func (s *session) Reset() {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
+	s.abort()
+}
+
+func (s *session) Logout() error {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
+	s.abort()
+	return nil
+}
+
+func (s *session) abort() {
+	if s.d != nil {
+		s.d.Abort()
+		s.d = nil
+	}
+	s.from = ""
+}
+
+// errCutShort answers a command go-smtp parsed from a line the idle
+// timeout cut short: it must not run (the client never finished it), and
+// the connection is already closed.
+var errCutShort = smtpErr(421, smtp.EnhancedCode{4, 4, 2}, "timed out")
+
+func (s *session) cutShort() bool { return s.cc != nil && s.cc.timedOut.Load() }
+
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
+	s.abort()
+	if s.cutShort() {
+		return errCutShort
+	}
+	if s.s.o.LocalAuth != nil && !s.authed {
+		return smtpErr(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required: configure your mail client with the local smtpshim user name and password")
+	}
+	if strings.ContainsFunc(from, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return smtpErr(501, smtp.EnhancedCode{5, 1, 7}, "bad sender address syntax: control characters")
+	}
+	acct, err := s.s.o.Routes().Lookup(from)
+	if err != nil {
+		s.s.log.Warn("refused sender without an account", "client", s.remote, "from", from)
+		return smtpErr(550, smtp.EnhancedCode{5, 7, 1}, err.Error())
+	}
+	if s.limited {
+		if over := s.s.rate.check(from, time.Now()); over != "" {
+			s.s.log.Warn("sender over its rate limit", "client", s.remote, "from", from, "limit", over)
+			return smtpErr(451, smtp.EnhancedCode{4, 7, 1}, fmt.Sprintf("sender <%s> has reached its limit of messages %s; try again later", from, over))
+		}
+	}
+	so := relay.StartOptions{Client: s.remote}
+	if opts != nil {
+		so.UTF8, so.Size = opts.UTF8, opts.Size
+	}
+	d, err := s.s.o.Relay.Start(acct, from, so)
+	if err != nil {
+		return err
+	}
+	s.d, s.from = d, from
+	return nil
+}
+
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if s.cutShort() {
+		return errCutShort
+	}
+	if strings.ContainsFunc(to, func(r rune) bool { return r < ' ' || r == 0x7f }) || !strings.Contains(to, "@") {
+		return smtpErr(501, smtp.EnhancedCode{5, 1, 3}, "bad recipient address syntax")
+	}
+	if s.d == nil {
+		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "MAIL FROM first")
+	}
+	return s.d.AddRcpt(to)
+}
+
+func (s *session) Data(r io.Reader) error {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
+	from := s.from // data ends the transaction and forgets it
+	err := s.data(r)
+	if s.limited {
+		if se, ok := err.(*smtp.SMTPError); ok && se.Code == 250 {
+			s.s.rate.record(from, time.Now())
+		}
+	}
+	return err
+}
+
+func (s *session) data(r io.Reader) error {
+	d := s.d
+	s.d = nil // the delivery ends with this body, whatever happens
+	defer s.abort()
+	if d == nil {
+		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "MAIL FROM first")
+	}
+	// go-smtp's ReadTimeout would bound the whole body; a large message on
+	// a slow link must only be bounded by silence (idle, refreshed on each
+	// network read by clientConn) and by data_timeout.
+	start := time.Now()
+	if s.cc != nil {
+		s.cc.dataEnd.Store(start.Add(s.s.dataLimit).UnixNano())
+		defer s.cc.dataEnd.Store(0)
+	} else {
+		s.c.Conn().SetReadDeadline(start.Add(s.s.dataLimit))
+	}
+	var body io.Reader
+	if _, bdat := r.(*io.PipeReader); bdat {
+		// BDAT chunks are not dot-stuffed: a leading dot is content.
+		body = crlf.NewReader(r)
+	} else {
+		body = crlf.NewDataReader(r)
+	}
+	rec, err := d.Body(body)
+	var re *relay.ReadError
+	switch {
+	case errors.As(err, &re):
+		return clientDataError(re.Err, s.s.srv.MaxLineLength)
+	case err != nil:
+		return err
+	}
+	return rec.Reply()
+}
+
+// clientDataError turns a failure to read the client's message into a
+// reply; a size overrun keeps go-smtp's 552 5.3.4.
+func clientDataError(err error, maxLine int) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return se
+	}
+	if errors.Is(err, smtp.ErrTooLongLine) {
+		return smtpErr(500, smtp.EnhancedCode{5, 5, 2}, fmt.Sprintf("line too long (over %d bytes); the message was not sent", maxLine))
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return smtpErr(421, smtp.EnhancedCode{4, 4, 2}, "timed out while receiving the message; it was not sent")
+	}
+	return smtpErr(451, smtp.EnhancedCode{4, 3, 0}, "the message was not received completely; it was not sent")
+}
