@@ -423,11 +423,18 @@ func (e *Engine) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
+	e.log.Info("shutting down: waiting for client sessions to end (up to 10s), then for provider answers and queue attempts in flight",
+		"sessions", e.srv.Sessions(), "deliveries_in_flight", e.relay.InFlight())
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	e.srv.Shutdown(sctx)
+	if err := e.srv.Shutdown(sctx); err != nil {
+		e.log.Warn("client sessions did not end in time; closed them", "err", err)
+	}
 	cancel()
 	// Late answers and early MAIL FROMs settle into the queue: they end
 	// before it stops.
+	if n := e.relay.InFlight(); n > 0 {
+		e.log.Info("shutting down: cutting provider answers still awaited; their messages stay queued", "count", n)
+	}
 	e.relay.Close()
 	if ctlSrv != nil {
 		ctlSrv.Close()
@@ -441,6 +448,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	e.mu.RUnlock()
 	e.spool.Close()
+	e.log.Info("stopped")
 	return err
 }
 

@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,6 +73,8 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []net.Listener
+	live      map[*clientConn]struct{}
+	closing   bool
 }
 
 // New returns a server; call Serve for each listener.
@@ -150,9 +153,31 @@ func (s *Server) ServeTLS(l net.Listener) error {
 	return err
 }
 
-// Shutdown stops accepting and waits for sessions to end, or for ctx.
+// shutdownReply is what connected clients hear when smtpshim stops: a
+// temporary failure, so they try again later.
+const shutdownReply = "421 4.3.2 smtpshim is shutting down\r\n"
+
+// Sessions returns the number of connected clients.
+func (s *Server) Sessions() int { return int(s.conns.Load()) }
+
+// Shutdown stops accepting and ends the sessions: a client waiting for
+// its next command hears "421 4.3.2 smtpshim is shutting down" at once; one
+// sending a message finishes it (and hears the reply) first. It waits for
+// the sessions to end, or for ctx, and then closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.srv.Shutdown(ctx)
+	s.mu.Lock()
+	s.closing = true
+	live := make([]*clientConn, 0, len(s.live))
+	for c := range s.live {
+		live = append(live, c)
+	}
+	s.mu.Unlock()
+	res := make(chan error, 1)
+	go func() { res <- s.srv.Shutdown(ctx) }()
+	for _, c := range live {
+		c.shutdown()
+	}
+	err := <-res
 	if errors.Is(err, smtp.ErrServerClosed) {
 		return nil
 	}
@@ -160,6 +185,27 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.srv.Close()
 	}
 	return err
+}
+
+// track adds c to the live connections, or reports false when the server
+// is shutting down.
+func (s *Server) track(c *clientConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	if s.live == nil {
+		s.live = map[*clientConn]struct{}{}
+	}
+	s.live[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c *clientConn) {
+	s.mu.Lock()
+	delete(s.live, c)
+	s.mu.Unlock()
 }
 
 // guardListener refuses clients from disallowed addresses and beyond the
@@ -194,7 +240,13 @@ func (g *guardListener) Accept() (net.Conn, error) {
 			go refuse(c, "421 4.7.0 too many connections from your address, try again later")
 			continue
 		}
-		return &clientConn{Conn: c, s: g.s, ip: addr, tls: g.tls, lineStart: true}, nil
+		cc := &clientConn{Conn: c, s: g.s, ip: addr, tls: g.tls, lineStart: true}
+		if !g.s.track(cc) {
+			cc.Close()
+			go refuse(c, strings.TrimSuffix(shutdownReply, "\r\n"))
+			continue
+		}
+		return cc, nil
 	}
 }
 
@@ -218,6 +270,9 @@ type clientConn struct {
 	// (UnixNano; 0 outside DATA).
 	dataEnd  atomic.Int64
 	timedOut atomic.Bool
+	// stopping: smtpshim is shutting down; saidBye: the 421 went out.
+	stopping atomic.Bool
+	saidBye  atomic.Bool
 	// Only Read touches these.
 	lineStart bool // the last byte read ended a line
 	tls       bool // the client speaks TLS: no plaintext reply possible
@@ -243,6 +298,11 @@ const readAhead = 32 << 10
 // DATA reader fills a whole buffer per Read, so refreshing it a layer up
 // would cut off a client that sends less than a buffer per idle_timeout.
 func (c *clientConn) Read(p []byte) (int, error) {
+	if c.stopping.Load() && c.dataEnd.Load() == 0 {
+		// Between commands while smtpshim shuts down: say so and end.
+		c.sayShutdown()
+		return 0, io.EOF
+	}
 	if c.aheadAt < len(c.ahead) {
 		n := copy(p, c.ahead[c.aheadAt:])
 		c.aheadAt += n
@@ -275,6 +335,10 @@ func (c *clientConn) Read(p []byte) (int, error) {
 		}
 	}
 	c.track(p[:n])
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && c.stopping.Load() && c.dataEnd.Load() == 0 {
+		c.sayShutdown()
+		return n, io.EOF
+	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !c.timedOut.Swap(true) {
 		if !c.tls {
 			msg := "421 4.4.2 smtpshim timed out waiting for the client; closing the connection\r\n"
@@ -310,8 +374,32 @@ func clientConnOf(c net.Conn) *clientConn {
 	return cc
 }
 
+// shutdown ends the session at its next command: a read waiting for one
+// returns at once. A message being received is not cut: inside DATA each
+// read sets its own deadline.
+func (c *clientConn) shutdown() {
+	c.stopping.Store(true)
+	if c.dataEnd.Load() == 0 {
+		c.Conn.SetReadDeadline(time.Now())
+	}
+}
+
+// sayShutdown tells the client, once, and closes. Over TLS no plaintext
+// reply is possible, so the connection just closes.
+func (c *clientConn) sayShutdown() {
+	if c.saidBye.Swap(true) {
+		return
+	}
+	if !c.tls {
+		c.Conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		io.WriteString(c.Conn, shutdownReply)
+	}
+	c.Close()
+}
+
 func (c *clientConn) Close() error {
 	c.once.Do(func() {
+		c.s.untrack(c)
 		c.s.conns.Add(-1)
 		if !c.ip.IsLoopback() {
 			c.s.releaseIP(c.ip)
