@@ -77,6 +77,9 @@ type rigOptions struct {
 	control  bool                 // serve the control socket
 	quiet    bool                 // discard the log (benchmarks)
 	tune     func(*config.Config) // adjusts the test config
+	password string               // the stored password, if not simPass
+	store    secrets.Store        // replaces the keychain (then password is unused)
+	onLog    map[string]func()    // log hooks registered before Run starts
 }
 
 type rig struct {
@@ -85,6 +88,7 @@ type rig struct {
 	addr     string
 	spoolDir string
 	hooks    *logHooks
+	store    *secrets.Memory
 	// stop cancels Run and waits for it; safe to call more than once.
 	stop func()
 }
@@ -110,10 +114,17 @@ func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *rig {
 		o.tune(cfg)
 	}
 	store := secrets.NewMemory()
-	if err := store.Set(context.Background(), simUser, simPass); err != nil {
+	pw := simPass
+	if o.password != "" {
+		pw = o.password
+	}
+	if err := store.Set(context.Background(), simUser, pw); err != nil {
 		tb.Fatal(err)
 	}
 	hooks := &logHooks{}
+	for msg, fn := range o.onLog {
+		hooks.on(msg, fn)
+	}
 	var logger *slog.Logger
 	// Every log line also goes to the secret scan of `make test`.
 	var h slog.Handler = slog.DiscardHandler
@@ -134,8 +145,12 @@ func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *rig {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	var engStore secrets.Store = store
+	if o.store != nil {
+		engStore = o.store
+	}
 	eng, err := New(cfg, Options{
-		Secrets:     store,
+		Secrets:     engStore,
 		Logger:      logger,
 		UpstreamTLS: &tls.Config{RootCAs: sim.Cert.Pool},
 		Listeners:   []net.Listener{ln},
@@ -148,7 +163,7 @@ func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *rig {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(ctx) }()
-	r := &rig{sim: sim, eng: eng, addr: ln.Addr().String(), spoolDir: o.spoolDir, hooks: hooks}
+	r := &rig{sim: sim, eng: eng, addr: ln.Addr().String(), spoolDir: o.spoolDir, hooks: hooks, store: store}
 	r.stop = sync.OnceFunc(func() {
 		// Release a stalled provider first: an attempt waiting on it
 		// must not hold up Run's return.

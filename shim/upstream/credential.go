@@ -43,6 +43,7 @@ const (
 	ProblemSignInNeeded        = "sign-in needed"
 	ProblemKeychainUnavailable = "keychain unavailable"
 	ProblemNoPassword          = "no password stored"
+	ProblemPasswordCommand     = "password command failed"
 )
 
 // CredentialProblem names what went wrong with getting or using a
@@ -56,6 +57,8 @@ func CredentialProblem(err error) string {
 	switch {
 	case de.Step == StepCredential && errors.Is(err, secrets.ErrNotFound):
 		return ProblemNoPassword
+	case de.Step == StepCredential && errors.Is(err, secrets.ErrCommandFailed):
+		return ProblemPasswordCommand
 	case de.Step == StepCredential:
 		return ProblemKeychainUnavailable
 	case Classify(err) == CredentialRefused:
