@@ -260,26 +260,59 @@ func (h hookHandler) WithGroup(name string) slog.Handler {
 type recorder struct {
 	mu  sync.Mutex
 	evs []events.Event
+	// sync asks the recording goroutine, the channel's only reader, to
+	// take in everything already published before all() looks.
+	sync chan chan struct{}
+	done chan struct{}
 }
 
 // record subscribes to bus; call it before the action whose events count.
 func record(tb testing.TB, bus *events.Bus) *recorder {
-	r := &recorder{}
+	r := &recorder{sync: make(chan chan struct{}), done: make(chan struct{})}
 	ch, cancel := bus.Subscribe(4096)
-	done := make(chan struct{})
+	add := func(e events.Event) {
+		r.mu.Lock()
+		r.evs = append(r.evs, e)
+		r.mu.Unlock()
+	}
 	go func() {
-		defer close(done)
-		for e := range ch {
-			r.mu.Lock()
-			r.evs = append(r.evs, e)
-			r.mu.Unlock()
+		defer close(r.done)
+		for {
+			select {
+			case e, ok := <-ch:
+				if !ok {
+					return
+				}
+				add(e)
+			case synced := <-r.sync:
+				for drained := false; !drained; {
+					select {
+					case e, ok := <-ch:
+						if !ok {
+							close(synced)
+							return
+						}
+						add(e)
+					default:
+						drained = true
+					}
+				}
+				close(synced)
+			}
 		}
 	}()
-	tb.Cleanup(func() { cancel(); <-done })
+	tb.Cleanup(func() { cancel(); <-r.done })
 	return r
 }
 
+// all returns every event published so far, in order.
 func (r *recorder) all() []events.Event {
+	synced := make(chan struct{})
+	select {
+	case r.sync <- synced:
+		<-synced
+	case <-r.done:
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.evs)
