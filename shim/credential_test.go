@@ -1,4 +1,4 @@
-package shim
+package shim_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/events"
+	"github.com/smtpshim/smtpshim/shim/internal/rig"
 	"github.com/smtpshim/smtpshim/shim/secrets"
 	"github.com/smtpshim/smtpshim/shim/upstreamsim"
 )
@@ -34,7 +35,7 @@ func TestRefusedPasswordHoldsMail(t *testing.T) {
 			t.Fatal(err)
 		}
 	}})
-	rec := record(t, r.eng.Bus())
+	rec := rig.Record(t, r.eng.Bus())
 
 	var ids []string
 	for _, subject := range []string{"scan 1", "scan 2"} {
@@ -46,7 +47,7 @@ func TestRefusedPasswordHoldsMail(t *testing.T) {
 		}
 		ids = append(ids, id)
 	}
-	ev := rec.waitFor(t, "an account_health event asking for attention", func(e events.Event) bool {
+	ev := rec.WaitFor(t, eventWait, "an account_health event asking for attention", func(e events.Event) bool {
 		return e.Kind == events.AccountHealth && e.Attention
 	})
 	if ev.Account != simUser || ev.Problem != "password rejected" || ev.Error == "" || ev.Hint == "" {
@@ -65,7 +66,7 @@ func TestRefusedPasswordHoldsMail(t *testing.T) {
 	if n := len(r.eng.Queue().List()); n != 2 {
 		t.Fatalf("%d messages queued, want both held", n)
 	}
-	if n := rec.count(func(e events.Event) bool { return e.Kind == events.Bounced }); n != 0 {
+	if n := rec.Count(func(e events.Event) bool { return e.Kind == events.Bounced }); n != 0 {
 		t.Fatalf("%d bounces of held mail", n)
 	}
 
@@ -76,7 +77,7 @@ func TestRefusedPasswordHoldsMail(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range ids {
-		rec.waitFor(t, "the held message delivered after the new password", isEvent(events.Delivered, id))
+		rec.WaitFor(t, eventWait, "the held message delivered after the new password", rig.IsEvent(events.Delivered, id))
 	}
 	waitSpoolEmpty(t, r)
 	if st := r.eng.Status().Accounts[simUser]; st.Attention || !st.Healthy {
@@ -121,7 +122,7 @@ func TestCredentialSourceCheckedAtStart(t *testing.T) {
 				"cannot get the password of an account; its mail cannot go out until this is fixed": func() { close(warned) },
 			}
 			r := startRig(t, sim, tc.o)
-			waitUntil(t, outcomeWait, "the account's status to name the problem", func() bool {
+			rig.WaitUntil(t, outcomeWait, "the account's status to name the problem", func() bool {
 				return r.eng.Status().Accounts[simUser].Problem == tc.problem
 			})
 			select {

@@ -1,14 +1,15 @@
-package shim
+package shim_test
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"os"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smtpshim/smtpshim/shim"
+	"github.com/smtpshim/smtpshim/shim/internal/rig"
 )
 
 // openFDs counts this process's open file descriptors (Linux).
@@ -54,7 +55,7 @@ func TestEngineRunLeavesNothingBehind(t *testing.T) {
 		}
 		c.Close()
 		r.stop()
-		if n := r.eng.relay.InFlight(); n != 0 {
+		if n := shim.RelayInFlight(r.eng); n != 0 {
 			t.Fatalf("run %d: %d deliveries still in flight after Run returned", i, n)
 		}
 	}
@@ -89,16 +90,16 @@ func TestShutdownTellsClients(t *testing.T) {
 	sim := startSim(t, false)
 	r := startRig(t, sim, rigOptions{})
 	logged := make(chan struct{})
-	r.hooks.on("shutting down: waiting for client sessions to end (up to 10s), then for provider answers and queue attempts in flight", func() { close(logged) })
+	r.hooks.On("shutting down: waiting for client sessions to end (up to 10s), then for provider answers and queue attempts in flight", func() { close(logged) })
 
-	idle := rawDial(t, r.addr)
-	idle.cmd(t, "EHLO idle.test", 250)
-	busy := rawDial(t, r.addr)
-	busy.cmd(t, "EHLO busy.test", 250)
-	busy.cmd(t, "MAIL FROM:<"+simUser+">", 250)
-	busy.cmd(t, "RCPT TO:<bob@example.net>", 250)
-	busy.cmd(t, "DATA", 354)
-	fmt.Fprintf(busy.c, "Subject: half\r\n\r\nfirst half\r\n")
+	idle := rig.Dial(t, r.addr)
+	idle.Do("EHLO idle.test", 250, "")
+	busy := rig.Dial(t, r.addr)
+	busy.Do("EHLO busy.test", 250, "")
+	busy.Do("MAIL FROM:<"+simUser+">", 250, "")
+	busy.Do("RCPT TO:<bob@example.net>", 250, "")
+	busy.Do("DATA", 354, "")
+	fmt.Fprintf(busy.Conn, "Subject: half\r\n\r\nfirst half\r\n")
 
 	stopped := make(chan struct{})
 	go func() { r.stop(); close(stopped) }()
@@ -107,18 +108,18 @@ func TestShutdownTellsClients(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the shutdown did not log what it waits for")
 	}
-	if line := idle.line(t); line != "421 4.3.2 smtpshim is shutting down" {
+	if line := idle.MustRead().String(); line != "421 4.3.2 smtpshim is shutting down" {
 		t.Fatalf("idle client heard %q", line)
 	}
-	if _, err := idle.r.ReadString('\n'); err == nil {
+	if _, err := idle.R.ReadString('\n'); err == nil {
 		t.Fatal("the idle client's connection stayed open")
 	}
 
-	fmt.Fprintf(busy.c, "second half\r\n.\r\n")
-	if line := busy.line(t); !strings.HasPrefix(line, "250 ") {
+	fmt.Fprintf(busy.Conn, "second half\r\n.\r\n")
+	if line := busy.MustRead().String(); !strings.HasPrefix(line, "250 ") {
 		t.Fatalf("the client in the middle of a message heard %q, want its 250", line)
 	}
-	if line := busy.line(t); line != "421 4.3.2 smtpshim is shutting down" {
+	if line := busy.MustRead().String(); line != "421 4.3.2 smtpshim is shutting down" {
 		t.Fatalf("after its message the client heard %q", line)
 	}
 	select {
@@ -128,50 +129,5 @@ func TestShutdownTellsClients(t *testing.T) {
 	}
 	if n := len(sim.Messages()); n != 1 {
 		t.Fatalf("the provider got %d messages, want the one finished during shutdown", n)
-	}
-}
-
-type rawConn struct {
-	c net.Conn
-	r *bufio.Reader
-}
-
-func rawDial(tb testing.TB, addr string) *rawConn {
-	tb.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	rc := &rawConn{c: c, r: bufio.NewReader(c)}
-	if l := rc.line(tb); !strings.HasPrefix(l, "220 ") {
-		tb.Fatalf("greeting %q", l)
-	}
-	return rc
-}
-
-// line reads one reply line.
-func (rc *rawConn) line(tb testing.TB) string {
-	tb.Helper()
-	l, err := rc.r.ReadString('\n')
-	if err != nil {
-		tb.Fatalf("reading a reply: %v (got %q)", err, l)
-	}
-	return strings.TrimRight(l, "\r\n")
-}
-
-// cmd sends a command and reads its (possibly multi-line) reply.
-func (rc *rawConn) cmd(tb testing.TB, cmd string, code int) {
-	tb.Helper()
-	fmt.Fprintf(rc.c, "%s\r\n", cmd)
-	for {
-		l := rc.line(tb)
-		if !strings.HasPrefix(l, fmt.Sprint(code)) {
-			tb.Fatalf("%s: %q, want %d", cmd, l, code)
-		}
-		if len(l) < 4 || l[3] == ' ' {
-			return
-		}
 	}
 }
