@@ -67,7 +67,7 @@ func TestKeychainAccount(t *testing.T) {
 	r := startRelay(t, c)
 	msg := message(carol, "dave@example.net", "3-keychain")
 	rep := sendMail(t, r.Addr, carol, []string{"dave@example.net"}, msg)
-	if rep.Code != 250 || !strings.Contains(rep.Text(), "Ok: queued as") {
+	if rep.Code != 250 || !strings.Contains(rep.LastText(), "Ok: queued as") {
 		t.Fatalf("end of DATA: %s; want Postfix's 250 2.0.0 Ok: queued as ...", rep)
 	}
 	m := waitMessage(t, p, "dave@example.net", "3-keychain")
@@ -91,7 +91,7 @@ func TestKeychainAccount(t *testing.T) {
 	// The running relay was told to reload: carol is refused now.
 	cl := dialSMTP(t, r.Addr)
 	cl.expect("HELO oldclient", 250)
-	if rep := cl.cmd("MAIL FROM:<" + carol + ">"); rep.Code != 550 || !strings.Contains(rep.Text(), "smtpshim account add "+carol) {
+	if rep := cl.cmd("MAIL FROM:<" + carol + ">"); rep.Code != 550 || !strings.Contains(rep.LastText(), "smtpshim account add "+carol) {
 		t.Errorf("MAIL FROM carol after account remove: %s, want 550 5.7.1", rep)
 	}
 	cl.cmd("QUIT")

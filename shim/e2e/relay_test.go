@@ -93,7 +93,7 @@ func TestRelayToPostfix(t *testing.T) {
 		cl.expect("MAIL FROM:<alice@example.com>", 250)
 		cl.expect("RCPT TO:<bob@example.net>", 250)
 		rep := cl.data(msg)
-		if rep.Code != 250 || !strings.HasPrefix(rep.Text(), "2.0.0 Ok: queued as ") {
+		if rep.Code != 250 || !strings.HasPrefix(rep.LastText(), "2.0.0 Ok: queued as ") {
 			t.Fatalf("end of DATA: %s; want Postfix's 250 2.0.0 Ok: queued as ...", rep)
 		}
 		cl.expect("QUIT", 221)
@@ -105,7 +105,7 @@ func TestRelayToPostfix(t *testing.T) {
 		sameBytes(t, "delivered message", asSubmitted(t, m), msg)
 		// Postfix's queue ID in the client's reply is the one in the
 		// Received header: the client heard Postfix's own answer.
-		id := strings.TrimPrefix(rep.Text(), "2.0.0 Ok: queued as ")
+		id := strings.TrimPrefix(rep.LastText(), "2.0.0 Ok: queued as ")
 		if !strings.Contains(string(m.Raw), "with ESMTPSA id "+id+"\n") {
 			t.Errorf("queue ID %q from the reply is not in the Received header:\n%s", id, m.Raw)
 		}
@@ -120,7 +120,7 @@ func TestRelayToPostfix(t *testing.T) {
 			marker := "1b-" + strings.ToLower(strings.Split(tc.from, "@")[0])
 			rcpt := marker + "@example.net"
 			rep := sendMail(t, r.Addr, tc.from, []string{rcpt}, message(tc.from, rcpt, marker))
-			if rep.Code != 250 || !strings.Contains(rep.Text(), "Ok: queued as") {
+			if rep.Code != 250 || !strings.Contains(rep.LastText(), "Ok: queued as") {
 				t.Errorf("%s: end of DATA: %s", tc.from, rep)
 				continue
 			}
@@ -136,7 +136,7 @@ func TestRelayToPostfix(t *testing.T) {
 
 	t.Run("implicit-tls", func(t *testing.T) {
 		rep := sendMail(t, r.Addr, "implicit@example.com", []string{"smtps@example.net"}, message("implicit@example.com", "smtps@example.net", "1c-smtps"))
-		if rep.Code != 250 || !strings.Contains(rep.Text(), "Ok: queued as") {
+		if rep.Code != 250 || !strings.Contains(rep.LastText(), "Ok: queued as") {
 			t.Fatalf("end of DATA: %s", rep)
 		}
 		m := waitMessage(t, p, "smtps@example.net", "1c-smtps")
@@ -176,8 +176,8 @@ func TestRelayToPostfix(t *testing.T) {
 		cl := dialSMTP(t, r.Addr)
 		cl.expect("HELO oldclient", 250)
 		rep := cl.cmd("MAIL FROM:<stranger@unknown.example>")
-		if rep.Code != 550 || !strings.HasPrefix(rep.Text(), "5.7.1 ") ||
-			!strings.Contains(rep.Text(), "stranger@unknown.example") || !strings.Contains(rep.Text(), "smtpshim account add") {
+		if rep.Code != 550 || !strings.HasPrefix(rep.LastText(), "5.7.1 ") ||
+			!strings.Contains(rep.LastText(), "stranger@unknown.example") || !strings.Contains(rep.LastText(), "smtpshim account add") {
 			t.Errorf("MAIL FROM an unknown sender: %s; want 550 5.7.1 naming the sender and \"smtpshim account add\"", rep)
 		}
 		if rep := cl.cmd("RCPT TO:<stranger-rcpt@example.net>"); rep.Code/100 != 5 {
@@ -199,8 +199,8 @@ func TestRelayToPostfix(t *testing.T) {
 		cl := dialSMTP(t, r.Addr)
 		cl.expect("HELO oldclient", 250)
 		rep := cl.cmd("MAIL FROM:<leak@example.com>")
-		if rep.Code != 454 || !strings.HasPrefix(rep.Text(), "4.7.0 ") || !strings.Contains(rep.Text(), "STARTTLS") ||
-			!strings.Contains(rep.Text(), "unencrypted") {
+		if rep.Code != 454 || !strings.HasPrefix(rep.LastText(), "4.7.0 ") || !strings.Contains(rep.LastText(), "STARTTLS") ||
+			!strings.Contains(rep.LastText(), "unencrypted") {
 			t.Errorf("MAIL FROM for an account whose server offers no STARTTLS: %s; want 454 4.7.0 saying STARTTLS/unencrypted", rep)
 		}
 		cl.expect("QUIT", 221)
@@ -247,7 +247,7 @@ func TestRelayToPostfix(t *testing.T) {
 		// the server is not down, it just can't be given the password.
 		cl = dialSMTP(t, r.Addr)
 		cl.expect("HELO oldclient", 250)
-		if again := cl.cmd("MAIL FROM:<leak@example.com>"); again.Code != 454 || again.Text() != rep.Text() {
+		if again := cl.cmd("MAIL FROM:<leak@example.com>"); again.Code != 454 || again.LastText() != rep.LastText() {
 			t.Errorf("MAIL FROM for the same account again: %s; want the same 454 as before: %s", again, rep)
 		}
 		cl.expect("QUIT", 221)
@@ -263,7 +263,7 @@ func TestRelayToPostfix(t *testing.T) {
 		// and the log shows it, so the check above can see an AUTH.
 		mark := markLogs(p)
 		rep := sendMail(t, r.Addr, "plainok@example.com", []string{"plainok-rcpt@example.net"}, message("plainok@example.com", "plainok-rcpt@example.net", "1f-insecure"))
-		if rep.Code != 250 || !strings.Contains(rep.Text(), "Ok: queued as") {
+		if rep.Code != 250 || !strings.Contains(rep.LastText(), "Ok: queued as") {
 			t.Fatalf("end of DATA: %s", rep)
 		}
 		m := waitMessage(t, p, "plainok-rcpt@example.net", "1f-insecure")
@@ -292,7 +292,7 @@ func TestRelayToPostfix(t *testing.T) {
 			t.Errorf("RCPT TO:<%s>: %s\nwant Postfix's own reply: %s", realpeer.RejectAddr, rep, want)
 		}
 		msg := message("alice@example.com", "good-1g@example.net, "+realpeer.RejectAddr, "1g-mixed")
-		if rep := cl.data(msg); rep.Code != 250 || !strings.Contains(rep.Text(), "Ok: queued as") {
+		if rep := cl.data(msg); rep.Code != 250 || !strings.Contains(rep.LastText(), "Ok: queued as") {
 			t.Fatalf("end of DATA: %s", rep)
 		}
 		cl.expect("QUIT", 221)
