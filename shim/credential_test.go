@@ -11,6 +11,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/smtpshim/smtpshim/shim/api"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/events"
 	"github.com/smtpshim/smtpshim/shim/internal/rig"
@@ -53,8 +54,8 @@ func TestRefusedPasswordHoldsMail(t *testing.T) {
 	if ev.Account != simUser || ev.Problem != "password rejected" || ev.Error == "" || ev.Hint == "" {
 		t.Fatalf("event %+v", ev)
 	}
-	st := r.eng.Status().Accounts[simUser]
-	if !st.Attention || st.Problem != "password rejected" {
+	st := accountOf(t, r.eng.Status(), simUser)
+	if st.State != api.AccountNeedsAttention || st.Problem != "password rejected" {
 		t.Fatalf("status %+v", st)
 	}
 
@@ -73,14 +74,14 @@ func TestRefusedPasswordHoldsMail(t *testing.T) {
 	if err := r.store.Set(context.Background(), simUser, simPass); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.eng.Reload(); err != nil {
+	if _, err := r.eng.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range ids {
 		rec.WaitFor(t, eventWait, "the held message delivered after the new password", rig.IsEvent(events.Delivered, id))
 	}
 	waitSpoolEmpty(t, r)
-	if st := r.eng.Status().Accounts[simUser]; st.Attention || !st.Healthy {
+	if st := accountOf(t, r.eng.Status(), simUser); st.State != api.AccountOK {
 		t.Fatalf("status after the fix %+v", st)
 	}
 
@@ -123,15 +124,15 @@ func TestCredentialSourceCheckedAtStart(t *testing.T) {
 			}
 			r := startRig(t, sim, tc.o)
 			rig.WaitUntil(t, outcomeWait, "the account's status to name the problem", func() bool {
-				return r.eng.Status().Accounts[simUser].Problem == tc.problem
+				return accountOf(t, r.eng.Status(), simUser).Problem == tc.problem
 			})
 			select {
 			case <-warned:
 			case <-time.After(outcomeWait):
 				t.Fatal("no start-up warning naming the account")
 			}
-			st := r.eng.Status().Accounts[simUser]
-			if !st.Attention || st.Hint == "" || strings.Contains(st.Hint, "unreachable") {
+			st := accountOf(t, r.eng.Status(), simUser)
+			if st.State != api.AccountNeedsAttention || st.Hint == "" || strings.Contains(st.Hint, "unreachable") {
 				t.Fatalf("status %+v", st)
 			}
 			if sim.Connections() != 0 {
@@ -143,4 +144,16 @@ func TestCredentialSourceCheckedAtStart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// accountOf finds an account in the status.
+func accountOf(t testing.TB, st api.Status, key string) api.Account {
+	t.Helper()
+	for _, a := range st.Accounts {
+		if a.Key == key {
+			return a
+		}
+	}
+	t.Fatalf("account %s is not in the status: %+v", key, st.Accounts)
+	return api.Account{}
 }

@@ -21,6 +21,7 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
+	"net"
 	"net/mail"
 	"net/textproto"
 	"os"
@@ -70,6 +71,8 @@ type rigOptions struct {
 	password string               // the stored password, if not simPass
 	store    secrets.Store        // replaces the keychain (then password is unused)
 	onLog    map[string]func()    // log hooks registered before Run starts
+	// wrap, when set, stands between the engine and its listener.
+	wrap func(net.Listener) net.Listener
 }
 
 // engineRig is an engine with one account, alice, whose provider is sim.
@@ -79,7 +82,7 @@ type engineRig struct {
 	addr     string
 	spoolDir string
 	hooks    *rig.LogHooks
-	store    *secrets.Memory
+	store    secrets.Store
 	// stop cancels Run and waits for it; safe to call more than once.
 	stop func()
 }
@@ -115,6 +118,7 @@ func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *engineRig {
 		Control:     o.control,
 		Quiet:       o.quiet,
 		OnLog:       o.onLog,
+		Wrap:        o.wrap,
 		// Release a stalled provider first: an attempt waiting on it
 		// must not hold up Run's return.
 		BeforeStop: func() {
@@ -123,7 +127,11 @@ func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *engineRig {
 			}
 		},
 	})
-	return &engineRig{sim: sim, eng: e.Engine, addr: e.Addr, spoolDir: o.spoolDir, hooks: e.Hooks, store: e.Memory, stop: e.Stop}
+	r := &engineRig{sim: sim, eng: e.Engine, addr: e.Addr, spoolDir: o.spoolDir, hooks: e.Hooks, store: o.store, stop: e.Stop}
+	if e.Memory != nil {
+		r.store = e.Memory
+	}
+	return r
 }
 
 const eventWait = outcomeWait

@@ -20,7 +20,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/crlf"
 	"github.com/smtpshim/smtpshim/shim/hints"
 	"github.com/smtpshim/smtpshim/shim/queue"
-	"github.com/smtpshim/smtpshim/shim/relay"
+	shimrelay "github.com/smtpshim/smtpshim/shim/relay"
 	"github.com/smtpshim/smtpshim/shim/route"
 	"github.com/smtpshim/smtpshim/shim/spool"
 	"github.com/smtpshim/smtpshim/shim/upstream"
@@ -317,6 +317,7 @@ func (a *app) sendDirect(cfg *config.Config, o *sendOptions, msg io.Reader) erro
 	}
 	defer sp.Close()
 	store := keychain(cfg)
+	_, paused := sp.Paused()
 	pool := upstream.NewPool(acct, upstream.Options{
 		Hostname:        cfg.HostnameOrDefault(),
 		Secrets:         store,
@@ -331,17 +332,20 @@ func (a *app) sendDirect(cfg *config.Config, o *sendOptions, msg io.Reader) erro
 		return nil
 	}
 	q := queue.New(queue.Options{Spool: sp, Pool: pools, Hostname: cfg.HostnameOrDefault()})
-	rl := relay.New(relay.Options{
+	rl := shimrelay.New(shimrelay.Options{
 		Pool:  pools,
 		Queue: q,
 		Spool: sp,
 		// The command waits for the provider's real answer: a script
 		// hears it in the exit code.
 		SyncWait: sendWait,
+		// A paused relay (its pause is kept in the spool) sends nothing,
+		// and neither does sendmail mode while it is not running.
+		Paused: func() bool { return paused },
 	})
 	defer rl.Close()
 
-	d, err := rl.Start(acct, o.from, relay.StartOptions{Client: "smtpshim send"})
+	d, err := rl.Start(acct, o.from, shimrelay.StartOptions{Client: "smtpshim send"})
 	if err != nil {
 		return sendError("sender "+o.from, err)
 	}
@@ -357,7 +361,7 @@ func (a *app) sendDirect(cfg *config.Config, o *sendOptions, msg io.Reader) erro
 	}
 	max := cfg.EffectiveMaxMessageSize()
 	rec, err := d.Body(&capReader{r: crlf.NewReader(msg), left: max})
-	var re *relay.ReadError
+	var re *shimrelay.ReadError
 	switch {
 	case errors.As(err, &re) && errors.Is(err, errTooBig):
 		return exit(exDataErr, "the message is over max_message_size (%d bytes)", max)
@@ -366,7 +370,9 @@ func (a *app) sendDirect(cfg *config.Config, o *sendOptions, msg io.Reader) erro
 	case err != nil:
 		return sendError("message", err)
 	}
-	if rec.Queued {
+	if rec.Queued && paused {
+		fmt.Fprintf(a.stderr, "smtpshim is paused: the message is queued as %s and goes out after \"smtpshim serve\" and \"smtpshim resume\"\n", rec.ID)
+	} else if rec.Queued {
 		fmt.Fprintf(a.stderr, "smtpshim is not running and the provider could not take the message now; it is %s, and goes out when smtpshim starts\n", rec.Text)
 	}
 	if len(refused) > 0 {

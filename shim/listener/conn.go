@@ -57,23 +57,19 @@ type Options struct {
 
 // Server serves local SMTP clients.
 type Server struct {
-	o         Options
-	srv       *smtp.Server
-	idle      time.Duration
-	dataLimit time.Duration
-	maxConns  int64
-	conns     atomic.Int64
-	log       *slog.Logger
-	perIP     int
-	rate      *rateLimiter
-	rateLocal bool
+	o     Options
+	srv   *smtp.Server
+	live  atomic.Pointer[settings] // what a reload may change
+	idle  time.Duration
+	conns atomic.Int64
+	log   *slog.Logger
 
 	ipMu    sync.Mutex
 	ipConns map[netip.Addr]int
 
 	mu        sync.Mutex
 	listeners []net.Listener
-	live      map[*clientConn]struct{}
+	open      map[*clientConn]struct{}
 	closing   bool
 }
 
@@ -83,29 +79,25 @@ func New(o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.Allowed == nil {
-		o.Allowed = func(a netip.Addr) bool { return a.IsLoopback() }
-	}
 	s := &Server{
-		o:         o,
-		idle:      cfg.EffectiveIdleTimeout(),
-		dataLimit: cfg.EffectiveDataTimeout(),
-		maxConns:  int64(cfg.EffectiveMaxConnections()),
-		log:       o.Logger,
-		perIP:     cfg.EffectiveMaxConnectionsPerIP(),
-		rateLocal: cfg.RateLimitLoopback,
-		ipConns:   map[netip.Addr]int{},
+		o:       o,
+		log:     o.Logger,
+		idle:    cfg.EffectiveIdleTimeout(),
+		ipConns: map[netip.Addr]int{},
 	}
-	s.rate = newRateLimiter(cfg.EffectiveSenderRates())
+	s.Apply(cfg, Live{LocalAuth: o.LocalAuth, Allowed: o.Allowed})
 	srv := smtp.NewServer(s)
 	srv.Domain = cfg.HostnameOrDefault()
 	srv.MaxMessageBytes = cfg.EffectiveMaxMessageSize()
-	srv.MaxRecipients = cfg.EffectiveMaxRecipients()
+	// The recipient limit is checked in Rcpt, against the live settings;
+	// go-smtp's would need a restart to change.
 	srv.MaxLineLength = cfg.EffectiveMaxLineLength()
 	// Local clients send AUTH in the clear on loopback; it is either
 	// ignored or checked against a local password, never the real one.
 	srv.AllowInsecureAuth = true
 	srv.EnableSMTPUTF8 = true
+	// idle_timeout bounds each command line here, and each read inside
+	// DATA in clientConn; it is fixed for the server's life.
 	srv.ReadTimeout = s.idle
 	srv.WriteTimeout = time.Minute
 	srv.ErrorLog = slogPrinter{o.Logger}
@@ -167,14 +159,14 @@ func (s *Server) Sessions() int { return int(s.conns.Load()) }
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
-	live := make([]*clientConn, 0, len(s.live))
-	for c := range s.live {
-		live = append(live, c)
+	open := make([]*clientConn, 0, len(s.open))
+	for c := range s.open {
+		open = append(open, c)
 	}
 	s.mu.Unlock()
 	res := make(chan error, 1)
 	go func() { res <- s.srv.Shutdown(ctx) }()
-	for _, c := range live {
+	for _, c := range open {
 		c.shutdown()
 	}
 	err := <-res
@@ -195,16 +187,16 @@ func (s *Server) track(c *clientConn) bool {
 	if s.closing {
 		return false
 	}
-	if s.live == nil {
-		s.live = map[*clientConn]struct{}{}
+	if s.open == nil {
+		s.open = map[*clientConn]struct{}{}
 	}
-	s.live[c] = struct{}{}
+	s.open[c] = struct{}{}
 	return true
 }
 
 func (s *Server) untrack(c *clientConn) {
 	s.mu.Lock()
-	delete(s.live, c)
+	delete(s.open, c)
 	s.mu.Unlock()
 }
 
@@ -223,20 +215,21 @@ func (g *guardListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		addr := remoteIP(c)
-		if !g.s.o.Allowed(addr) {
+		live := g.s.cur()
+		if !live.allowed(addr) {
 			g.s.log.Warn("refused a client from a network that is not allowed", "client", c.RemoteAddr().String())
 			go refuse(c, "554 5.7.1 smtpshim accepts connections only from this computer (and networks listed in allow_networks)")
 			continue
 		}
-		if g.s.conns.Add(1) > g.s.maxConns {
+		if g.s.conns.Add(1) > live.maxConns {
 			g.s.conns.Add(-1)
-			g.s.log.Warn("too many connections; refused a client", "client", c.RemoteAddr().String(), "limit", g.s.maxConns)
+			g.s.log.Warn("too many connections; refused a client", "client", c.RemoteAddr().String(), "limit", live.maxConns)
 			go refuse(c, "421 4.7.0 too many connections to smtpshim, try again later")
 			continue
 		}
-		if !addr.IsLoopback() && !g.s.takeIP(addr) {
+		if !addr.IsLoopback() && !g.s.takeIP(addr, live.perIP) {
 			g.s.conns.Add(-1)
-			g.s.log.Warn("too many connections from one client; refused", "client", c.RemoteAddr().String(), "limit", g.s.perIP)
+			g.s.log.Warn("too many connections from one client; refused", "client", c.RemoteAddr().String(), "limit", live.perIP)
 			go refuse(c, "421 4.7.0 too many connections from your address, try again later")
 			continue
 		}
@@ -417,10 +410,10 @@ func remoteIP(c net.Conn) netip.Addr {
 	return netip.IPv4Unspecified()
 }
 
-func (s *Server) takeIP(a netip.Addr) bool {
+func (s *Server) takeIP(a netip.Addr, limit int) bool {
 	s.ipMu.Lock()
 	defer s.ipMu.Unlock()
-	if s.ipConns[a] >= s.perIP {
+	if s.ipConns[a] >= limit {
 		return false
 	}
 	s.ipConns[a]++

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -20,8 +21,7 @@ import (
 // NewSession implements smtp.Backend.
 func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	ip := remoteIP(c.Conn())
-	return &session{s: s, c: c, cc: clientConnOf(c.Conn()), remote: c.Conn().RemoteAddr().String(),
-		limited: !ip.IsLoopback() || s.rateLocal}, nil
+	return &session{s: s, c: c, cc: clientConnOf(c.Conn()), remote: c.Conn().RemoteAddr().String(), ip: ip}, nil
 }
 
 // session is one client connection.
@@ -30,8 +30,9 @@ type session struct {
 	c       *smtp.Conn
 	cc      *clientConn // nil only for connections not from Serve
 	remote  string
+	ip      netip.Addr
 	authed  bool
-	limited bool // sender rate limits apply
+	authGen uint64 // the local_auth generation authed was set under
 
 	from   string
 	d      *relay.Delivery // the transaction since MAIL FROM
@@ -46,17 +47,18 @@ func (s *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.L
 
 func (s *session) Auth(mech string) (sasl.Server, error) {
 	check := func(user, pass string) error {
-		if s.s.o.LocalAuth == nil {
+		live := s.s.cur()
+		if live.localAuth == nil {
 			// Legacy clients configured with a password keep working:
 			// the password is neither checked nor forwarded.
-			s.authed = true
+			s.authed, s.authGen = true, live.authGen
 			return nil
 		}
-		if err := s.s.o.LocalAuth(user, pass); err != nil {
+		if err := live.localAuth(user, pass); err != nil {
 			s.s.log.Warn("local AUTH failed", "client", s.remote)
 			return err
 		}
-		s.authed = true
+		s.authed, s.authGen = true, live.authGen
 		return nil
 	}
 	switch strings.ToUpper(mech) {
@@ -92,6 +94,9 @@ func (s *session) abort() {
 	s.from = ""
 }
 
+// limited reports whether the sender rate limits apply to this client.
+func (s *session) limited(live *settings) bool { return !s.ip.IsLoopback() || live.rateLocal }
+
 // errCutShort answers a command go-smtp parsed from a line the idle
 // timeout cut short: it must not run (the client never finished it), and
 // the connection is already closed.
@@ -106,7 +111,13 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.cutShort() {
 		return errCutShort
 	}
-	if s.s.o.LocalAuth != nil && !s.authed {
+	live := s.s.cur()
+	if !live.allowed(s.ip) {
+		// allow_networks changed since this client connected.
+		s.s.log.Warn("refused a client from a network that is no longer allowed", "client", s.remote)
+		return smtpErr(554, smtp.EnhancedCode{5, 7, 1}, "smtpshim accepts mail only from this computer (and networks listed in allow_networks)")
+	}
+	if live.localAuth != nil && (!s.authed || s.authGen != live.authGen) {
 		return smtpErr(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required: configure your mail client with the local smtpshim user name and password")
 	}
 	if strings.ContainsFunc(from, func(r rune) bool { return r < ' ' || r == 0x7f }) {
@@ -117,13 +128,13 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		s.s.log.Warn("refused sender without an account", "client", s.remote, "from", from)
 		return smtpErr(550, smtp.EnhancedCode{5, 7, 1}, err.Error())
 	}
-	if s.limited {
-		if over := s.s.rate.check(from, time.Now()); over != "" {
+	if s.limited(live) {
+		if over := live.rate.check(from, time.Now()); over != "" {
 			s.s.log.Warn("sender over its rate limit", "client", s.remote, "from", from, "limit", over)
 			return smtpErr(451, smtp.EnhancedCode{4, 7, 1}, fmt.Sprintf("sender <%s> has reached its limit of messages %s; try again later", from, over))
 		}
 	}
-	so := relay.StartOptions{Client: s.remote}
+	so := relay.StartOptions{Client: s.remote, SyncWait: live.syncWait}
 	if opts != nil {
 		so.UTF8, so.Size = opts.UTF8, opts.Size
 	}
@@ -145,6 +156,9 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if s.d == nil {
 		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "MAIL FROM first")
 	}
+	if max := s.s.cur().maxRcpts; max > 0 && s.d.Rcpts() >= max {
+		return smtpErr(452, smtp.EnhancedCode{4, 5, 3}, fmt.Sprintf("Maximum limit of %v recipients reached", max))
+	}
 	return s.d.AddRcpt(to)
 }
 
@@ -153,9 +167,9 @@ func (s *session) Data(r io.Reader) error {
 	defer s.dataMu.Unlock()
 	from := s.from // data ends the transaction and forgets it
 	err := s.data(r)
-	if s.limited {
+	if live := s.s.cur(); s.limited(live) {
 		if se, ok := err.(*smtp.SMTPError); ok && se.Code == 250 {
-			s.s.rate.record(from, time.Now())
+			live.rate.record(from, time.Now())
 		}
 	}
 	return err
@@ -172,11 +186,12 @@ func (s *session) data(r io.Reader) error {
 	// a slow link must only be bounded by silence (idle, refreshed on each
 	// network read by clientConn) and by data_timeout.
 	start := time.Now()
+	limit := s.s.cur().dataLimit
 	if s.cc != nil {
-		s.cc.dataEnd.Store(start.Add(s.s.dataLimit).UnixNano())
+		s.cc.dataEnd.Store(start.Add(limit).UnixNano())
 		defer s.cc.dataEnd.Store(0)
 	} else {
-		s.c.Conn().SetReadDeadline(start.Add(s.s.dataLimit))
+		s.c.Conn().SetReadDeadline(start.Add(limit))
 	}
 	var body io.Reader
 	if _, bdat := r.(*io.PipeReader); bdat {

@@ -181,10 +181,14 @@ type Delivery struct {
 	paused bool
 	// pending is a MAIL FROM sent upstream ahead of the first AddRcpt;
 	// mailErr is what the client hears for every recipient once it failed.
-	pending chan beginResult
-	mailErr error
-	done    bool
+	pending  chan beginResult
+	mailErr  error
+	done     bool
+	syncWait time.Duration
 }
+
+// Rcpts returns how many recipients the delivery has taken so far.
+func (d *Delivery) Rcpts() int { return len(d.live) + len(d.deferred) }
 
 // StartOptions describe the message at MAIL FROM.
 type StartOptions struct {
@@ -193,6 +197,9 @@ type StartOptions struct {
 	// Client names who handed the message over, for the log and the queue
 	// ("127.0.0.1:50123", "smtpshim send").
 	Client string
+	// SyncWait, when set, replaces Options.SyncWait for this message (a
+	// reload may have changed it).
+	SyncWait time.Duration
 }
 
 func smtpErr(code int, enh smtp.EnhancedCode, msg string) *smtp.SMTPError {
@@ -204,7 +211,10 @@ func smtpErr(code int, enh smtp.EnhancedCode, msg string) *smtp.SMTPError {
 // problem the user must fix); then there is no delivery.
 func (r *Relay) Start(acct *config.Account, from string, so StartOptions) (*Delivery, error) {
 	d := &Delivery{r: r, acct: acct, from: from, client: so.Client,
-		opts: smtp.MailOptions{UTF8: so.UTF8, Size: so.Size}}
+		opts: smtp.MailOptions{UTF8: so.UTF8, Size: so.Size}, syncWait: so.SyncWait}
+	if d.syncWait <= 0 {
+		d.syncWait = r.o.SyncWait
+	}
 	d.pool = r.o.Pool(acct.Key())
 	if d.pool == nil {
 		// The accounts were reloaded between the lookup and now.
@@ -256,7 +266,7 @@ func tellNow(err error) bool {
 	return upstream.TrustProblem(err) || upstream.IsCredentialMissing(err)
 }
 
-func (d *Delivery) beginWait() time.Duration { return min(d.r.o.SyncWait, 30*time.Second) }
+func (d *Delivery) beginWait() time.Duration { return min(d.syncWait, 30*time.Second) }
 
 type beginResult struct {
 	tx  *upstream.Tx
@@ -456,7 +466,7 @@ func (d *Delivery) Body(body io.Reader) (*Receipt, error) {
 	sw := d.r.o.Spool.CreateLazy(memSpool)
 	t := &tee{spool: sw, spoolOK: true}
 	if d.tx != nil && len(d.live) > 0 {
-		up, err := d.tx.Data(d.r.o.SyncWait)
+		up, err := d.tx.Data(d.syncWait)
 		if err != nil {
 			if se, ok := upstream.SMTPError(err); ok && upstream.Classify(err) == upstream.Permanent {
 				sw.Discard()
@@ -499,7 +509,7 @@ func (d *Delivery) Body(body io.Reader) (*Receipt, error) {
 			stop()
 			done <- commitResult{resp, err}
 		})
-		timer := time.NewTimer(d.r.o.SyncWait)
+		timer := time.NewTimer(d.syncWait)
 		defer timer.Stop()
 		select {
 		case res := <-done:
@@ -618,7 +628,7 @@ func (d *Delivery) queueWhileWaiting(sw *spool.Writer, spoolOK bool, done <-chan
 		log.Info("late upstream answer", "id", id, "err", res.err)
 		q.Settle(id, o)
 	})
-	d.deferErr = fmt.Errorf("the provider did not answer within %s", d.r.o.SyncWait)
+	d.deferErr = fmt.Errorf("the provider did not answer within %s", d.syncWait)
 	return &Receipt{Queued: true, ID: id, Text: d.queuedText(id)}, nil
 }
 

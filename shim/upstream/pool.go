@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/smtpshim/smtpshim/shim/config"
+	"github.com/smtpshim/smtpshim/shim/secrets"
 )
 
 // ErrAccountDown is returned without dialing while an account's server is
@@ -75,9 +76,11 @@ func NewPool(acct *config.Account, o Options, notify func(Health)) *Pool {
 func (p *Pool) Authenticator() Authenticator { return p.auth }
 
 // CheckCredential gets the account's credential once, without connecting,
-// so that a locked or missing keychain is found at start rather than by
-// the first message. A failure is recorded in the account's health and
-// returned as a *DialError at StepCredential.
+// so that a locked keychain or a failing password_command is found at
+// start rather than by the first message. The failure is returned as a
+// *DialError at StepCredential, and recorded in the account's health,
+// except a password that is simply not stored (yet): that account stays
+// unused until mail for it arrives, which then hears what to do.
 func (p *Pool) CheckCredential(ctx context.Context) error {
 	err := p.authErr
 	mech := ""
@@ -93,7 +96,9 @@ func (p *Pool) CheckCredential(ctx context.Context) error {
 		return nil
 	}
 	de := &DialError{Server: p.acct.Server, Step: StepCredential, Mechanism: mech, Err: err}
-	p.record(de)
+	if !errors.Is(err, secrets.ErrNotFound) {
+		p.record(de)
+	}
 	return de
 }
 

@@ -183,6 +183,15 @@ func TestCheckCredential(t *testing.T) {
 	if h := p.Health(); h.Problem != ProblemKeychainUnavailable || h.Held {
 		t.Fatalf("health = %+v, want keychain unavailable, not held", h)
 	}
+	missing := simPool(t, sim, Options{Authenticator: func(*config.Account) (Authenticator, error) {
+		return failingAuth{secrets.ErrNotFound}, nil
+	}}, nil)
+	if err := missing.CheckCredential(context.Background()); !errors.Is(err, secrets.ErrNotFound) {
+		t.Fatalf("CheckCredential with no password stored = %v", err)
+	}
+	if h := missing.Health(); !h.Healthy || h.Problem != "" {
+		t.Fatalf("health with no password stored yet = %+v, want unused (healthy) until mail arrives", h)
+	}
 	good := simPool(t, sim, Options{Authenticator: func(a *config.Account) (Authenticator, error) {
 		return NewStaticPasswordAuth(a.Login(), "right"), nil
 	}}, nil)

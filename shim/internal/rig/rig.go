@@ -55,6 +55,8 @@ type Options struct {
 	Bind bool
 	// Trace collects the SMTP protocol traces in Engine.Trace.
 	Trace bool
+	// Wrap, when set, stands between the engine and its listener.
+	Wrap func(net.Listener) net.Listener
 	// OnLog registers log hooks before Run starts (message → func).
 	OnLog map[string]func()
 	// BeforeStop runs before the engine is stopped (e.g. to release a
@@ -116,6 +118,9 @@ func Start(tb testing.TB, cfg *config.Config, o Options) *Engine {
 			tb.Fatal(err)
 		}
 		opts.Listeners = []net.Listener{ln}
+		if o.Wrap != nil {
+			opts.Listeners[0] = o.Wrap(ln)
+		}
 	}
 	eng, err := shim.New(cfg, opts)
 	if err != nil {
