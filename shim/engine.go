@@ -418,7 +418,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	var ctlSrv *http.Server
 	if e.ctl != nil {
 		ctlSrv = &http.Server{Handler: control.Handler(e), ReadHeaderTimeout: 10 * time.Second}
-		go ctlSrv.Serve(e.ctl)
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			ctlSrv.Serve(e.ctl)
+		}()
 	}
 	errc := make(chan error, len(e.lns)+len(e.tlns))
 	for _, l := range e.lns {
@@ -435,9 +439,11 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.checkCredentials(ctx)
 	}()
 	var err error
+	serving := len(e.lns) + len(e.tlns)
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+		serving--
 	}
 	e.stopping.Store(true)
 	e.bus.SetState(api.Stopping)
@@ -448,6 +454,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.log.Warn("client sessions did not end in time; closed them", "err", err)
 	}
 	cancel()
+	for ; serving > 0; serving-- {
+		<-errc // every Serve has returned
+	}
 	// Late answers and early MAIL FROMs settle into the queue: they end
 	// before it stops.
 	if n := e.relay.InFlight(); n > 0 {

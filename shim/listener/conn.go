@@ -71,6 +71,7 @@ type Server struct {
 	listeners []net.Listener
 	open      map[*clientConn]struct{}
 	closing   bool
+	refusing  sync.WaitGroup // refusals being written
 }
 
 // New returns a server; call Serve for each listener.
@@ -118,9 +119,9 @@ func (p slogPrinter) Println(v ...any)               { p.l.Debug(fmt.Sprint(v...
 // Serve accepts clients on l until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
 	gl := &guardListener{Listener: l, s: s}
-	s.mu.Lock()
-	s.listeners = append(s.listeners, gl)
-	s.mu.Unlock()
+	if !s.addListener(gl) {
+		return nil
+	}
 	err := s.srv.Serve(gl)
 	if errors.Is(err, smtp.ErrServerClosed) {
 		return nil
@@ -135,14 +136,29 @@ func (s *Server) ServeTLS(l net.Listener) error {
 		return errors.New("no TLS configuration for the implicit-TLS listener")
 	}
 	gl := &guardListener{Listener: l, s: s, tls: true}
-	s.mu.Lock()
-	s.listeners = append(s.listeners, gl)
-	s.mu.Unlock()
+	if !s.addListener(gl) {
+		return nil
+	}
 	err := s.srv.Serve(tls.NewListener(gl, s.o.TLSConfig))
 	if errors.Is(err, smtp.ErrServerClosed) {
 		return nil
 	}
 	return err
+}
+
+// addListener registers l for Shutdown, or closes it and reports false
+// when the server is already shutting down. go-smtp closes only the
+// listeners its Serve has registered, and a Shutdown that comes before a
+// Serve's first line would otherwise leave that listener open for good.
+func (s *Server) addListener(l net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		l.Close()
+		return false
+	}
+	s.listeners = append(s.listeners, l)
+	return true
 }
 
 // shutdownReply is what connected clients hear when smtpshim stops: a
@@ -159,6 +175,9 @@ func (s *Server) Sessions() int { return int(s.conns.Load()) }
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
+	for _, l := range s.listeners {
+		l.Close()
+	}
 	open := make([]*clientConn, 0, len(s.open))
 	for c := range s.open {
 		open = append(open, c)
@@ -171,11 +190,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	err := <-res
 	if errors.Is(err, smtp.ErrServerClosed) {
-		return nil
+		err = nil
 	}
 	if err != nil {
 		s.srv.Close()
 	}
+	s.refusing.Wait()
 	return err
 }
 
@@ -218,35 +238,41 @@ func (g *guardListener) Accept() (net.Conn, error) {
 		live := g.s.cur()
 		if !live.allowed(addr) {
 			g.s.log.Warn("refused a client from a network that is not allowed", "client", c.RemoteAddr().String())
-			go refuse(c, "554 5.7.1 smtpshim accepts connections only from this computer (and networks listed in allow_networks)")
+			g.s.refuse(c, "554 5.7.1 smtpshim accepts connections only from this computer (and networks listed in allow_networks)")
 			continue
 		}
 		if g.s.conns.Add(1) > live.maxConns {
 			g.s.conns.Add(-1)
 			g.s.log.Warn("too many connections; refused a client", "client", c.RemoteAddr().String(), "limit", live.maxConns)
-			go refuse(c, "421 4.7.0 too many connections to smtpshim, try again later")
+			g.s.refuse(c, "421 4.7.0 too many connections to smtpshim, try again later")
 			continue
 		}
 		if !addr.IsLoopback() && !g.s.takeIP(addr, live.perIP) {
 			g.s.conns.Add(-1)
 			g.s.log.Warn("too many connections from one client; refused", "client", c.RemoteAddr().String(), "limit", live.perIP)
-			go refuse(c, "421 4.7.0 too many connections from your address, try again later")
+			g.s.refuse(c, "421 4.7.0 too many connections from your address, try again later")
 			continue
 		}
 		cc := &clientConn{Conn: c, s: g.s, ip: addr, tls: g.tls, lineStart: true}
 		if !g.s.track(cc) {
 			cc.Close()
-			go refuse(c, strings.TrimSuffix(shutdownReply, "\r\n"))
+			g.s.refuse(c, strings.TrimSuffix(shutdownReply, "\r\n"))
 			continue
 		}
 		return cc, nil
 	}
 }
 
-func refuse(c net.Conn, reply string) {
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(c, reply+"\r\n")
-	c.Close()
+// refuse answers a client that may not start a session, in the
+// background (bounded by a 5 s deadline); Shutdown waits for it.
+func (s *Server) refuse(c net.Conn, reply string) {
+	s.refusing.Add(1)
+	go func() {
+		defer s.refusing.Done()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, reply+"\r\n")
+		c.Close()
+	}()
 }
 
 // clientConn is one accepted client connection. It holds the

@@ -55,6 +55,10 @@ type Pool struct {
 	timer  *time.Timer
 	closed bool
 	notify func(Health)
+	// bgN counts connections closing in the background (bgMu).
+	bgMu   sync.Mutex
+	bgN    int
+	bgIdle *sync.Cond
 }
 
 // NewPool returns a pool for acct. notify, if not nil, is called (outside
@@ -230,7 +234,7 @@ func (p *Pool) acquire(ctx context.Context, allowDown bool) (*Conn, bool, error)
 			p.mu.Unlock()
 			return c, true, nil
 		}
-		go c.Close()
+		p.closeLater(c)
 	}
 	p.mu.Unlock()
 	var c *Conn
@@ -257,13 +261,13 @@ func (p *Pool) release(c *Conn, reusable bool) {
 	c.uses++
 	c.lastUsed = time.Now()
 	if !reusable || c.uses >= p.opts.MaxReuse {
-		go c.Close()
+		p.closeLater(c)
 		return
 	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		go c.Close()
+		p.closeLater(c)
 		return
 	}
 	p.idle = append(p.idle, c)
@@ -302,8 +306,39 @@ func (p *Pool) reapIdle() {
 	}
 }
 
-// Close closes idle connections; busy ones close when released.
+// closeLater ends c in the background (QUIT has a 2 s deadline); Close
+// waits for it. It may be called with p.mu held.
+func (p *Pool) closeLater(c *Conn) {
+	p.bgMu.Lock()
+	p.bgN++
+	p.bgMu.Unlock()
+	go func() {
+		c.Close()
+		p.bgMu.Lock()
+		p.bgN--
+		if p.bgN == 0 && p.bgIdle != nil {
+			p.bgIdle.Broadcast()
+		}
+		p.bgMu.Unlock()
+	}()
+}
+
+// waitClosing waits until no connection is closing in the background.
+func (p *Pool) waitClosing() {
+	p.bgMu.Lock()
+	defer p.bgMu.Unlock()
+	if p.bgIdle == nil {
+		p.bgIdle = sync.NewCond(&p.bgMu)
+	}
+	for p.bgN > 0 {
+		p.bgIdle.Wait()
+	}
+}
+
+// Close closes idle connections and waits for connections being closed;
+// busy ones close when released.
 func (p *Pool) Close() {
+	defer p.waitClosing()
 	p.mu.Lock()
 	p.closed = true
 	idle := p.idle

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -152,7 +153,9 @@ func Start(tb testing.TB, cfg *config.Config, o Options) *Engine {
 				tb.Errorf("Engine.Run: %v", err)
 			}
 		case <-time.After(wait):
-			tb.Errorf("Engine.Run did not return within %s of cancel", wait)
+			buf := make([]byte, 4<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			tb.Errorf("Engine.Run did not return within %s of cancel; the goroutines:\n%s", wait, buf)
 		}
 	})
 	tb.Cleanup(e.Stop)
