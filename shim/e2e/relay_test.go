@@ -151,22 +151,37 @@ func TestRelayToPostfix(t *testing.T) {
 		}
 	})
 
-	t.Run("wrong-password-535-unchanged", func(t *testing.T) {
+	t.Run("wrong-password-held-with-postfix-535", func(t *testing.T) {
 		want := postfixReply(t, p, "alice@example.com", "not-alices-password", "x@example.net")
 		if !strings.HasPrefix(want, "535 5.7.8 ") {
 			t.Fatalf("Postfix itself answers %q; want a 535 5.7.8", want)
 		}
+		// A refused password is not the message's fault: as Postfix's
+		// smtp_sasl_auth_soft_bounce, the message is kept and the client
+		// hears 250 queued with what to do; the provider's own 535 is the
+		// queued message's last error.
 		cl := dialSMTP(t, r.Addr)
 		cl.expect("HELO oldclient", 250)
-		rep := cl.cmd("MAIL FROM:<wrongpw@example.com>")
-		if got := rep.Lines[len(rep.Lines)-1]; len(rep.Lines) != 1 || got != want {
-			t.Errorf("MAIL FROM with a wrong upstream password: %s\nwant Postfix's own reply: %s", rep, want)
+		cl.expect("MAIL FROM:<wrongpw@example.com>", 250)
+		cl.expect("RCPT TO:<held@example.net>", 250)
+		rep := cl.data(message("wrongpw@example.com", "held@example.net", "1d-held"))
+		mm := regexp.MustCompile(`^2\.0\.0 queued as (\S+): the provider refused the password for wrongpw@example\.com; update it with "smtpshim account add wrongpw@example\.com"$`).FindStringSubmatch(rep.LastText())
+		if rep.Code != 250 || mm == nil {
+			t.Fatalf("a message with a wrong upstream password: %s\nwant 250 2.0.0 queued as ID: the provider refused the password for wrongpw@example.com; update it with \"smtpshim account add wrongpw@example.com\"", rep)
 		}
+		res := shim(t, c.Path, "", "queue", "show", mm[1])
+		// go-smtp's client keeps the reply's text and drops the enhanced
+		// code of a reply to AUTH.
+		lastErr := regexp.MustCompile(`(?m)^Last error:\s+.*SMTP error 535: (5\.7\.8 )?` + regexp.QuoteMeta(strings.TrimPrefix(want, "535 5.7.8 ")) + `$`)
+		if res.Code != 0 || !lastErr.MatchString(res.Stdout) {
+			t.Errorf("queue show %s: want Postfix's own reply %q as the last error:\n%s", mm[1], want, res)
+		}
+		noMessage(t, p, "held@example.net", "1d-held")
 		// The session goes on: the next sender works.
 		cl.expect("MAIL FROM:<alice@example.com>", 250)
 		cl.expect("RCPT TO:<after535@example.net>", 250)
 		if rep := cl.data(message("alice@example.com", "after535@example.net", "1d-after")); rep.Code != 250 {
-			t.Errorf("message after the 535: %s", rep)
+			t.Errorf("message after the refused password: %s", rep)
 		}
 		waitMessage(t, p, "after535@example.net", "1d-after")
 	})
