@@ -399,6 +399,7 @@ func TestReloadNamesWhatNeedsARestart(t *testing.T) {
 			t.Fatalf("Reload = %+v, %v; want %q", res, err, sentence)
 		}
 	}
+	rig.WaitUntil(t, 5*time.Second, "three reloaded events", func() bool { return rec.Count(rig.IsEvent("reloaded", "")) == 3 })
 	var evs []*api.ReloadResult
 	for _, e := range rec.All() {
 		if e.Kind == "reloaded" {
@@ -406,7 +407,9 @@ func TestReloadNamesWhatNeedsARestart(t *testing.T) {
 		}
 	}
 	if len(evs) != 3 || !slices.Equal(evs[1].Applied, []string{"accounts (added dave@example.net)", "max_connections"}) || !slices.Equal(evs[2].NeedsRestart, []string{sentence}) {
-		t.Errorf("reloaded events = %+v", evs)
+		for _, ev := range evs {
+			t.Errorf("reloaded event: %+v", *ev)
+		}
 	}
 	st, _ := c.Status()
 	if len(st.Accounts) != 2 || st.Accounts[1].Key != "dave@example.net" || st.Accounts[1].State != api.AccountUnused {
