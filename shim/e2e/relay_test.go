@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/smtp"
 	"net/textproto"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -177,6 +179,24 @@ func TestRelayToPostfix(t *testing.T) {
 			t.Errorf("queue show %s: want Postfix's own reply %q as the last error:\n%s", mm[1], want, res)
 		}
 		noMessage(t, p, "held@example.net", "1d-held")
+
+		// The right password and a reload (what "smtpshim account add"
+		// does) send the held message at once; then the wrong password is
+		// put back for the checks further down.
+		pwFile := filepath.Join(c.Dir, "password-4")
+		setPassword := func(pw string) {
+			t.Helper()
+			if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if res := shim(t, c.Path, "", "reload"); res.Code != 0 {
+				t.Fatalf("smtpshim reload:\n%s", res)
+			}
+		}
+		setPassword(relayUsers["alice@example.com"])
+		waitMessage(t, p, "held@example.net", "1d-held")
+		setPassword("not-alices-password")
+
 		// The session goes on: the next sender works.
 		cl.expect("MAIL FROM:<alice@example.com>", 250)
 		cl.expect("RCPT TO:<after535@example.net>", 250)
