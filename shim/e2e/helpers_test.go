@@ -326,8 +326,15 @@ func (r *relay) Log() string { return r.stderr.String() }
 // stderr is printed if the test failed.
 func startRelay(t testing.TB, c *shimConfig) *relay {
 	t.Helper()
+	return startRelayEnv(t, c, nil)
+}
+
+// startRelayEnv is startRelay with the environment env (nil: this
+// process's).
+func startRelayEnv(t testing.TB, c *shimConfig, env []string) *relay {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		r, err := tryStartRelay(t, c)
+		r, err := tryStartRelay(t, c, env)
 		if err == nil {
 			return r
 		}
@@ -341,9 +348,10 @@ func startRelay(t testing.TB, c *shimConfig) *relay {
 	}
 }
 
-func tryStartRelay(t testing.TB, c *shimConfig) (*relay, error) {
+func tryStartRelay(t testing.TB, c *shimConfig, env []string) (*relay, error) {
 	r := &relay{cfg: c, Addr: c.Addr, stderr: &testbin.Buffer{}, exited: make(chan struct{})}
 	r.cmd = exec.Command(shimBin, "--config", c.Path, "serve")
+	r.cmd.Env = env
 	r.cmd.Stdout = r.stderr
 	r.cmd.Stderr = r.stderr
 	if err := r.cmd.Start(); err != nil {
