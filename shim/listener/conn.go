@@ -30,8 +30,10 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/smtpshim/smtpshim/shim/config"
+	"github.com/smtpshim/smtpshim/shim/events"
 	"github.com/smtpshim/smtpshim/shim/relay"
 	"github.com/smtpshim/smtpshim/shim/route"
+	"github.com/smtpshim/smtpshim/shim/spool"
 	"github.com/smtpshim/smtpshim/shim/trace"
 )
 
@@ -41,7 +43,11 @@ type Options struct {
 	// Routes returns the current routing table; it may change on reload.
 	Routes func() *route.Table
 	// Relay delivers what clients hand over.
-	Relay  *relay.Relay
+	Relay *relay.Relay
+	// Spool and Bus serve the free-space floor only: new mail is refused
+	// while the spool's disk is nearly full, and the user is told.
+	Spool  *spool.Spool
+	Bus    *events.Bus
 	Logger *slog.Logger
 	// LocalAuth, when set, is required before MAIL; when nil, any AUTH a
 	// client sends is accepted and ignored.
@@ -63,6 +69,8 @@ type Server struct {
 	idle  time.Duration
 	conns atomic.Int64
 	log   *slog.Logger
+	// authGuard slows local password guessing (see checkLocal).
+	authGuard *authGuard
 
 	ipMu    sync.Mutex
 	ipConns map[netip.Addr]int
@@ -80,12 +88,16 @@ func New(o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.Bus == nil {
+		o.Bus = &events.Bus{}
+	}
 	s := &Server{
 		o:       o,
 		log:     o.Logger,
 		idle:    cfg.EffectiveIdleTimeout(),
 		ipConns: map[netip.Addr]int{},
 	}
+	s.authGuard = newAuthGuard()
 	s.Apply(cfg, Live{LocalAuth: o.LocalAuth, Allowed: o.Allowed})
 	srv := smtp.NewServer(s)
 	srv.Domain = cfg.HostnameOrDefault()
@@ -289,6 +301,8 @@ type clientConn struct {
 	// (UnixNano; 0 outside DATA).
 	dataEnd  atomic.Int64
 	timedOut atomic.Bool
+	// closeAfterReply ends the connection after the next write.
+	closeAfterReply atomic.Bool
 	// stopping: smtpshim is shutting down; saidBye: the 421 went out.
 	stopping atomic.Bool
 	saidBye  atomic.Bool

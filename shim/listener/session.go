@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/crlf"
 	"github.com/smtpshim/smtpshim/shim/loginauth"
 	"github.com/smtpshim/smtpshim/shim/relay"
@@ -33,7 +34,10 @@ type session struct {
 	ip      netip.Addr
 	authed  bool
 	authGen uint64 // the local_auth generation authed was set under
+	// authFails counts failed AUTH on this connection (see checkLocal).
+	authFails int
 
+	acct   *config.Account // the sender's account, from MAIL FROM
 	from   string
 	d      *relay.Delivery // the transaction since MAIL FROM
 	dataMu sync.Mutex      // held while a message body is received
@@ -43,9 +47,17 @@ func smtpErr(code int, enh smtp.EnhancedCode, msg string) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: msg}
 }
 
-func (s *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
+func (s *session) AuthMechanisms() []string {
+	if s.authNeedsTLS() {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
 
 func (s *session) Auth(mech string) (sasl.Server, error) {
+	if s.authNeedsTLS() {
+		return nil, errAuthNeedsTLS
+	}
 	check := func(user, pass string) error {
 		live := s.s.cur()
 		if live.localAuth == nil {
@@ -54,12 +66,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 			s.authed, s.authGen = true, live.authGen
 			return nil
 		}
-		if err := live.localAuth(user, pass); err != nil {
-			s.s.log.Warn("local AUTH failed", "client", s.remote)
-			return err
-		}
-		s.authed, s.authGen = true, live.authGen
-		return nil
+		return s.checkLocal(live, user, pass)
 	}
 	switch strings.ToUpper(mech) {
 	case sasl.Plain:
@@ -91,7 +98,7 @@ func (s *session) abort() {
 		s.d.Abort()
 		s.d = nil
 	}
-	s.from = ""
+	s.acct, s.from = nil, ""
 }
 
 // limited reports whether the sender rate limits apply to this client.
@@ -120,18 +127,23 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if live.localAuth != nil && (!s.authed || s.authGen != live.authGen) {
 		return smtpErr(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required: configure your mail client with the local smtpshim user name and password")
 	}
-	if strings.ContainsFunc(from, func(r rune) bool { return r < ' ' || r == 0x7f }) {
-		return smtpErr(501, smtp.EnhancedCode{5, 1, 7}, "bad sender address syntax: control characters")
+	if err := checkSender(from); err != nil {
+		return err
+	}
+	if err := s.checkFreeSpace(live); err != nil {
+		return err
 	}
 	acct, err := s.s.o.Routes().Lookup(from)
 	if err != nil {
 		s.s.log.Warn("refused sender without an account", "client", s.remote, "from", from)
 		return smtpErr(550, smtp.EnhancedCode{5, 7, 1}, err.Error())
 	}
+	s.acct, s.from = acct, from
 	if s.limited(live) {
-		if over := live.rate.check(from, time.Now()); over != "" {
-			s.s.log.Warn("sender over its rate limit", "client", s.remote, "from", from, "limit", over)
-			return smtpErr(451, smtp.EnhancedCode{4, 7, 1}, fmt.Sprintf("sender <%s> has reached its limit of messages %s; try again later", from, over))
+		if over := live.rate.check(s.rateKey(), time.Now()); over != "" {
+			s.s.log.Warn("sender over its rate limit", "client", s.remote, "from", from, "account", acct.Key(), "limit", over)
+			s.acct, s.from = nil, ""
+			return smtpErr(451, smtp.EnhancedCode{4, 7, 1}, fmt.Sprintf("your address has reached its limit of messages %s for account %s; try again later", over, acct.Key()))
 		}
 	}
 	so := relay.StartOptions{Client: s.remote, SyncWait: live.syncWait}
@@ -140,9 +152,10 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	d, err := s.s.o.Relay.Start(acct, from, so)
 	if err != nil {
+		s.acct, s.from = nil, ""
 		return err
 	}
-	s.d, s.from = d, from
+	s.d = d
 	return nil
 }
 
@@ -150,11 +163,11 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if s.cutShort() {
 		return errCutShort
 	}
-	if strings.ContainsFunc(to, func(r rune) bool { return r < ' ' || r == 0x7f }) || !strings.Contains(to, "@") {
-		return smtpErr(501, smtp.EnhancedCode{5, 1, 3}, "bad recipient address syntax")
+	if s.acct == nil || s.d == nil {
+		return errNoSender
 	}
-	if s.d == nil {
-		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "MAIL FROM first")
+	if err := checkRecipient(to); err != nil {
+		return err
 	}
 	if max := s.s.cur().maxRcpts; max > 0 && s.d.Rcpts() >= max {
 		return smtpErr(452, smtp.EnhancedCode{4, 5, 3}, fmt.Sprintf("Maximum limit of %v recipients reached", max))
@@ -165,11 +178,14 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 func (s *session) Data(r io.Reader) error {
 	s.dataMu.Lock()
 	defer s.dataMu.Unlock()
-	from := s.from // data ends the transaction and forgets it
+	if s.acct == nil || s.d == nil {
+		return errNoSender
+	}
+	key := s.rateKey() // data ends the transaction and forgets it
 	err := s.data(r)
 	if live := s.s.cur(); s.limited(live) {
 		if se, ok := err.(*smtp.SMTPError); ok && se.Code == 250 {
-			live.rate.record(from, time.Now())
+			live.rate.record(key, time.Now())
 		}
 	}
 	return err
@@ -179,9 +195,6 @@ func (s *session) data(r io.Reader) error {
 	d := s.d
 	s.d = nil // the delivery ends with this body, whatever happens
 	defer s.abort()
-	if d == nil {
-		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "MAIL FROM first")
-	}
 	// go-smtp's ReadTimeout would bound the whole body; a large message on
 	// a slow link must only be bounded by silence (idle, refreshed on each
 	// network read by clientConn) and by data_timeout.

@@ -628,7 +628,7 @@ func (d *Delivery) queueWhileWaiting(sw *spool.Writer, spoolOK bool, done <-chan
 		log.Info("late upstream answer", "id", id, "err", res.err)
 		q.Settle(id, o)
 	})
-	d.deferErr = fmt.Errorf("the provider did not answer within %s", d.syncWait)
+	d.deferErr = ownWords{fmt.Errorf("the provider did not answer within %s", d.syncWait)}
 	return &Receipt{Queued: true, ID: id, Text: d.queuedText(id)}, nil
 }
 
@@ -645,7 +645,8 @@ func (d *Delivery) queuedText(id string) string {
 		}
 		return fmt.Sprintf("queued as %s: the provider refused the password for %s; update it with \"smtpshim account add %s\"", id, key, key)
 	case d.deferErr != nil:
-		return "queued as " + id + " for a later try (" + truncate(oneLine(d.deferErr.Error()), 200) + ")"
+		// The log's "message queued" line has the detail under the ID.
+		return "queued as " + id + " for a later try (" + publicReason(d.deferErr) + ")"
 	}
 	return "queued as " + id + ": smtpshim will deliver it when the provider is reachable"
 }
