@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/smtpshim/smtpshim/shim"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/control"
 	"github.com/smtpshim/smtpshim/shim/hints"
@@ -152,6 +153,7 @@ func (a *app) doctor(args []string) error {
 		c, err := upstream.Dial(context.Background(), ac, upstream.Options{
 			Hostname:        cfg.HostnameOrDefault(),
 			Secrets:         store,
+			Authenticator:   shim.DefaultAuthenticator(store, cfg.EffectiveKeychainTimeout()),
 			KeychainTimeout: cfg.EffectiveKeychainTimeout(),
 		})
 		if err != nil {

@@ -218,14 +218,20 @@ func (l *listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return c, err
 	}
-	tw := NewSession(l.w, NextSession('L'), "local: ")
+	return WrapConn(c, l.w, l.encrypted), nil
+}
+
+// WrapConn traces one accepted local client connection, as Listener
+// does; encrypted says it speaks TLS from the first byte.
+func WrapConn(c net.Conn, w io.Writer, encrypted bool) *Conn {
+	tw := NewSession(w, NextSession('L'), "local: ")
 	tw.rawConnTLS = true
 	tw.line("<connection from " + c.RemoteAddr().String() + ">")
-	if l.encrypted {
+	if encrypted {
 		tw.line("<TLS from the first byte: this session is encrypted and not traced>")
 		tw.encrypted = true
 	}
-	return &Conn{Conn: c, t: tw}, nil
+	return &Conn{Conn: c, t: tw}
 }
 
 // NetConn returns the traced connection, as tls.Conn's NetConn does.
