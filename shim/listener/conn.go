@@ -379,8 +379,10 @@ func (c *clientConn) Read(p []byte) (int, error) {
 		if c.dataEnd.Load() != 0 {
 			msg = "421 4.4.2 timed out while receiving the message; it was not sent\r\n"
 		}
-		if c.watch != nil && (c.dataEnd.Load() != 0 || c.watch.sender() != "") {
+		if c.watch != nil && (c.tls || c.dataEnd.Load() == 0) && c.watch.sender() != "" {
 			// A message was under way: say in the log why it was not sent.
+			// (Inside DATA on a plaintext session, the reply to the
+			// cut-off body is logged on its way out instead.)
 			c.watch.refused(strings.TrimSuffix(msg, "\r\n"))
 		}
 		if !c.tls {

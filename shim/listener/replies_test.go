@@ -13,8 +13,8 @@ func TestStockRepliesInSmtpshimsWords(t *testing.T) {
 	for in, want := range map[string]string{
 		"250 2.0.0 Roger, accepting mail from <a@example.com>\r\n":                                "250 2.0.0 Sender <a@example.com> OK\r\n",
 		"250 2.0.0 I'll make sure <b@example.net> gets this\r\n":                                  "250 2.0.0 Recipient <b@example.net> OK\r\n",
-		"501 5.5.2 Was expecting MAIL arg syntax of FROM:<address>\r\n":                           "501 5.5.2 Syntax error: write MAIL FROM:<you@example.com>\r\n",
-		"501 5.5.2 Was expecting RCPT arg syntax of TO:<address>\r\n":                             "501 5.5.2 Syntax error: write RCPT TO:<someone@example.com>\r\n",
+		"501 5.5.2 Was expecting MAIL arg syntax of FROM:<address>\r\n":                           "501 5.5.2 Syntax error: write MAIL FROM:<you@example.com>, a full address with its domain, in angle brackets\r\n",
+		"501 5.5.2 Was expecting RCPT arg syntax of TO:<address>\r\n":                             "501 5.5.2 Syntax error: write RCPT TO:<someone@example.com>, a full address with its domain, in angle brackets\r\n",
 		"452 4.5.3 Maximum limit of 100 recipients reached\r\n":                                   "452 4.5.3 Too many recipients: smtpshim takes at most 100 per message (max_recipients); send the others in another message\r\n",
 		"250-smtpshim\r\n250-PIPELINING\r\n250 8BITMIME\r\n":                                      "250-smtpshim\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
 		"250 2.0.0 OK: queued as 12345\r\n":                                                       "250 2.0.0 OK: queued as 12345\r\n",

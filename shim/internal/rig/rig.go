@@ -65,6 +65,8 @@ type Options struct {
 	BeforeStop func()
 	// StopWait bounds how long Stop waits for Run; default 30 s.
 	StopWait time.Duration
+	// Log, when set, receives the log too (for tests of log lines).
+	Log io.Writer
 }
 
 // Engine is a running engine.
@@ -102,7 +104,7 @@ func Start(tb testing.TB, cfg *config.Config, o Options) *Engine {
 	}
 	opts := shim.Options{
 		Secrets:   store,
-		Logger:    e.logger(tb, o.Quiet),
+		Logger:    e.logger(tb, o.Quiet, o.Log),
 		NoControl: !o.Control,
 	}
 	if o.UpstreamCAs != nil {
@@ -164,10 +166,16 @@ func Start(tb testing.TB, cfg *config.Config, o Options) *Engine {
 
 // logger sends the log to t.Log until the test is over, to the secret
 // scan of `make test`, and through the hooks.
-func (e *Engine) logger(tb testing.TB, quiet bool) *slog.Logger {
+func (e *Engine) logger(tb testing.TB, quiet bool, extra io.Writer) *slog.Logger {
 	var h slog.Handler = slog.DiscardHandler
 	if f := testlog.Writer(); f != nil {
 		h = slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug})
+	}
+	if extra != nil {
+		h = slog.NewTextHandler(extra, &slog.HandlerOptions{Level: slog.LevelDebug})
+		if f := testlog.Writer(); f != nil {
+			h = slog.NewTextHandler(io.MultiWriter(extra, f), &slog.HandlerOptions{Level: slog.LevelDebug})
+		}
 	}
 	if !quiet {
 		w := &tbWriter{tb: tb}
@@ -175,6 +183,9 @@ func (e *Engine) logger(tb testing.TB, quiet bool) *slog.Logger {
 		var out io.Writer = w
 		if f := testlog.Writer(); f != nil {
 			out = io.MultiWriter(w, f)
+		}
+		if extra != nil {
+			out = io.MultiWriter(out, extra)
 		}
 		h = slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug})
 	}
