@@ -23,7 +23,7 @@ func maintainer() string {
 // dist/smtpshim-sendmail_V_all.deb with nfpm.
 func (b *builder) deb() error {
 	bin := filepath.Join(b.work, "linux-amd64", "smtpshim")
-	if err := b.goBuild("linux", "amd64", bin, nil, ""); err != nil {
+	if err := b.goBuild("linux", "amd64", bin, nil); err != nil {
 		return err
 	}
 	hicolor, err := b.icons.Hicolor("smtpshim")

@@ -53,7 +53,7 @@ func run() error {
 	flag.Parse()
 	what := flag.Args()
 	if len(what) == 0 {
-		what = []string{"deb", "msi", "pkg"}
+		what = []string{"deb", "msi"}
 	}
 
 	root, err := repoRoot()
@@ -148,14 +148,10 @@ func sourceDateEpoch(root string) (time.Time, error) {
 	return time.Unix(n, 0).UTC(), nil
 }
 
-// goBuild builds cmd/smtpshim for one platform into out. overlay, when
-// given, is a go build -overlay file (the Windows resources).
-func (b *builder) goBuild(goos, goarch, out string, ldextra []string, overlay string) error {
+// goBuild builds cmd/smtpshim for one platform into out.
+func (b *builder) goBuild(goos, goarch, out string, ldextra []string) error {
 	ld := append([]string{"-s", "-w", "-buildid=", "-X", "main.version=" + b.v.String()}, ldextra...)
 	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags", strings.Join(ld, " "), "-o", out}
-	if overlay != "" {
-		args = append(args, "-overlay", overlay)
-	}
 	args = append(args, "./cmd/smtpshim")
 	cmd := exec.Command("go", args...)
 	cmd.Dir = b.root

@@ -124,8 +124,9 @@ func (v V) String() string {
 
 // MSI is the ProductVersion: major.minor.patch, nothing else. Windows
 // Installer compares only these three fields, so a pre-release and its
-// release share a version; the MSI allows upgrading to the same version
-// for that reason.
+// release share a version, and the release does not replace the
+// pre-release (wixl cannot write AllowSameVersionUpgrades): uninstall a
+// pre-release before installing its release.
 func (v V) MSI() string { return v.core() }
 
 // Debian is the upstream part of a Debian version: a pre-release sorts

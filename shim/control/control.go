@@ -1,6 +1,7 @@
 // Package control is the local command channel between a running
 // smtpshim and its command-line tools (and later the tray): HTTP over a
-// Unix socket in the spool directory, which only the owning user can open.
+// Unix socket in the spool directory, which only the owning user can open
+// (a named pipe on Windows; see transport_windows.go).
 package control
 
 import (
@@ -11,19 +12,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/smtpshim/smtpshim/shim/events"
 	"github.com/smtpshim/smtpshim/shim/spool"
 )
-
-// SocketName is the socket's file name inside the spool directory.
-const SocketName = "control.sock"
-
-// SocketPath returns the control socket for a spool directory.
-func SocketPath(spoolDir string) string { return filepath.Join(spoolDir, SocketName) }
 
 // Commands is what the running engine offers.
 type Commands interface {
@@ -33,19 +26,6 @@ type Commands interface {
 	Delete(id string) error
 	Status() events.Status
 	Reload() error
-}
-
-// Listen creates the socket, replacing a stale one left by a crash. The
-// caller must hold the spool lock, so no live engine owns the old socket.
-func Listen(spoolDir string) (net.Listener, error) {
-	p := SocketPath(spoolDir)
-	os.Remove(p)
-	l, err := net.Listen("unix", p)
-	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	os.Chmod(p, 0o600)
-	return l, nil
 }
 
 // Handler serves the control API.
@@ -102,15 +82,15 @@ type Client struct {
 
 // Dial returns a client for the engine owning spoolDir, or ErrNotRunning.
 func Dial(spoolDir string) (*Client, error) {
-	p := SocketPath(spoolDir)
-	c, err := net.DialTimeout("unix", p, 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	c, err := dialControl(ctx, spoolDir)
+	cancel()
 	if err != nil {
 		return nil, ErrNotRunning
 	}
 	c.Close()
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", p)
+		return dialControl(ctx, spoolDir)
 	}}
 	return &Client{hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}, nil
 }

@@ -1,0 +1,64 @@
+//go:build windows
+
+package control
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+
+	"github.com/Microsoft/go-winio"
+	"golang.org/x/sys/windows"
+)
+
+// On Windows the channel is a named pipe, not a Unix socket: AF_UNIX is
+// missing from Windows 10 before 1803 and from Wine (WSAEAFNOSUPPORT,
+// 10047). The pipe's DACL admits only the user running smtpshim (and
+// refuses network logons); its name is derived from the user and the spool
+// directory, so each configuration has its own. A second relay on the same
+// spool cannot take the name over: the first pipe instance is exclusive.
+
+// SocketPath returns the control pipe's name for a spool directory.
+func SocketPath(spoolDir string) string {
+	sid, err := userSID()
+	if err != nil {
+		sid = "unknown-user"
+	}
+	abs, err := filepath.Abs(spoolDir)
+	if err != nil {
+		abs = spoolDir
+	}
+	h := sha256.Sum256([]byte(strings.ToLower(filepath.Clean(abs))))
+	return `\\.\pipe\smtpshim-` + sid + "-" + hex.EncodeToString(h[:8])
+}
+
+func userSID() (string, error) {
+	u, err := windows.GetCurrentProcessToken().GetTokenUser()
+	if err != nil {
+		return "", err
+	}
+	return u.User.Sid.String(), nil
+}
+
+// Listen creates the control pipe. The caller holds the spool lock.
+func Listen(spoolDir string) (net.Listener, error) {
+	sid, err := userSID()
+	if err != nil {
+		return nil, fmt.Errorf("control pipe: finding the current user: %w", err)
+	}
+	// Protected DACL: network logons denied, the user allowed, nobody else.
+	sddl := "D:P(D;;GA;;;NU)(A;;GA;;;" + sid + ")"
+	l, err := winio.ListenPipe(SocketPath(spoolDir), &winio.PipeConfig{SecurityDescriptor: sddl})
+	if err != nil {
+		return nil, fmt.Errorf("control pipe: %w", err)
+	}
+	return l, nil
+}
+
+func dialControl(ctx context.Context, spoolDir string) (net.Conn, error) {
+	return winio.DialPipeContext(ctx, SocketPath(spoolDir))
+}
