@@ -53,7 +53,7 @@ func run() error {
 	flag.Parse()
 	what := flag.Args()
 	if len(what) == 0 {
-		what = []string{"deb", "msi"}
+		what = []string{"deb", "msi", "pkg"}
 	}
 
 	root, err := repoRoot()
