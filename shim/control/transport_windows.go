@@ -22,8 +22,8 @@ import (
 // directory, so each configuration has its own. A second relay on the same
 // spool cannot take the name over: the first pipe instance is exclusive.
 
-// SocketPath returns the control pipe's name for a spool directory.
-func SocketPath(spoolDir string) string {
+// pipeName returns the control pipe's name for a spool directory.
+func pipeName(spoolDir string) string {
 	sid, err := userSID()
 	if err != nil {
 		sid = "unknown-user"
@@ -52,13 +52,14 @@ func Listen(spoolDir string) (net.Listener, error) {
 	}
 	// Protected DACL: network logons denied, the user allowed, nobody else.
 	sddl := "D:P(D;;GA;;;NU)(A;;GA;;;" + sid + ")"
-	l, err := winio.ListenPipe(SocketPath(spoolDir), &winio.PipeConfig{SecurityDescriptor: sddl})
+	l, err := winio.ListenPipe(pipeName(spoolDir), &winio.PipeConfig{SecurityDescriptor: sddl})
 	if err != nil {
 		return nil, fmt.Errorf("control pipe: %w", err)
 	}
 	return l, nil
 }
 
-func dialControl(ctx context.Context, spoolDir string) (net.Conn, error) {
-	return winio.DialPipeContext(ctx, SocketPath(spoolDir))
+// dialSocket connects to the control pipe of spoolDir.
+func dialSocket(ctx context.Context, spoolDir string) (net.Conn, error) {
+	return winio.DialPipeContext(ctx, pipeName(spoolDir))
 }

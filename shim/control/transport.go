@@ -7,14 +7,11 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 )
 
-// SocketName is the socket's file name inside the spool directory.
-const SocketName = "control.sock"
-
-// SocketPath returns the control socket for a spool directory.
-func SocketPath(spoolDir string) string { return filepath.Join(spoolDir, SocketName) }
+// The transport: a Unix socket only the owner can open. Listen and
+// dialSocket are all that depends on it; transport_windows.go has the
+// Windows named pipe.
 
 // Listen creates the socket, replacing a stale one left by a crash. The
 // caller must hold the spool lock, so no live engine owns the old socket.
@@ -29,7 +26,8 @@ func Listen(spoolDir string) (net.Listener, error) {
 	return l, nil
 }
 
-func dialControl(ctx context.Context, spoolDir string) (net.Conn, error) {
+// dialSocket connects to the control socket of spoolDir.
+func dialSocket(ctx context.Context, spoolDir string) (net.Conn, error) {
 	var d net.Dialer
 	return d.DialContext(ctx, "unix", SocketPath(spoolDir))
 }
