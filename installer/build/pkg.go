@@ -2,13 +2,18 @@ package main
 
 import (
 	"bytes"
+	"compress/zlib"
+	"crypto/sha1"
 	"debug/macho"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"text/template"
 
 	"github.com/smtpshim/smtpshim/installer/macpkg"
@@ -124,17 +129,99 @@ func (b *builder) pkg() error {
 	}
 
 	target := filepath.Join(b.out, fmt.Sprintf("smtpshim-%s.pkg", b.v.FileName()))
+	// Named one by one, without recursion, so the order does not depend
+	// on the file system's directory order.
 	cmd := exec.Command("bsdtar", "--format", "xar",
 		"--options", "xar:compression=none,xar:checksum=sha1,xar:toc-checksum=sha1",
 		"--uid", "0", "--gid", "0", "--uname", "root", "--gname", "wheel",
-		"-cf", target, "-C", root, "Distribution", "smtpshim.pkg")
+		"--no-recursion", "-cf", target, "-C", root,
+		"Distribution", "smtpshim.pkg", "smtpshim.pkg/Bom", "smtpshim.pkg/Payload",
+		"smtpshim.pkg/PackageInfo", "smtpshim.pkg/Scripts")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("bsdtar: %w\n%s", err, stderr.String())
 	}
+	if err := b.reproducibleXar(target); err != nil {
+		return err
+	}
 	fmt.Println("wrote", target)
 	return nil
+}
+
+var (
+	xarTimeRE  = regexp.MustCompile(`<(creation-time|ctime|atime|mtime)>[^<]*</(?:creation-time|ctime|atime|mtime)>`)
+	xarDataRE  = regexp.MustCompile(`<length>(\d+)</length>\s*<offset>(\d+)</offset>`)
+	xarInodeRE = regexp.MustCompile(`<(inode|deviceno)>[^<]*</(?:inode|deviceno)>`)
+)
+
+// reproducibleXar rewrites the xar's table of contents so that it says
+// nothing of when and where it was built: bsdtar records the build time,
+// each file's inode and device, and its ctime and atime. Every time
+// becomes SOURCE_DATE_EPOCH and the inode and device numbers zero; the
+// TOC is compressed again and its SHA-1 (the first 20 bytes of the heap,
+// where the TOC says it is) written anew. The files' offsets in the heap
+// do not change.
+func (b *builder) reproducibleXar(path string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if len(raw) < 28 || string(raw[:4]) != "xar!" || binary.BigEndian.Uint16(raw[4:]) != 28 || binary.BigEndian.Uint32(raw[24:]) != 1 {
+		return fmt.Errorf("%s: not a xar archive with a SHA-1 TOC checksum", path)
+	}
+	tocLen := binary.BigEndian.Uint64(raw[8:])
+	zr, err := zlib.NewReader(bytes.NewReader(raw[28 : 28+tocLen]))
+	if err != nil {
+		return err
+	}
+	toc, err := io.ReadAll(zr)
+	if err != nil {
+		return err
+	}
+	if !bytes.Contains(toc, []byte("<checksum style=\"sha1\">\n   <offset>0</offset>\n   <size>20</size>")) {
+		return fmt.Errorf("%s: the TOC checksum is not the first 20 bytes of the heap", path)
+	}
+	ts := b.epoch.Format("2006-01-02T15:04:05")
+	toc = xarTimeRE.ReplaceAllFunc(toc, func(m []byte) []byte {
+		tag := xarTimeRE.FindSubmatch(m)[1]
+		z := "Z"
+		if string(tag) == "creation-time" {
+			z = ""
+		}
+		return []byte(fmt.Sprintf("<%s>%s%s</%s>", tag, ts, z, tag))
+	})
+	toc = xarInodeRE.ReplaceAll(toc, []byte("<$1>0</$1>"))
+	var z bytes.Buffer
+	zw, _ := zlib.NewWriterLevel(&z, zlib.BestCompression)
+	zw.Write(toc)
+	zw.Close()
+	heap := raw[28+tocLen:]
+	// bsdtar leaves 20 bytes after the last file that nothing refers to
+	// (the start of its TOC stream, which changed): the heap ends where
+	// the last file does.
+	end := int64(20)
+	for _, m := range xarDataRE.FindAllSubmatch(toc, -1) {
+		n, _ := strconv.ParseInt(string(m[1]), 10, 64)
+		off, _ := strconv.ParseInt(string(m[2]), 10, 64)
+		end = max(end, off+n)
+	}
+	if end > int64(len(heap)) {
+		return fmt.Errorf("%s: a file lies beyond the end of the archive", path)
+	}
+	heap = heap[:end]
+	sum := sha1.Sum(z.Bytes())
+	var out bytes.Buffer
+	out.Write(raw[:8])
+	binary.Write(&out, binary.BigEndian, [2]uint64{uint64(z.Len()), uint64(len(toc))})
+	out.Write(raw[24:28])
+	out.Write(z.Bytes())
+	out.Write(sum[:])
+	out.Write(heap[20:])
+	if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+		return err
+	}
+	return os.Chtimes(path, b.epoch, b.epoch)
 }
 
 // darwinBinary is the Mac-built tray binary given with DARWIN_BIN, or
