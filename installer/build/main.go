@@ -1,9 +1,12 @@
 // Command build makes smtpshim's installers, all on one Linux machine:
 // the Windows MSI (wixl), the macOS flat package (xar, with a BOM and a
 // Payload written here) and the Debian packages (nfpm). `make installers`
-// runs it; see installer/README section of the top-level README.
+// runs it; see the Installers section of the README.
 //
-//	go run ./installer/build [-version V] [-out dist] [-darwin-bin PATH] [deb] [msi] [pkg]
+//	go run ./installer/build [-version V] [-out dist] [-darwin-bin PATH] [deb] [msi] [pkg] [pkgroot]
+//
+// pkgroot stages the macOS package for pkgbuild and productbuild on a Mac
+// (a signed release; see installer/macos/release.yml).
 //
 // The version comes from -version (make passes VERSION, which defaults to
 // git describe, or installer/VERSION in a source tarball) and is cleaned
@@ -100,8 +103,10 @@ func run() error {
 			err = b.msi()
 		case "pkg":
 			err = b.pkg()
+		case "pkgroot":
+			err = b.pkgroot()
 		default:
-			err = fmt.Errorf("unknown package kind %q (deb, msi, pkg)", w)
+			err = fmt.Errorf("unknown package kind %q (deb, msi, pkg, pkgroot)", w)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", w, err)

@@ -25,35 +25,33 @@ const (
 	admin   = 80 // the admin group, owner of /Applications and its apps
 )
 
-// pkg builds dist/smtpshim-V.pkg: a flat package (xar) with a
-// Distribution and one component package, whose Payload installs
-// /Applications/smtpshim.app and the LaunchAgent that starts it at login.
-func (b *builder) pkg() error {
+// macPayload is what the pkg installs, in Sort order, and the
+// postinstall script.
+func (b *builder) macPayload() (payload []macpkg.Entry, post []byte, err error) {
 	bin, err := b.darwinBinary()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	icns, err := b.icons.ICNS()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	plist, err := b.asset("macos/Info.plist")
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	var info bytes.Buffer
 	if err := template.Must(template.New("plist").Parse(string(plist))).Execute(&info, map[string]string{
 		"Version": b.v.MacOS(), "Year": b.epoch.Format("2006"),
 	}); err != nil {
-		return err
+		return nil, nil, err
 	}
-	agent, err := b.asset("macos/org.smtpshim.agent.plist")
+	agent, err := b.asset("macos/org.smtpshim.smtpshim.plist")
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	post, err := b.asset("macos/postinstall")
-	if err != nil {
-		return err
+	if post, err = b.asset("macos/postinstall"); err != nil {
+		return nil, nil, err
 	}
 
 	mt := uint32(b.epoch.Unix())
@@ -63,7 +61,7 @@ func (b *builder) pkg() error {
 	file := func(p string, mode fs.FileMode, data []byte) macpkg.Entry {
 		return macpkg.Entry{Path: p, Mode: mode, GID: admin, MTime: mt, Data: data}
 	}
-	payload, err := macpkg.Sort([]macpkg.Entry{
+	payload, err = macpkg.Sort([]macpkg.Entry{
 		// The system's own folders, with the modes and owners they have.
 		dir(".", 0o755, 0),
 		dir("./Applications", 0o775, admin),
@@ -78,11 +76,20 @@ func (b *builder) pkg() error {
 		file(appPath+"/Contents/PkgInfo", 0o644, []byte("APPL????")),
 		file(appPath+"/Contents/MacOS/smtpshim", 0o755, bin),
 		file(appPath+"/Contents/Resources/smtpshim.icns", 0o644, icns),
-		file("./Library/LaunchAgents/org.smtpshim.agent.plist", 0o644, agent),
+		file("./Library/LaunchAgents/org.smtpshim.smtpshim.plist", 0o644, agent),
 	})
+	return payload, post, err
+}
+
+// pkg builds dist/smtpshim-V.pkg: a flat package (xar) with a
+// Distribution and one component package, whose Payload installs
+// /Applications/smtpshim.app and the LaunchAgent that starts it at login.
+func (b *builder) pkg() error {
+	payload, post, err := b.macPayload()
 	if err != nil {
 		return err
 	}
+	mt := uint32(b.epoch.Unix())
 	payloadCpio, err := macpkg.Archive(payload)
 	if err != nil {
 		return err
@@ -110,11 +117,7 @@ func (b *builder) pkg() error {
 	}
 	root := filepath.Join(b.work, "pkg")
 	for name, tmpl := range map[string]string{"Distribution": distributionXML, "smtpshim.pkg/PackageInfo": packageInfoXML} {
-		var out bytes.Buffer
-		if err := template.Must(template.New(name).Parse(tmpl)).Execute(&out, data); err != nil {
-			return err
-		}
-		if _, err := b.write(filepath.Join(root, name), out.Bytes(), 0o644); err != nil {
+		if err := b.writeTemplate(filepath.Join(root, name), tmpl, data); err != nil {
 			return err
 		}
 	}
@@ -222,6 +225,53 @@ func (b *builder) reproducibleXar(path string) error {
 		return err
 	}
 	return os.Chtimes(path, b.epoch, b.epoch)
+}
+
+func (b *builder) writeTemplate(path, tmpl string, data any) error {
+	var out bytes.Buffer
+	if err := template.Must(template.New(filepath.Base(path)).Parse(tmpl)).Execute(&out, data); err != nil {
+		return err
+	}
+	_, err := b.write(path, out.Bytes(), 0o644)
+	return err
+}
+
+// pkgroot stages the same package for Apple's own tools, for a signed
+// release built on a Mac (see the README): dist/macos/root (the payload),
+// dist/macos/scripts (postinstall) and dist/macos/Distribution, for
+// pkgbuild --root --scripts and productbuild --distribution.
+func (b *builder) pkgroot() error {
+	payload, post, err := b.macPayload()
+	if err != nil {
+		return err
+	}
+	stage := filepath.Join(b.out, "macos")
+	if err := os.RemoveAll(stage); err != nil {
+		return err
+	}
+	var kbytes int
+	for _, e := range payload {
+		kbytes += (len(e.Data) + 1023) / 1024
+		p := filepath.Join(stage, "root", filepath.FromSlash(e.Path))
+		if e.Mode.IsDir() {
+			if err := os.MkdirAll(p, e.Mode.Perm()); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := b.write(p, e.Data, e.Mode.Perm()); err != nil {
+			return err
+		}
+	}
+	if _, err := b.write(filepath.Join(stage, "scripts", "postinstall"), post, 0o755); err != nil {
+		return err
+	}
+	data := map[string]any{"ID": pkgID, "Version": b.v.MacOS(), "KBytes": kbytes}
+	if err := b.writeTemplate(filepath.Join(stage, "Distribution"), distributionXML, data); err != nil {
+		return err
+	}
+	fmt.Println("staged", stage, "for pkgbuild and productbuild")
+	return nil
 }
 
 // darwinBinary is the Mac-built tray binary given with DARWIN_BIN, or

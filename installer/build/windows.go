@@ -174,7 +174,6 @@ func (b *builder) msi() error {
 		"GUIComp":  guidFor("component smtpshim.exe"),
 		"CLIComp":  guidFor("component smtpshim-cli.exe"),
 		"MenuComp": guidFor("component Start Menu"),
-		"RunComp":  guidFor("component Run"),
 	}
 	var wxs bytes.Buffer
 	if err := template.Must(template.New("wxs").Parse(wxsTemplate)).Execute(&wxs, data); err != nil {
@@ -210,9 +209,10 @@ func (b *builder) msi() error {
 // The MSI: per machine, 64-bit, no dialogs (wixl has no WixUI; msiexec's
 // basic UI shows progress). smtpshim.exe and smtpshim-cli.exe go to
 // Program Files\smtpshim (wixl cannot write the Environment table, so the
-// folder does not join PATH); a Start Menu shortcut starts
-// smtpshim.exe; an HKLM Run value starts it at every login (a user turns
-// it off in Task Manager's Startup tab, or with the tray's own setting).
+// folder does not join PATH); a Start Menu shortcut starts smtpshim.exe.
+// Starting at login is left to smtpshim's own setting (the user's HKCU
+// Run value): a machine-wide HKLM Run value would start a second copy
+// beside it, and turning the setting off would not stop it.
 // The config, spool and keychain entries are per user and are not the
 // MSI's: uninstalling leaves them.
 const wxsTemplate = `<?xml version="1.0" encoding="utf-8"?>
@@ -238,10 +238,6 @@ const wxsTemplate = `<?xml version="1.0" encoding="utf-8"?>
           <Component Id="SmtpshimCli" Guid="{{.CLIComp}}" Win64="yes">
             <File Id="smtpshim_cli.exe" Name="smtpshim-cli.exe" Source="{{.CLI}}" KeyPath="yes" />
           </Component>
-          <Component Id="RunAtLogin" Guid="{{.RunComp}}" Win64="yes">
-            <RegistryValue Root="HKLM" Key="Software\Microsoft\Windows\CurrentVersion\Run" Name="smtpshim"
-                           Type="string" Value="&quot;[INSTALLDIR]smtpshim.exe&quot;" KeyPath="yes" />
-          </Component>
         </Directory>
       </Directory>
       <Directory Id="ProgramMenuFolder">
@@ -256,7 +252,6 @@ const wxsTemplate = `<?xml version="1.0" encoding="utf-8"?>
     <Feature Id="Main" Title="smtpshim" Level="1">
       <ComponentRef Id="SmtpshimExe" />
       <ComponentRef Id="SmtpshimCli" />
-      <ComponentRef Id="RunAtLogin" />
       <ComponentRef Id="StartMenuShortcut" />
     </Feature>
   </Product>

@@ -62,7 +62,7 @@ func TestPkg(t *testing.T) {
 	// The Payload: gzip'd odc cpio, ./ paths.
 	payload := readCpio(t, files["smtpshim.pkg/Payload"])
 	app := "./Applications/smtpshim.app"
-	for _, p := range []string{app, app + "/Contents/Info.plist", app + "/Contents/MacOS/smtpshim", app + "/Contents/Resources/smtpshim.icns", "./Library/LaunchAgents/org.smtpshim.agent.plist"} {
+	for _, p := range []string{app, app + "/Contents/Info.plist", app + "/Contents/MacOS/smtpshim", app + "/Contents/Resources/smtpshim.icns", "./Library/LaunchAgents/org.smtpshim.smtpshim.plist"} {
 		e, ok := payload[p]
 		if !ok {
 			t.Errorf("the Payload has no %s", p)
@@ -90,8 +90,8 @@ func TestPkg(t *testing.T) {
 	if icns := payload[app+"/Contents/Resources/smtpshim.icns"].data; len(icns) < 8 || string(icns[:4]) != "icns" || int(binary.BigEndian.Uint32(icns[4:])) != len(icns) {
 		t.Errorf("smtpshim.icns is not an ICNS file")
 	}
-	agent := string(payload["./Library/LaunchAgents/org.smtpshim.agent.plist"].data)
-	for _, s := range []string{"<key>RunAtLoad</key>\n\t<true/>", "<key>SuccessfulExit</key>\n\t\t<false/>", "/Applications/smtpshim.app/Contents/MacOS/smtpshim"} {
+	agent := string(payload["./Library/LaunchAgents/org.smtpshim.smtpshim.plist"].data)
+	for _, s := range []string{"<key>RunAtLoad</key>\n\t<true/>", "<key>SuccessfulExit</key>\n\t\t<false/>", "/Applications/smtpshim.app/Contents/MacOS/smtpshim", "<string>--at-login</string>"} {
 		if !strings.Contains(agent, s) {
 			t.Errorf("the LaunchAgent lacks %q", s)
 		}
