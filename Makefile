@@ -70,7 +70,7 @@ fuzz:
 # provider, an old-style load client), then the package microbenchmarks.
 bench:
 	$(GO) run ./cmd/shimbench
-	$(GO) test -run XXX -bench . -benchtime 200x ./shim/crlf/ ./shim/spool/ ./shim/route/
+	$(GO) test -run XXX -bench . -benchtime 200x ./shim/crlf/ ./shim/spool/ ./shim/route/ ./shim/events/
 
 # The installers, all built on Linux: dist/smtpshim-V-x64.msi (wixl),
 # dist/smtpshim-V.pkg (xar, BOM and Payload written by installer/build),
