@@ -53,6 +53,7 @@ build:
 lint:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags realpeer $(PKGS)
+	$(GO) vet -tags installers ./installer/...
 	GOOS=windows $(GO) vet $(PKGS)
 	GOOS=darwin $(GO) vet $(PKGS)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -249,6 +249,9 @@ func TestWindowsUnderWine(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(home, "AppData", "Roaming", "smtpshim", "config.toml")); err != nil {
 		t.Errorf("uninstall removed the user's config: %v", err)
 	}
+	if _, err := os.Stat(filepath.Join(home, "AppData", "Local", "smtpshim", "spool")); err != nil {
+		t.Errorf("uninstall removed the user's spool: %v", err)
+	}
 	// The password is still in Credential Manager: the packed exe logs in.
 	if out := w.mustRun(t, "", packedCLI, "account", "test", "alice@example.com"); !strings.Contains(out, "OK: mail from alice@example.com") {
 		t.Errorf("account test after uninstall: %q", out)
