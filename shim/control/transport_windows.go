@@ -17,10 +17,13 @@ import (
 
 // On Windows the channel is a named pipe, not a Unix socket: AF_UNIX is
 // missing from Windows 10 before 1803 and from Wine (WSAEAFNOSUPPORT,
-// 10047). The pipe's DACL admits only the user running smtpshim (and
-// refuses network logons); its name is derived from the user and the spool
-// directory, so each configuration has its own. A second relay on the same
-// spool cannot take the name over: the first pipe instance is exclusive.
+// 10047). The pipe's DACL admits only the user running smtpshim and
+// refuses network logons, and go-winio rejects remote clients; its name is
+// derived from the user and the spool directory, so each configuration has
+// its own. The first instance is created exclusively, so while a relay
+// runs no other process can serve that name; a process of another user
+// that took the name while no relay ran makes the relay's Listen fail
+// (logged) rather than share it. The channel carries no secrets.
 
 // pipeName returns the control pipe's name for a spool directory.
 func pipeName(spoolDir string) string {
