@@ -330,6 +330,16 @@ func relayThroughInstalledExe(t *testing.T, w *wine, sim *upstreamsim.Server, pa
 		t.Errorf("delivered as %q from %q", msgs[0].User, msgs[0].From)
 	}
 
+	// sendmail mode: smtpshim-cli.exe send hands the message to the
+	// running relay, with a one-time token fetched over the control pipe.
+	body2 := "From: alice@example.com\r\nTo: carol@example.net\r\nSubject: send under Wine\r\n\r\nPiped into smtpshim-cli.exe send.\r\n"
+	if o, e, err := w.run(t, body2, installedCLI, "send", "-f", "alice@example.com", "carol@example.net"); err != nil {
+		t.Errorf("smtpshim-cli.exe send: %v\n%s%s", err, o, e)
+	}
+	if msgs := sim.Messages(); len(msgs) != 2 || msgs[1].SHA256 != sha256.Sum256([]byte(body2)) {
+		t.Errorf("after send, the provider has %d messages, want 2 with the sent one unchanged", len(msgs))
+	}
+
 	// The control pipe: with the relay holding the spool lock, queue list
 	// can only answer through it.
 	o, e, err := w.run(t, "", installedCLI, "queue", "list")
