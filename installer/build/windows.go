@@ -145,6 +145,21 @@ func (b *builder) sign(path, desc string) error {
 	return os.Rename(path+".signed", path)
 }
 
+// packageCode is the MSI's package code, which names one exact package:
+// derived from everything that goes into it.
+func packageCode(wxs []byte, files ...string) (string, error) {
+	h := sha1.New()
+	h.Write(wxs)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return "", err
+		}
+		h.Write(data)
+	}
+	return guidFor(fmt.Sprintf("package %x", h.Sum(nil))), nil
+}
+
 // guidFor derives a stable GUID from a name (a name-based UUID, version 5
 // style, over SHA-1): the same version always gets the same ProductCode,
 // and the MSI stays reproducible.
@@ -186,9 +201,21 @@ func (b *builder) msi() error {
 	target := filepath.Join(b.out, fmt.Sprintf("smtpshim-%s-x64.msi", b.v.FileName()))
 	// wixl exits 0 after writing a broken MSI unless GLib criticals are
 	// fatal; and any warning it prints is treated as an error here.
-	cmd := exec.Command("wixl", "-a", "x64", "-o", target, wxsPath)
+	//
+	// wixl stamps the summary information with the current time and a
+	// random package code. For a reproducible MSI it runs under faketime
+	// at SOURCE_DATE_EPOCH when faketime is installed, and the package
+	// code is then set (msibuild) to one derived from the contents, so a
+	// different build of the same version still gets a different code.
+	wixl := []string{"wixl", "-a", "x64", "-o", target, wxsPath}
+	if ft, err := exec.LookPath("faketime"); err == nil {
+		wixl = append([]string{ft, "-f", "@" + b.epoch.Format("2006-01-02 15:04:05")}, wixl...)
+	} else {
+		fmt.Println("msi: faketime is not installed: the MSI carries the build time and is not reproducible")
+	}
+	cmd := exec.Command(wixl[0], wixl[1:]...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "G_DEBUG=fatal-criticals", fmt.Sprintf("SOURCE_DATE_EPOCH=%d", b.epoch.Unix()))
+	cmd.Env = append(os.Environ(), "G_DEBUG=fatal-criticals", "TZ=UTC")
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	err = cmd.Run()
@@ -198,6 +225,13 @@ func (b *builder) msi() error {
 			err = errors.New("wixl printed a warning")
 		}
 		return fmt.Errorf("wixl: %w\n%s", err, s)
+	}
+	code, err := packageCode(wxs.Bytes(), gui, cli, filepath.Join(dir, "smtpshim.ico"))
+	if err != nil {
+		return err
+	}
+	if out, err := exec.Command("msibuild", target, "-s", "smtpshim "+b.v.String(), "smtpshim", "x64;1033", code).CombinedOutput(); err != nil {
+		return fmt.Errorf("msibuild: setting the package code: %w\n%s", err, out)
 	}
 	if err := b.sign(target, "smtpshim "+b.v.String()); err != nil {
 		return err
