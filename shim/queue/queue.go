@@ -301,7 +301,7 @@ func (q *Queue) settle(e *entry, o Outcome) {
 	m = &snap
 	if len(o.Delivered) > 0 {
 		q.o.Bus.Publish(events.Event{Kind: events.Delivered, Account: m.Account, MessageID: m.ID, Rcpts: o.Delivered})
-		q.log.Info("delivered from queue", "id", m.ID, "account", m.Account, "rcpts", len(o.Delivered), "attempts", attempts)
+		q.log.Info("delivered from queue", "id", m.ID, "client", m.ClientAddr, "from", m.From, "account", m.Account, "rcpts", len(o.Delivered), "attempts", attempts)
 	}
 	if len(m.Rcpts) == 0 {
 		// Done with this message. A bounce is made durable before the
