@@ -715,9 +715,10 @@ func queueID(resp string) string {
 			}
 		}
 	}
-	if strings.HasPrefix(text, "<") {
-		if i := strings.IndexByte(text, '>'); i > 0 {
-			return text[1:i]
+	// Exchange and others: "OK <id>", "<id> Queued mail for delivery".
+	for _, f := range strings.Fields(text) {
+		if len(f) > 2 && f[0] == '<' && f[len(f)-1] == '>' {
+			return f[1 : len(f)-1]
 		}
 	}
 	// Gmail: "OK  <unix time> <id> - gsmtp".
