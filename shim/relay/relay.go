@@ -325,7 +325,7 @@ func (d *Delivery) failure(err error) error {
 	if upstream.TrustProblem(err) {
 		d.logRefusal("the upstream's TLS could not be verified", err)
 		msg := "smtpshim refused to send the password: " + oneLine(err.Error())
-		if h := hints.For(err); h != "" {
+		if h := hints.ForAccount(err, d.acct.Key()); h != "" {
 			msg += " (" + h + ")"
 		}
 		return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, msg)
@@ -565,7 +565,7 @@ func (d *Delivery) meta(rcpts []string) *spool.Meta {
 	m := &spool.Meta{Account: d.acct.Key(), From: d.from, Rcpts: rcpts, UTF8: d.opts.UTF8, ClientAddr: d.client}
 	if d.deferErr != nil {
 		m.LastError = d.deferErr.Error()
-		m.LastHint = hints.For(d.deferErr)
+		m.LastHint = hints.ForAccount(d.deferErr, d.acct.Key())
 	}
 	return m
 }
