@@ -174,3 +174,26 @@ func TestDeliveredLineAndOwnWords(t *testing.T) {
 		t.Error("go-smtp's stock words reached the log")
 	}
 }
+
+// TestQueuedAfterAFailedLiveAttempt: a message queued because its own
+// attempt failed shows that attempt in the queue, and its next try is
+// when the account's server is tried again.
+func TestQueuedAfterAFailedLiveAttempt(t *testing.T) {
+	e, sim, _ := startLogRig(t)
+	sim.SetFault(upstreamsim.Refuse)
+	cl := rig.Dial(t, e.Addr)
+	defer cl.Close()
+	cl.EHLO()
+	cl.Do("MAIL FROM:<"+logUser+">", 250, "2.0.0")
+	cl.Do("RCPT TO:<bob@example.net>", 250, "2.0.0")
+	if rp := cl.Data("Subject: later\r\n\r\nlater\r\n"); rp.Code != 250 || !strings.Contains(rp.Joined(), "queued as") {
+		t.Fatalf("got %s", rp)
+	}
+	ms := e.List()
+	if len(ms) != 1 {
+		t.Fatalf("%d queued", len(ms))
+	}
+	if ms[0].Attempts != 1 || ms[0].LastError == "" {
+		t.Errorf("queued with %d attempts (last error %q), want 1", ms[0].Attempts, ms[0].LastError)
+	}
+}

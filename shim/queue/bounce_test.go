@@ -97,7 +97,7 @@ func TestQueuedAfterAFailedAttempt(t *testing.T) {
 		RetryMin: time.Minute, RetryMax: time.Hour, MaxAge: time.Hour})
 	w, _ := sp.Create()
 	w.Write(body(100))
-	m := &spool.Meta{Account: user, From: user, Rcpts: out.Temp, LastError: out.Err.Error()}
+	m := &spool.Meta{Account: user, From: user, Rcpts: out.Temp, LastError: out.Err.Error(), Attempts: 1}
 	if err := q.Add(w, m, false); err != nil {
 		t.Fatal(err)
 	}

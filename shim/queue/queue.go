@@ -181,11 +181,6 @@ func (q *Queue) Add(w *spool.Writer, m *spool.Meta, busy bool) error {
 	if m.Created.IsZero() {
 		m.Created = now
 	}
-	// A message queued with an error behind it comes from a live attempt
-	// that failed: that was its first attempt, and `queue list` says so.
-	if !busy && m.Attempts == 0 && m.LastError != "" {
-		m.Attempts = 1
-	}
 	if m.NextTry.IsZero() {
 		m.NextTry = now.Add(q.Backoff(max(m.Attempts, 1)))
 	}

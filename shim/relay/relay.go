@@ -566,6 +566,10 @@ func (d *Delivery) meta(rcpts []string) *spool.Meta {
 	if d.deferErr != nil {
 		m.LastError = d.deferErr.Error()
 		m.LastHint = hints.ForAccount(d.deferErr, d.acct.Key())
+		if !d.held && !errors.Is(d.deferErr, upstream.ErrAccountDown) {
+			// This message's own attempt failed: `queue list` counts it.
+			m.Attempts = 1
+		}
 	}
 	return m
 }
