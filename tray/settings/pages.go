@@ -559,4 +559,3 @@ func describe(e api.Event) string {
 	}
 	return string(e.Kind)
 }
-
