@@ -58,7 +58,12 @@ func (a *app) desktop(args []string) error {
 		engineDone <- err
 	}()
 
-	eng := &controlEngine{spoolDir: spoolDir, cfg: cfg}
+	eng, err := tray.NewClient(cfg, version)
+	if err != nil {
+		cancel()
+		<-engineDone
+		return exit(exConfig, "%v", err)
+	}
 	page, err := settings.New(settings.Options{
 		Engine: eng, ConfigPath: cfg.Path(), Store: keychain(cfg), Log: log, Version: version,
 	})
@@ -81,7 +86,7 @@ func (a *app) desktop(args []string) error {
 	}
 	appIcon, _ := icons.App(128)
 	tray.Run(ctx, tray.Options{
-		Engine:    trayEngine{eng},
+		Engine:    eng.ForTray(),
 		Pages:     settings.Opener{S: page},
 		Autostart: auto,
 		Notify:    notify.Desktop(appIcon),
@@ -160,4 +165,3 @@ func (a *app) autostartCmd(args []string) error {
 	}
 	return nil
 }
-

@@ -1,4 +1,4 @@
-package main
+package tray
 
 import (
 	"context"
@@ -10,16 +10,26 @@ import (
 	"github.com/smtpshim/smtpshim/shim/control"
 )
 
-// controlEngine gives the tray and the settings page the running
-// engine's status API over the control socket.
-type controlEngine struct {
+// Client is the running engine's status API over the control socket, for
+// the tray and the settings page.
+type Client struct {
 	spoolDir string
 	cfg      *config.Config
+	version  string
 }
 
-func (e *controlEngine) client() (*control.Client, error) { return control.Dial(e.spoolDir) }
+// NewClient returns a client for the engine that runs with cfg.
+func NewClient(cfg *config.Config, version string) (*Client, error) {
+	dir, err := cfg.EffectiveSpoolDir()
+	if err != nil {
+		return nil, err
+	}
+	return &Client{spoolDir: dir, cfg: cfg, version: version}, nil
+}
 
-func (e *controlEngine) Status(ctx context.Context) (api.Status, error) {
+func (e *Client) client() (*control.Client, error) { return control.Dial(e.spoolDir) }
+
+func (e *Client) Status(ctx context.Context) (api.Status, error) {
 	c, err := e.client()
 	if err != nil {
 		return api.Status{}, err
@@ -28,12 +38,14 @@ func (e *controlEngine) Status(ctx context.Context) (api.Status, error) {
 	if err != nil {
 		return api.Status{}, err
 	}
-	out := api.Status{State: api.Running, Version: version, Listen: e.cfg.ListenAddrs(),
+	out := api.Status{State: api.Running, Version: e.version, Listen: e.cfg.ListenAddrs(),
 		Queued: s.Queued, Delivered: s.Delivered, Bounced: s.Bounced}
-	if cfg, err := config.Load(e.cfg.Path()); err == nil {
-		e.cfg = cfg
+	// The accounts as configured now, not as at start.
+	cfg, err := config.Load(e.cfg.Path())
+	if err != nil {
+		cfg = e.cfg
 	}
-	for _, a := range e.cfg.Accounts {
+	for _, a := range cfg.Accounts {
 		acc := api.Account{Key: a.Key(), Server: a.Server, Auth: "password", State: api.AccountUnused}
 		if h, ok := s.Accounts[a.Key()]; ok {
 			acc.State, acc.Since = api.AccountOK, h.Since
@@ -54,7 +66,7 @@ func (e *controlEngine) Status(ctx context.Context) (api.Status, error) {
 }
 
 // Watch polls until the engine's event stream is available to clients.
-func (e *controlEngine) Watch(ctx context.Context, fn func(api.WatchItem)) error {
+func (e *Client) Watch(ctx context.Context, fn func(api.WatchItem)) error {
 	var last api.Status
 	for first := true; ; first = false {
 		s, err := e.Status(ctx)
@@ -75,7 +87,7 @@ func (e *controlEngine) Watch(ctx context.Context, fn func(api.WatchItem)) error
 	}
 }
 
-func (e *controlEngine) Queue(ctx context.Context) ([]api.QueueEntry, error) {
+func (e *Client) Queue(ctx context.Context) ([]api.QueueEntry, error) {
 	c, err := e.client()
 	if err != nil {
 		return nil, err
@@ -89,7 +101,7 @@ func (e *controlEngine) Queue(ctx context.Context) ([]api.QueueEntry, error) {
 	return out, err
 }
 
-func (e *controlEngine) Retry(ctx context.Context, id string) (int, error) {
+func (e *Client) Retry(ctx context.Context, id string) (int, error) {
 	c, err := e.client()
 	if err != nil {
 		return 0, err
@@ -97,7 +109,7 @@ func (e *controlEngine) Retry(ctx context.Context, id string) (int, error) {
 	return c.Retry(id)
 }
 
-func (e *controlEngine) Delete(ctx context.Context, id string) error {
+func (e *Client) Delete(ctx context.Context, id string) error {
 	c, err := e.client()
 	if err != nil {
 		return err
@@ -105,7 +117,7 @@ func (e *controlEngine) Delete(ctx context.Context, id string) error {
 	return c.Delete(id)
 }
 
-func (e *controlEngine) Reload(ctx context.Context) error {
+func (e *Client) Reload(ctx context.Context) error {
 	c, err := e.client()
 	if err != nil {
 		return err
@@ -115,13 +127,15 @@ func (e *controlEngine) Reload(ctx context.Context) error {
 
 var errNoPause = errors.New("this relay cannot pause yet")
 
-func (e *controlEngine) Pause(ctx context.Context) error  { return errNoPause }
-func (e *controlEngine) Resume(ctx context.Context) error { return errNoPause }
+func (e *Client) Pause(ctx context.Context) error  { return errNoPause }
+func (e *Client) Resume(ctx context.Context) error { return errNoPause }
 
-// trayEngine adapts controlEngine to the tray's narrower interface.
-type trayEngine struct{ *controlEngine }
+// ForTray narrows the client to the tray's Engine.
+func (e *Client) ForTray() Engine { return trayEngine{e} }
+
+type trayEngine struct{ *Client }
 
 func (t trayEngine) Retry(ctx context.Context) error {
-	_, err := t.controlEngine.Retry(ctx, "")
+	_, err := t.Client.Retry(ctx, "")
 	return err
 }
