@@ -10,7 +10,8 @@
 // that session; every request's Host must name the listener itself, so a
 // web page that rebinds its DNS name to 127.0.0.1 is refused; every write
 // must carry the session's CSRF token. Pages are sent with a strict
-// content security policy and no referrer, so the link never leaks.
+// content security policy and a same-origin referrer policy, so the link
+// never leaks to another site.
 package settings
 
 import (
@@ -194,7 +195,9 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
+		// same-origin, not no-referrer: with no-referrer a browser sends
+		// "Origin: null" on form posts, and the Origin check below needs it.
+		h.Set("Referrer-Policy", "same-origin")
 		h.Set("Cache-Control", "no-store")
 
 		if !s.hostOK(r.Host) {
