@@ -77,6 +77,8 @@ type rigOptions struct {
 	control  bool                 // serve the control socket
 	quiet    bool                 // discard the log (benchmarks)
 	tune     func(*config.Config) // adjusts the test config
+	// wrap, when set, stands between the engine and its listener.
+	wrap func(net.Listener) net.Listener
 }
 
 type rig struct {
@@ -85,6 +87,7 @@ type rig struct {
 	addr     string
 	spoolDir string
 	hooks    *logHooks
+	store    secrets.Store
 	// stop cancels Run and waits for it; safe to call more than once.
 	stop func()
 }
@@ -138,7 +141,7 @@ func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *rig {
 		Secrets:     store,
 		Logger:      logger,
 		UpstreamTLS: &tls.Config{RootCAs: sim.Cert.Pool},
-		Listeners:   []net.Listener{ln},
+		Listeners:   []net.Listener{wrapListener(ln, o.wrap)},
 		NoControl:   !o.control,
 	})
 	if err != nil {
@@ -148,7 +151,7 @@ func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *rig {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(ctx) }()
-	r := &rig{sim: sim, eng: eng, addr: ln.Addr().String(), spoolDir: o.spoolDir, hooks: hooks}
+	r := &rig{sim: sim, eng: eng, addr: ln.Addr().String(), spoolDir: o.spoolDir, hooks: hooks, store: store}
 	r.stop = sync.OnceFunc(func() {
 		// Release a stalled provider first: an attempt waiting on it
 		// must not hold up Run's return.
@@ -167,6 +170,13 @@ func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *rig {
 	})
 	tb.Cleanup(r.stop)
 	return r
+}
+
+func wrapListener(l net.Listener, wrap func(net.Listener) net.Listener) net.Listener {
+	if wrap == nil {
+		return l
+	}
+	return wrap(l)
 }
 
 // tbWriter sends the engine's log to t.Log until the test is over.
