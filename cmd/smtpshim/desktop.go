@@ -58,7 +58,7 @@ func (a *app) desktop(args []string) error {
 		engineDone <- err
 	}()
 
-	eng, err := tray.NewClient(cfg, version)
+	eng, err := tray.NewClient(cfg)
 	if err != nil {
 		cancel()
 		<-engineDone

@@ -90,7 +90,7 @@ func startDesk(t *testing.T) *desk {
 	ctx, cancel := context.WithCancel(context.Background())
 	engDone := make(chan error, 1)
 	go func() { engDone <- eng.Run(ctx) }()
-	client, err := tray.NewClient(cfg, "test")
+	client, err := tray.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
