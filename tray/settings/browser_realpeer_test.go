@@ -162,6 +162,17 @@ func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action
 	}
 }
 
+// waitJS waits until the JavaScript expression is true.
+func waitJS(t *testing.T, ctx context.Context, what, expr string) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(sctx, chromedp.Poll[bool](expr)); err != nil {
+		body, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
+		t.Fatalf("%s: %v\npage:\n%s", what, err, body)
+	}
+}
+
 func text(t *testing.T, ctx context.Context, sel string) string {
 	t.Helper()
 	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
@@ -222,15 +233,22 @@ func TestFirstRunInARealBrowser(t *testing.T) {
 	}
 	shoot(t, ctx, shots, "settings-guide")
 
-	// The account is listed, and mail from it goes out.
+	// Mail from the account goes out, and Activity shows it as it
+	// happens, without a reload.
+	do(t, ctx, "activity", chromedp.Navigate(d.page.URL()+"/activity"), chromedp.WaitVisible(chromedp.CSS("#activity")))
+	waitJS(t, ctx, "activity live", `document.getElementById("live-state").textContent.startsWith("Live")`)
 	if err := d.send(t, "alice@example.com", "bob@example.net", "first"); err != nil {
 		t.Fatalf("sending through smtpshim: %v", err)
 	}
 	if n := len(d.sim.Messages()); n != 1 {
 		t.Fatalf("provider got %d messages", n)
 	}
+	waitJS(t, ctx, "delivery in activity", `document.getElementById("activity").innerText.includes("Sent: from alice@example.com to bob@example.net")`)
+	shoot(t, ctx, shots, "settings-activity")
+
+	// The account is listed, and says it works.
 	do(t, ctx, "accounts", chromedp.Navigate(d.page.URL()+"/accounts"), chromedp.WaitVisible(chromedp.CSS("ul.cards")))
-	if s := text(t, ctx, "ul.cards"); !strings.Contains(s, "alice@example.com") {
+	if s := text(t, ctx, "ul.cards"); !strings.Contains(s, "alice@example.com") || !strings.Contains(s, "Working") {
 		t.Errorf("accounts page: %q", s)
 	}
 	shoot(t, ctx, shots, "settings-accounts")
@@ -241,7 +259,7 @@ func TestFirstRunInARealBrowser(t *testing.T) {
 		t.Fatalf("sending while the provider fails: %v", err)
 	}
 	do(t, ctx, "outbox", chromedp.Navigate(d.page.URL()+"/outbox"), chromedp.WaitVisible(chromedp.CSS("ul.cards")))
-	if s := text(t, ctx, "ul.cards"); !strings.Contains(s, "carol@example.net") || !strings.Contains(s, "451") {
+	if s := text(t, ctx, "ul.cards"); !strings.Contains(s, "carol@example.net") || !strings.Contains(s, "451") || !strings.Contains(s, "Quarterly report") {
 		t.Errorf("outbox: %q", s)
 	}
 	shoot(t, ctx, shots, "settings-outbox")

@@ -511,6 +511,9 @@ func humanSize(n int64) string {
 // describe says what an event means, in words.
 func describe(e api.Event) string {
 	to := strings.Join(e.Rcpts, ", ")
+	if e.From == "" {
+		e.From = e.Account // an address account's key is the sender
+	}
 	switch e.Kind {
 	case api.EventDelivered:
 		return fmt.Sprintf("Sent: from %s to %s", e.From, to)
