@@ -7,13 +7,14 @@
 #   make build       the binary, in bin/
 #   make lint        go vet and gofmt
 #   make fuzz        each fuzz target for FUZZTIME (default 20s)
+#   make screenshots the tray menu and settings pages, into docs/
 
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PKGS    := ./...
 
-.PHONY: all demo test test-unit deps build lint bench fuzz clean
+.PHONY: all demo test test-unit deps build lint bench fuzz clean screenshots
 
 all: build
 
@@ -65,3 +66,8 @@ bench:
 
 clean:
 	rm -rf bin
+
+# Pictures of the tray menu and the settings pages, into docs/ (Xvfb,
+# xfce4-panel as the tray host, headless Chromium; see .ci/screenshots).
+screenshots:
+	@.ci/screenshots
