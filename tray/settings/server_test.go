@@ -135,7 +135,9 @@ func TestAWrongHostIsRefused(t *testing.T) {
 
 func TestWritesNeedTheCSRFToken(t *testing.T) {
 	s, eng, _ := startServer(t)
+	eng.mu.Lock()
 	eng.queue = []api.QueueEntry{{ID: "m1", From: "a@example.com"}}
+	eng.mu.Unlock()
 	c := login(t, s, "/outbox")
 	_, body := get(t, c, s.URL()+"/outbox")
 	tok := csrfOf(t, body)
