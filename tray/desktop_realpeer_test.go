@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/http"
 	"net/smtp"
 	"os"
 	"os/exec"
@@ -495,5 +496,48 @@ func TestWithoutASessionBusItKeepsRelaying(t *testing.T) {
 	}
 	if _, err := os.Stat(marker); err == nil {
 		t.Error("smtpshim ran dbus-launch: it would leave a stray dbus-daemon behind")
+	}
+}
+
+func TestWithoutATrayTheFirstRunOpensTheSettingsPage(t *testing.T) {
+	r := newRig(t)
+	os.WriteFile(r.cfg, []byte(fmt.Sprintf("listen = [%q]\nspool_dir = %q\n", r.smtpAddr, filepath.Join(r.dir, "spool"))), 0o600)
+	// BROWSER is how the page is opened; this one writes the link down.
+	opened := filepath.Join(r.dir, "opened")
+	browser := filepath.Join(r.dir, "browser.sh")
+	os.WriteFile(browser, []byte("#!/bin/sh\nprintf '%s\\n' \"$1\" >> "+opened+"\n"), 0o755)
+	var env []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "DBUS_SESSION_BUS_ADDRESS=") {
+			env = append(env, e)
+		}
+	}
+	cmd := exec.Command(r.bin, "--config", r.cfg)
+	cmd.Env = append(env, "HOME="+r.dir, "XDG_CONFIG_HOME="+filepath.Join(r.dir, "xdg"), "BROWSER="+browser)
+	out := &buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	var link string
+	waitFor(t, "the settings page to be opened", func() bool {
+		b, _ := os.ReadFile(opened)
+		link = strings.TrimSpace(string(b))
+		return link != ""
+	}, out)
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := hc.Get(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/setup" {
+		t.Errorf("the opened link: %s to %q, want the setup page", resp.Status, resp.Header.Get("Location"))
+	}
+	// smtpshim settings --print-url reaches the same page.
+	u, err := exec.Command(r.bin, "--config", r.cfg, "settings", "--print-url").Output()
+	if err != nil || !strings.HasPrefix(string(u), "http://127.0.0.1:") {
+		t.Errorf("settings --print-url: %q %v", u, err)
 	}
 }
