@@ -46,6 +46,20 @@ type buffer struct {
 func (b *buffer) Write(p []byte) (int, error) { b.mu.Lock(); defer b.mu.Unlock(); return b.b.Write(p) }
 func (b *buffer) String() string              { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
 
+// secret registers a password with make test's log scan
+// (.ci/scan-secrets), which fails the run if it appears in any log line.
+func secret(pw string) {
+	d := os.Getenv("SMTPSHIM_TEST_LOGDIR")
+	if d == "" {
+		return
+	}
+	f, err := os.OpenFile(filepath.Join(d, fmt.Sprintf("secrets-%d.txt", os.Getpid())), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err == nil {
+		fmt.Fprintln(f, pw)
+		f.Close()
+	}
+}
+
 // rig is a built smtpshim, a provider simulator with one account, and a
 // config that reaches it (the password comes from a password_command, so
 // no keychain is involved).
@@ -73,14 +87,15 @@ func newRig(t *testing.T) *rig {
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	sim, err := upstreamsim.Start(upstreamsim.Options{Users: map[string]string{"alice@example.com": "pw-alice"}})
+	secret("pw-alice-7Kq2")
+	sim, err := upstreamsim.Start(upstreamsim.Options{Users: map[string]string{"alice@example.com": "pw-alice-7Kq2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sim.Close() })
 	dir := t.TempDir()
 	r := &rig{bin: binPath, dir: dir, sim: sim, pwFile: filepath.Join(dir, "pw"), cfg: filepath.Join(dir, "config.toml")}
-	os.WriteFile(r.pwFile, []byte("pw-alice\n"), 0o600)
+	os.WriteFile(r.pwFile, []byte("pw-alice-7Kq2\n"), 0o600)
 	caf := filepath.Join(dir, "ca.pem")
 	os.WriteFile(caf, sim.Cert.CAPEM, 0o644)
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -81,7 +82,7 @@ func (a *app) desktop(args []string) error {
 	}
 
 	var auto tray.Autostart
-	if e, err := autostart.New(); err == nil {
+	if e, err := autostart.New(a.autostartArgs()...); err == nil {
 		auto = e
 	}
 	appIcon, _ := icons.App(128)
@@ -143,7 +144,7 @@ func (a *app) autostartCmd(args []string) error {
 	if len(args) != 1 || (args[0] != "on" && args[0] != "off" && args[0] != "status") {
 		return exit(exUsage, "usage: smtpshim autostart on|off|status")
 	}
-	e, err := autostart.New()
+	e, err := autostart.New(a.autostartArgs()...)
 	if err != nil {
 		return exit(exSoftware, "%v", err)
 	}
@@ -164,4 +165,16 @@ func (a *app) autostartCmd(args []string) error {
 		fmt.Fprintln(a.stdout, "smtpshim does not start at login")
 	}
 	return nil
+}
+
+// autostartArgs keeps a --config given now for the start at login.
+func (a *app) autostartArgs() []string {
+	if a.configPath == "" {
+		return nil
+	}
+	p, err := filepath.Abs(a.configPath)
+	if err != nil {
+		p = a.configPath
+	}
+	return []string{"--config", p}
 }
