@@ -252,6 +252,11 @@ func TestFirstRunInARealBrowser(t *testing.T) {
 		t.Errorf("accounts page: %q", s)
 	}
 	shoot(t, ctx, shots, "settings-accounts")
+	do(t, ctx, "overview", chromedp.Navigate(d.page.URL()+"/"), chromedp.WaitVisible(chromedp.CSS("ul.facts")))
+	if s := text(t, ctx, "main"); !strings.Contains(s, "Relaying mail") || !strings.Contains(s, "alice@example.com") {
+		t.Errorf("overview: %q", s)
+	}
+	shoot(t, ctx, shots, "settings-overview")
 
 	// A provider that answers 451 leaves the mail in the outbox.
 	d.sim.SetFault(upstreamsim.TempFail)

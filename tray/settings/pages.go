@@ -135,7 +135,7 @@ func (s *Server) home(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/setup", http.StatusSeeOther)
 		return
 	}
-	p := page{Title: "smtpshim", Nav: "home", Status: st, Data: listenInfo(st, cfg)}
+	p := page{Title: "Overview", Nav: "home", Status: st, Data: listenInfo(st, cfg)}
 	if err != nil {
 		p.Error = err.Error()
 	}
