@@ -28,6 +28,7 @@ func init() {
 		"describe": describe,
 		"size":     humanSize,
 		"join":     strings.Join,
+		"sentence": sentence,
 		"stateText": func(a api.Account) string {
 			switch a.State {
 			case api.AccountOK:
@@ -496,6 +497,16 @@ func when(t time.Time) string {
 		return t.Format("15:04:05")
 	}
 	return t.Format("2 Jan 15:04")
+}
+
+// sentence starts a hint (written to follow "hint: " in the log) with a
+// capital letter.
+func sentence(s string) string {
+	if s == "" {
+		return s
+	}
+	r := []rune(s)
+	return strings.ToUpper(string(r[0])) + string(r[1:])
 }
 
 func humanSize(n int64) string {

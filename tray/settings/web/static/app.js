@@ -46,7 +46,7 @@ document.addEventListener("DOMContentLoaded", function () {
       var s = document.createElement("span"); s.textContent = ev.text;
       li.append(t, " ", s);
       if (ev.error) { var e = document.createElement("samp"); e.textContent = ev.error; li.append(document.createElement("br"), e); }
-      if (ev.hint) { var h = document.createElement("em"); h.textContent = ev.hint; li.append(document.createElement("br"), h); }
+      if (ev.hint) { var h = document.createElement("em"); h.textContent = ev.hint.charAt(0).toUpperCase() + ev.hint.slice(1); li.append(document.createElement("br"), h); }
       list.insertBefore(li, list.firstChild);
     };
   }
