@@ -101,9 +101,12 @@ func (c client) render(l listen) []template.HTML {
 	r := strings.NewReplacer("%HOST%", html.EscapeString(l.Host), "%PORT%", html.EscapeString(l.Port),
 		"%AUTH_OE%", authStep("OE", l), "%AUTH_OUTLOOK%", authStep("OUTLOOK", l), "%AUTH_EUDORA%", authStep("EUDORA", l),
 		"%AUTH_TB%", authStep("TB", l), "%AUTH_APPLE%", authStep("APPLE", l), "%AUTH_SCANNER%", authStep("SCANNER", l))
-	out := make([]template.HTML, len(c.Steps))
-	for i, s := range c.Steps {
-		out[i] = template.HTML(r.Replace(s)) // the steps are this file's own HTML
+	var out []template.HTML
+	if c.ID == "scanner" && !l.Network {
+		out = append(out, template.HTML("First: smtpshim listens only to programs on this computer now. A printer or scanner on the network needs smtpshim's <b>LAN mode</b> (a <kbd>listen</kbd> address on the network and <kbd>allow_networks</kbd> in the settings file; see the README)."))
+	}
+	for _, s := range c.Steps {
+		out = append(out, template.HTML(r.Replace(s))) // the steps are this file's own HTML
 	}
 	return out
 }

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -147,6 +148,7 @@ func (s *Server) home(w http.ResponseWriter, r *http.Request) {
 type listen struct {
 	Host, Port string
 	LAN        bool // clients must give the local password
+	Network    bool // listening beyond this computer
 }
 
 func listenInfo(st api.Status, cfg *config.Config) listen {
@@ -158,8 +160,18 @@ func listenInfo(st api.Status, cfg *config.Config) listen {
 	if len(addrs) > 0 {
 		if h, p, err := net.SplitHostPort(addrs[0]); err == nil {
 			l.Port = p
-			if ip := net.ParseIP(h); ip != nil && !ip.IsLoopback() && !ip.IsUnspecified() {
+			ip := net.ParseIP(h)
+			switch {
+			case ip != nil && ip.IsUnspecified():
+				// Every interface: devices on the network use this
+				// computer's name.
+				if name, err := os.Hostname(); err == nil && name != "" {
+					l.Host = name
+				}
+				l.Network = true
+			case ip != nil && !ip.IsLoopback():
 				l.Host = h
+				l.Network = true
 			}
 		}
 	}
