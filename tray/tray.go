@@ -2,7 +2,6 @@ package tray
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -248,6 +247,3 @@ func (c *controller) fail(what string, err error) {
 	c.o.Log.Error(what, "err", err)
 	c.o.Notify("smtpshim: "+what, err.Error())
 }
-
-// errNoTray means the desktop has no tray to show an icon in.
-var errNoTray = errors.New("no system tray")
