@@ -218,6 +218,39 @@ func (w *watcher) first() (sender, path string, ok bool) {
 	return sender, path, true
 }
 
+// notifications is a desktop notification service
+// (org.freedesktop.Notifications) that records what it is asked to show.
+type notifications struct {
+	mu    sync.Mutex
+	shown []string // "summary | body"
+}
+
+func (n *notifications) Notify(app string, replaces uint32, icon, summary, body string, actions []string, hints map[string]dbus.Variant, timeout int32) (uint32, *dbus.Error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.shown = append(n.shown, summary+" | "+body)
+	return uint32(len(n.shown)), nil
+}
+
+func (n *notifications) GetCapabilities() ([]string, *dbus.Error) { return []string{"body"}, nil }
+
+func (n *notifications) GetServerInformation() (string, string, string, string, *dbus.Error) {
+	return "test", "smtpshim", "1", "1.2", nil
+}
+
+func (n *notifications) CloseNotification(id uint32) *dbus.Error { return nil }
+
+func (n *notifications) with(summary string) (string, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, s := range n.shown {
+		if strings.HasPrefix(s, summary) {
+			return s, true
+		}
+	}
+	return "", false
+}
+
 type layout struct {
 	ID       int32
 	Props    map[string]dbus.Variant
@@ -360,6 +393,13 @@ func TestTrayOverDBus(t *testing.T) {
 	if reply, err := conn.RequestName("org.kde.StatusNotifierWatcher", dbus.NameFlagDoNotQueue); err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
 		t.Fatalf("becoming the watcher: %v %v", reply, err)
 	}
+	notes := &notifications{}
+	if err := conn.Export(notes, "/org/freedesktop/Notifications", "org.freedesktop.Notifications"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.RequestName("org.freedesktop.Notifications", dbus.NameFlagDoNotQueue); err != nil {
+		t.Fatal(err)
+	}
 	sigs := make(chan *dbus.Signal, 64)
 	conn.Signal(sigs)
 	conn.AddMatchSignal(dbus.WithMatchInterface("com.canonical.dbusmenu"), dbus.WithMatchMember("LayoutUpdated"))
@@ -425,6 +465,24 @@ func TestTrayOverDBus(t *testing.T) {
 	h.waitItem("the account line to say it works", func(item) bool { return true }, "alice@example.com: working")
 	h.waitItem("the outbox to empty", func(item) bool { return true }, "Outbox: empty")
 	waitFor(t, "the relaying icon again", func() bool { return bytes.Equal(h.pixmap(), relayingIcon) }, out)
+
+	// A message the provider refuses for good after smtpshim queued it
+	// bounces, and the desktop hears of it once.
+	r.sim.SetFault(upstreamsim.TempFail)
+	if err := r.send("will bounce"); err != nil {
+		t.Fatalf("sending while the provider answers 451: %v", err)
+	}
+	h.waitItem("the outbox line to count it", func(item) bool { return true }, "Outbox: 1 waiting")
+	r.sim.SetFault(upstreamsim.PermFail)
+	h.click("Send now")
+	waitFor(t, "the bounce notification", func() bool {
+		_, ok := notes.with("smtpshim: a message could not be delivered")
+		return ok
+	}, out)
+	if n, _ := notes.with("smtpshim: a message could not be delivered"); !strings.Contains(n, "554") {
+		t.Errorf("the notification does not give the provider's reply: %q", n)
+	}
+	r.sim.SetFault(upstreamsim.None)
 
 	// Start at login: the checkbox shows what the autostart file says.
 	h.click("Start at login")
