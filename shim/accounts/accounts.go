@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/smtpshim/smtpshim/shim"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/hints"
 	"github.com/smtpshim/smtpshim/shim/secrets"
@@ -138,11 +139,13 @@ type Result struct {
 }
 
 // Test connects to the account's server and logs in, as smtpshim would
-// to send mail, and closes the connection.
+// to send mail (with the credential the engine's one factory builds),
+// and closes the connection.
 func Test(ctx context.Context, cfg *config.Config, store secrets.Store, acct *config.Account) Result {
 	c, err := upstream.Dial(ctx, acct, upstream.Options{
 		Hostname:        cfg.HostnameOrDefault(),
 		Secrets:         store,
+		Authenticator:   shim.DefaultAuthenticator(store, cfg.EffectiveKeychainTimeout()),
 		KeychainTimeout: cfg.EffectiveKeychainTimeout(),
 	})
 	if err != nil {
