@@ -233,6 +233,44 @@ func TestFirstRunInARealBrowser(t *testing.T) {
 	}
 	shoot(t, ctx, shots, "settings-guide")
 
+	// The provider rejects the password (it was changed there): the mail
+	// is kept, and the account's page shows the provider's reply and asks
+	// for the new password, which sends the held mail.
+	d.store.Set(context.Background(), "alice@example.com", "changed-elsewhere")
+	if err := d.send(t, "alice@example.com", "dave@example.net", "scan from the copier"); err != nil {
+		t.Fatalf("sending with a rejected password: %v", err)
+	}
+	waitFor := func(what string, cond func() bool) {
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitFor("the account to need attention", func() bool {
+		chromedp.Do(ctx, chromedp.Navigate(d.page.URL()+"/accounts/alice@example.com"))
+		s, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("main")))
+		return strings.Contains(s, "This account needs you")
+	})
+	if s := text(t, ctx, ".attention"); !strings.Contains(s, "535") || !strings.Contains(s, "password rejected") {
+		t.Errorf("the attention box: %q", s)
+	}
+	shoot(t, ctx, shots, "settings-password-rejected")
+	if n := len(d.sim.Messages()); n != 0 {
+		t.Fatalf("the provider got %d messages with a rejected password", n)
+	}
+	do(t, ctx, "new password",
+		chromedp.SendKeys(chromedp.CSS("#newpw"), "pw-alice"),
+		chromedp.Click(chromedp.CSS(".attention button[type=submit]")),
+		chromedp.WaitVisible(chromedp.CSS("p.ok")),
+	)
+	if s := text(t, ctx, "main"); !strings.Contains(s, "It works") || !strings.Contains(s, "on their way") {
+		t.Errorf("after the new password: %q", s)
+	}
+	waitFor("the held mail to go out", func() bool { return len(d.sim.Messages()) == 1 })
+
 	// Mail from the account goes out, and Activity shows it as it
 	// happens, without a reload.
 	do(t, ctx, "activity", chromedp.Navigate(d.page.URL()+"/activity"), chromedp.WaitVisible(chromedp.CSS("#activity")))
@@ -240,7 +278,7 @@ func TestFirstRunInARealBrowser(t *testing.T) {
 	if err := d.send(t, "alice@example.com", "bob@example.net", "first"); err != nil {
 		t.Fatalf("sending through smtpshim: %v", err)
 	}
-	if n := len(d.sim.Messages()); n != 1 {
+	if n := len(d.sim.Messages()); n != 2 {
 		t.Fatalf("provider got %d messages", n)
 	}
 	waitJS(t, ctx, "delivery in activity", `document.getElementById("activity").innerText.includes("Sent: from alice@example.com to bob@example.net")`)
@@ -271,10 +309,10 @@ func TestFirstRunInARealBrowser(t *testing.T) {
 	d.sim.SetFault(upstreamsim.None)
 	do(t, ctx, "send all now", chromedp.Click(chromedp.CSS("main > form button")), chromedp.WaitVisible(chromedp.CSS("p.flash")))
 	deadline := time.Now().Add(30 * time.Second)
-	for len(d.sim.Messages()) < 2 && time.Now().Before(deadline) {
+	for len(d.sim.Messages()) < 3 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if n := len(d.sim.Messages()); n != 2 {
+	if n := len(d.sim.Messages()); n != 3 {
 		t.Errorf("after Send all now the provider has %d messages, want 2", n)
 	}
 
