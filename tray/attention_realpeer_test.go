@@ -29,6 +29,9 @@ func TestTrayShowsARejectedPassword(t *testing.T) {
 	w := &watcher{}
 	conn.Export(w, "/StatusNotifierWatcher", "org.kde.StatusNotifierWatcher")
 	conn.RequestName("org.kde.StatusNotifierWatcher", dbus.NameFlagDoNotQueue)
+	notes := &notifications{}
+	conn.Export(notes, "/org/freedesktop/Notifications", "org.freedesktop.Notifications")
+	conn.RequestName("org.freedesktop.Notifications", dbus.NameFlagDoNotQueue)
 	_, out, _ := r.start(t, "DBUS_SESSION_BUS_ADDRESS="+addr)
 	var sender string
 	waitFor(t, "the tray item to register", func() bool {
@@ -53,6 +56,13 @@ func TestTrayShowsARejectedPassword(t *testing.T) {
 	if bytes.Equal(h.pixmap(), relaying) {
 		t.Error("the icon did not change")
 	}
+	waitFor(t, "the needs-attention notification", func() bool {
+		_, ok := notes.with("smtpshim: alice@example.com needs attention")
+		return ok
+	}, out)
+	if n, _ := notes.with("smtpshim: alice@example.com needs attention"); !strings.Contains(n, "password rejected") {
+		t.Errorf("notification %q does not say what is wrong", n)
+	}
 	if n := len(r.sim.Messages()); n != 0 {
 		t.Fatalf("provider got %d messages", n)
 	}
@@ -65,4 +75,9 @@ func TestTrayShowsARejectedPassword(t *testing.T) {
 	waitFor(t, "the held mail to go out", func() bool { return len(r.sim.Messages()) == 1 }, out)
 	h.waitItem("the account line to say it works", func(item) bool { return true }, "alice@example.com: working")
 	waitFor(t, "the relaying icon", func() bool { return bytes.Equal(h.pixmap(), relaying) }, out)
+	notes.mu.Lock()
+	defer notes.mu.Unlock()
+	if len(notes.shown) != 1 {
+		t.Errorf("notifications %q, want exactly one", notes.shown)
+	}
 }
