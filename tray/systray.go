@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 
 	"fyne.io/systray"
 
@@ -49,6 +50,20 @@ func Run(ctx context.Context, o Options) error {
 		go func() {
 			<-ctx.Done()
 			t.quit()
+		}()
+		// fyne.io/systray v1.12.2 calls onReady before it exports the
+		// item's properties on D-Bus, and an icon, title or tooltip set
+		// between its reading them and its exporting them is lost. Set
+		// them again once the export has surely happened.
+		go func() {
+			for _, d := range []time.Duration{300 * time.Millisecond, time.Second, 3 * time.Second} {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(d):
+					t.reapply()
+				}
+			}
 		}()
 	}
 	systray.Run(onReady, func() { cancel() })
@@ -191,6 +206,22 @@ func (t *systrayUI) apply(v View) {
 		t.pause.Uncheck()
 	}
 	t.last = v
+}
+
+// reapply sets the icon, title and tooltip of the last view again.
+func (t *systrayUI) reapply() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.built || t.last.Icon == "" {
+		return
+	}
+	t.setIcon(t.last.Icon)
+	title := t.last.Title
+	if t.last.Icon == icons.Relaying {
+		title = ""
+	}
+	systray.SetTitle(title)
+	systray.SetTooltip(t.last.Tooltip)
 }
 
 func (t *systrayUI) setAutostart(on bool) {

@@ -42,7 +42,7 @@ func ViewOf(s api.Status, now time.Time) View {
 	v := View{Paused: s.State == api.Paused}
 
 	var attention []api.Account
-	failing := 0
+	failing, held := 0, 0
 	for _, a := range s.Accounts {
 		v.Accounts = append(v.Accounts, AccountLine{
 			Key:   a.Key,
@@ -52,6 +52,7 @@ func ViewOf(s api.Status, now time.Time) View {
 		switch a.State {
 		case api.AccountNeedsAttention:
 			attention = append(attention, a)
+			held += a.Queued
 		case api.AccountFailing:
 			failing++
 		}
@@ -76,7 +77,9 @@ func ViewOf(s api.Status, now time.Time) View {
 		v.Outbox = "Outbox: empty"
 	} else {
 		v.Outbox = fmt.Sprintf("Outbox: %d waiting", s.Queued)
-		v.SendNow = s.State != api.Paused
+		// Mail held for an account that needs attention waits for the
+		// user, not for a retry.
+		v.SendNow = s.State != api.Paused && s.Queued > held
 	}
 
 	stale := s.Queued > 0 && !s.OldestQueued.IsZero() && now.Sub(s.OldestQueued) >= Waiting

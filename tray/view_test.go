@@ -45,7 +45,7 @@ func TestViewNamesTheStateInIconTooltipAndMenu(t *testing.T) {
 			icon: icons.Attention, tooltip: "alice@example.com needs attention (password rejected)",
 			statusLine: "Relaying on localhost:2525 · 1 account",
 			accounts:   []string{"alice@example.com: password rejected"},
-			outbox:     "Outbox: 2 waiting", sendNow: true,
+			outbox:     "Outbox: 2 waiting", sendNow: false, // held for the user
 		},
 		{
 			name: "attention wins over paused", st: api.Status{State: api.Paused, Listen: listen, Accounts: []api.Account{rejected}, Queued: 2},
