@@ -126,7 +126,7 @@ password_command = %q
 func (r *rig) start(t *testing.T, env ...string) (*exec.Cmd, *buffer, chan error) {
 	t.Helper()
 	cmd := exec.Command(r.bin, "--config", r.cfg)
-	cmd.Env = append(os.Environ(), "HOME="+r.dir, "XDG_CONFIG_HOME="+filepath.Join(r.dir, "xdg"), "BROWSER=true")
+	cmd.Env = append(os.Environ(), "HOME="+r.dir, "XDG_CONFIG_HOME="+filepath.Join(r.dir, "xdg"), "XDG_CONFIG_DIRS="+filepath.Join(r.dir, "xdg-system"), "BROWSER=true")
 	cmd.Env = append(cmd.Env, env...)
 	out := &buffer{}
 	cmd.Stdout, cmd.Stderr = out, out

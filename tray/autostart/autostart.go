@@ -27,6 +27,8 @@ type Entry struct {
 	Args []string
 	// Home overrides the user's home (and XDG_CONFIG_HOME) in tests.
 	Home string
+	// SystemDirs overrides XDG_CONFIG_DIRS (Linux) in tests.
+	SystemDirs []string
 }
 
 // New returns the entry for the running program.

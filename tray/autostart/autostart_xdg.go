@@ -26,7 +26,35 @@ func (e *Entry) Path() (string, error) {
 	return filepath.Join(dir, "autostart", "smtpshim.desktop"), nil
 }
 
-// Enabled reports whether the autostart file exists and is not hidden.
+// systemEntries are where a package installs a system-wide autostart
+// entry (the deb: /etc/xdg/autostart/smtpshim.desktop).
+func (e *Entry) systemEntries() []string {
+	dirs := e.SystemDirs
+	if dirs == nil {
+		dirs = filepath.SplitList(os.Getenv("XDG_CONFIG_DIRS"))
+		if len(dirs) == 0 {
+			dirs = []string{"/etc/xdg"}
+		}
+	}
+	var out []string
+	for _, d := range dirs {
+		out = append(out, filepath.Join(d, "autostart", "smtpshim.desktop"))
+	}
+	return out
+}
+
+func (e *Entry) systemEntry() bool {
+	for _, p := range e.systemEntries() {
+		if _, err := os.Stat(p); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Enabled reports whether smtpshim starts at login: the user's entry
+// decides when there is one (Hidden=true turns a system entry off), else
+// a system-wide entry does.
 func (e *Entry) Enabled() (bool, error) {
 	p, err := e.Path()
 	if err != nil {
@@ -34,7 +62,7 @@ func (e *Entry) Enabled() (bool, error) {
 	}
 	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+		return e.systemEntry(), nil
 	}
 	if err != nil {
 		return false, err
@@ -42,13 +70,17 @@ func (e *Entry) Enabled() (bool, error) {
 	return !bytes.Contains(b, []byte("\nHidden=true")), nil
 }
 
-// Set writes or removes the autostart file.
+// Set turns starting at login on or off. With a system-wide entry in
+// place, off is a user entry with Hidden=true (the Desktop Entry way to
+// hide a system entry for one user) and on removes that user entry.
 func (e *Entry) Set(on bool) error {
 	p, err := e.Path()
 	if err != nil {
 		return err
 	}
-	if !on {
+	system := e.systemEntry()
+	if on == system {
+		// The system entry alone gives what is asked: no user entry.
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
@@ -57,5 +89,9 @@ func (e *Entry) Set(on bool) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return err
 	}
-	return os.WriteFile(p, desktopEntry(e.argv()), 0o644)
+	entry := desktopEntry(e.argv())
+	if !on {
+		entry = append(entry, "Hidden=true\n"...)
+	}
+	return os.WriteFile(p, entry, 0o644)
 }
