@@ -12,4 +12,7 @@ require (
 	golang.org/x/term v0.33.0
 )
 
-require github.com/danieljoos/wincred v1.2.3 // indirect
+require (
+	github.com/danieljoos/wincred v1.2.3 // indirect
+	golang.org/x/oauth2 v0.36.0 // indirect
+)
