@@ -207,8 +207,15 @@ func (s *Session) refresh(ctx context.Context) (string, error) {
 	if tok.AccessToken == "" {
 		return "", &CredentialError{Account: s.key, Kind: ErrTokenUnavailable, Reason: "the provider's token endpoint returned no access token"}
 	}
+	// The expiry is counted on the session's own clock from expires_in,
+	// not from oauth2's wall-clock Expiry, so tests can move time.
+	now := s.o.now()
+	tok.Expiry = time.Time{}
+	if tok.ExpiresIn > 0 {
+		tok.Expiry = now.Add(time.Duration(tok.ExpiresIn) * time.Second)
+	}
 	s.mu.Lock()
-	s.access, s.issued = tok, s.o.now()
+	s.access, s.issued = tok, now
 	s.mu.Unlock()
 	if tok.RefreshToken != "" && tok.RefreshToken != rt {
 		// Rotation: the provider may already have retired rt, so the new
