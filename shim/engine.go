@@ -25,6 +25,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/hints"
 	"github.com/smtpshim/smtpshim/shim/listener"
 	"github.com/smtpshim/smtpshim/shim/localcert"
+	"github.com/smtpshim/smtpshim/shim/oauth"
 	"github.com/smtpshim/smtpshim/shim/queue"
 	"github.com/smtpshim/smtpshim/shim/route"
 	"github.com/smtpshim/smtpshim/shim/secrets"
@@ -50,6 +51,9 @@ type Options struct {
 	// Trace, when set, receives SMTP protocol traces of both sides, with
 	// credentials masked.
 	Trace io.Writer
+	// OAuth tunes the token handling of OAuth2 accounts (tests point its
+	// HTTP client at a local authorization server).
+	OAuth oauth.Options
 }
 
 // Engine is a running smtpshim.
@@ -63,6 +67,8 @@ type Engine struct {
 	lns   []net.Listener
 	tlns  []net.Listener // implicit TLS
 	ctl   net.Listener
+
+	oauth *oauth.Manager
 
 	mu     sync.RWMutex
 	cfg    *config.Config
@@ -82,7 +88,10 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 	if o.Secrets == nil {
 		o.Secrets = secrets.NewKeychain(cfg.EffectiveKeychainTimeout())
 	}
-	e := &Engine{o: o, log: o.Logger, bus: &events.Bus{}}
+	if o.OAuth.KeychainTimeout <= 0 {
+		o.OAuth.KeychainTimeout = cfg.EffectiveKeychainTimeout()
+	}
+	e := &Engine{o: o, log: o.Logger, bus: &events.Bus{}, oauth: oauth.NewManager(o.Secrets, o.OAuth)}
 	allowed, err := allowFunc(cfg)
 	if err != nil {
 		return nil, err
@@ -216,6 +225,13 @@ func allowFunc(cfg *config.Config) (func(netip.Addr) bool, error) {
 
 func (e *Engine) upstreamOptions(cfg *config.Config) upstream.Options {
 	return upstream.Options{
+		Authenticators: func(a *config.Account) (upstream.Authenticator, error) {
+			auth, err := e.oauth.Authenticator(cfg, a)
+			if err != nil {
+				return nil, err
+			}
+			return auth, nil
+		},
 		Hostname:        cfg.HostnameOrDefault(),
 		Secrets:         e.o.Secrets,
 		Dialer:          e.o.Dialer,

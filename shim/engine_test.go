@@ -43,6 +43,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/control"
 	"github.com/smtpshim/smtpshim/shim/events"
 	"github.com/smtpshim/smtpshim/shim/internal/testlog"
+	"github.com/smtpshim/smtpshim/shim/oauth"
 	"github.com/smtpshim/smtpshim/shim/secrets"
 	"github.com/smtpshim/smtpshim/shim/upstreamsim"
 )
@@ -77,6 +78,8 @@ type rigOptions struct {
 	control  bool                 // serve the control socket
 	quiet    bool                 // discard the log (benchmarks)
 	tune     func(*config.Config) // adjusts the test config
+	store    secrets.Store        // nil means a memory store with simUser's password
+	oauth    oauth.Options        // token handling for OAuth2 accounts
 }
 
 type rig struct {
@@ -109,9 +112,12 @@ func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *rig {
 	if o.tune != nil {
 		o.tune(cfg)
 	}
-	store := secrets.NewMemory()
-	if err := store.Set(context.Background(), simUser, simPass); err != nil {
-		tb.Fatal(err)
+	store := o.store
+	if store == nil {
+		store = secrets.NewMemory()
+		if err := store.Set(context.Background(), simUser, simPass); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	hooks := &logHooks{}
 	var logger *slog.Logger
@@ -140,6 +146,7 @@ func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *rig {
 		UpstreamTLS: &tls.Config{RootCAs: sim.Cert.Pool},
 		Listeners:   []net.Listener{ln},
 		NoControl:   !o.control,
+		OAuth:       o.oauth,
 	})
 	if err != nil {
 		ln.Close()

@@ -164,3 +164,12 @@ func WrapAuthError(c sasl.Client, err error) error {
 	}
 	return err
 }
+
+// WrapAuthError attaches the recorded challenge to err; the upstream
+// package calls it through an interface, so it needs no import of this one.
+func (c *challenge) WrapAuthError(err error) error {
+	if d := c.ServerError(); d != nil && err != nil {
+		return &AuthError{Err: err, Detail: d}
+	}
+	return err
+}

@@ -20,11 +20,6 @@ import (
 // so that a token never expires between AUTH and the end of a long DATA.
 const RefreshMargin = 5 * time.Minute
 
-// freshFor is how long after it was issued a refused access token counts as
-// "fresh": a 535 to a token this new is not an expiry but a refusal of the
-// grant itself (SMTP AUTH off for the mailbox, a missing scope).
-const freshFor = 2 * time.Minute
-
 // Options tunes token handling; the zero value is right outside tests.
 type Options struct {
 	// HTTPClient talks to token endpoints; nil means a client with a
@@ -58,7 +53,11 @@ type Session struct {
 
 	mu      sync.Mutex
 	access  *oauth2.Token
-	issued  time.Time
+	// replacing says the next token replaces one the server refused;
+	// replacement says the current token is such a one. A refused
+	// replacement is not an expiry but a refusal of the grant itself (SMTP
+	// AUTH off for the mailbox, a missing scope, a revoked consent).
+	replacing, replacement bool
 	pending string // a rotated refresh token not yet saved
 	// refused is the refresh token the provider (or the server, for a
 	// fresh access token) refused, with why; nothing is retried with it.
@@ -215,7 +214,8 @@ func (s *Session) refresh(ctx context.Context) (string, error) {
 		tok.Expiry = now.Add(time.Duration(tok.ExpiresIn) * time.Second)
 	}
 	s.mu.Lock()
-	s.access, s.issued = tok, now
+	s.access = tok
+	s.replacement, s.replacing = s.replacing, false
 	s.mu.Unlock()
 	if tok.RefreshToken != "" && tok.RefreshToken != rt {
 		// Rotation: the provider may already have retired rt, so the new
@@ -255,14 +255,14 @@ func (s *Session) save(ctx context.Context, rt string) error {
 }
 
 // Refused tells the session that the server refused its access token. The
-// token is dropped so the next send refreshes. If the token was fresh, a
-// new one will not fare better: the grant itself is refused, and the
-// session asks for a sign-in (until the keychain holds a different refresh
-// token, which `smtpshim account login` puts there).
+// token is dropped so the next send refreshes. If the token was itself the
+// replacement for a refused one, a new one will not fare better: the grant
+// is refused, and the session asks for a sign-in (until the keychain holds
+// a different refresh token, which `smtpshim account login` puts there).
 func (s *Session) Refused() {
 	s.mu.Lock()
-	fresh := s.access != nil && s.o.now().Sub(s.issued) < freshFor
-	s.access = nil
+	fresh := s.access != nil && s.replacement
+	s.access, s.replacing, s.replacement = nil, !fresh, false
 	s.mu.Unlock()
 	if !fresh {
 		return
@@ -283,5 +283,6 @@ func (s *Session) Refused() {
 func (s *Session) SignedIn() {
 	s.mu.Lock()
 	s.access, s.pending, s.refused, s.refusedErr = nil, "", "", nil
+	s.replacing, s.replacement = false, false
 	s.mu.Unlock()
 }

@@ -52,6 +52,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Trace, when set, receives protocol traces with credentials masked.
 	Trace io.Writer
+	// Authenticators builds the authenticator of an account that does not
+	// sign in with a password (oauth set); nil leaves such accounts unable
+	// to connect, with a message that says so.
+	Authenticators func(a *config.Account) (Authenticator, error)
 	// TLSConfig, if set, is cloned as the base of every upstream TLS
 	// config (tests use it for RootCAs).
 	TLSConfig *tls.Config
@@ -281,6 +285,19 @@ func Dial(ctx context.Context, a *config.Account, o Options) (*Conn, error) {
 		info.TLSVersion = tls.VersionName(st.Version)
 	}
 	_, advertised := c.Extension("AUTH")
+	if a.OAuth != "" {
+		if info.TLSVersion == "" {
+			return nil, fail(StepAuth, ErrNoTLS)
+		}
+		mech, err := authenticate(ctx, c, a, o, advertised)
+		if err != nil {
+			return nil, err
+		}
+		info.Mechanism = mech
+		raw.SetDeadline(time.Time{})
+		ok = true
+		return &Conn{c: c, raw: raw, info: info, lastUsed: time.Now()}, nil
+	}
 	mech, err := ChooseMechanism(advertised, info.TLSVersion != "", a.Auth)
 	if err != nil {
 		return nil, fail(StepAuth, err)

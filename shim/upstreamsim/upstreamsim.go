@@ -73,6 +73,10 @@ type Options struct {
 	// It sees plaintext with NoTLS or ImplicitTLS; after STARTTLS it would
 	// see only ciphertext, so Message.Raw stays nil there.
 	RawLog bool
+	// Tokens, when set, checks OAuth2 access tokens for XOAUTH2 and
+	// OAUTHBEARER (list them in Mechanisms): it returns the user a live
+	// token belongs to (oauthsim.Server.Validate fits).
+	Tokens func(token string) (user string, ok bool)
 	// MaxTLSVersion, when set, caps the TLS version offered, like an
 	// outdated provider (e.g. tls.VersionTLS11).
 	MaxTLSVersion uint16
@@ -321,6 +325,21 @@ func (se *session) Auth(mech string) (sasl.Server, error) {
 		return sasl.NewPlainServer(func(_, u, p string) error { return check(u, p) }), nil
 	case sasl.Login:
 		return loginauth.NewServer(check), nil
+	case XOAUTH2, OAUTHBEARER:
+		if se.s.o.Tokens == nil {
+			break
+		}
+		return &bearerServer{mech: mech, check: func(user, token string) error {
+			owner, ok := se.s.o.Tokens(token)
+			if !ok || !strings.EqualFold(owner, user) {
+				se.s.mu.Lock()
+				se.s.authFail++
+				se.s.mu.Unlock()
+				return errTokenRefused
+			}
+			se.user, se.mech = user, mech
+			return nil
+		}}, nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
