@@ -51,14 +51,14 @@ type Session struct {
 
 	sem chan struct{} // held while refreshing: one refresh at a time
 
-	mu      sync.Mutex
-	access  *oauth2.Token
+	mu     sync.Mutex
+	access *oauth2.Token
 	// replacing says the next token replaces one the server refused;
 	// replacement says the current token is such a one. A refused
 	// replacement is not an expiry but a refusal of the grant itself (SMTP
 	// AUTH off for the mailbox, a missing scope, a revoked consent).
 	replacing, replacement bool
-	pending string // a rotated refresh token not yet saved
+	pending                string // a rotated refresh token not yet saved
 	// refused is the refresh token the provider (or the server, for a
 	// fresh access token) refused, with why; nothing is retried with it.
 	refused    string
