@@ -94,6 +94,10 @@ func (a *app) doctor(args []string) error {
 		_, err := upstream.Password(ctx, ac, store, cfg.EffectiveKeychainTimeout())
 		cancel()
 		switch {
+		case ac.OAuth != "" && err == nil:
+			report(true, false, "  OAuth2 sign-in (%s) found in the keychain", ac.OAuth)
+		case ac.OAuth != "" && errors.Is(err, secrets.ErrNotFound):
+			report(false, false, "  not signed in yet: run smtpshim account login %s", ac.Key())
 		case err == nil && ac.PasswordCommand != "":
 			report(true, false, "  password_command prints a password")
 		case err == nil:
@@ -121,6 +125,7 @@ func (a *app) doctor(args []string) error {
 			Hostname:        cfg.HostnameOrDefault(),
 			Secrets:         store,
 			KeychainTimeout: cfg.EffectiveKeychainTimeout(),
+			Authenticators:  authenticators(cfg),
 		})
 		if err != nil {
 			h := hints.For(err)

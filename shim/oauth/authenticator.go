@@ -19,7 +19,6 @@ type Authenticator struct {
 	s      *Session
 	user   string
 	server string
-	mechs  []string
 }
 
 // Mechanisms lists the mechanisms the provider takes, best first.

@@ -154,7 +154,7 @@ func (pe *Pending) Wait(ctx context.Context) error {
 	select {
 	case res = <-pe.done:
 	case <-ctx.Done():
-		return &CredentialError{Account: pe.key, Kind: ErrSignInNeeded, Reason: "the sign-in was not finished in the browser in time", Err: ctx.Err()}
+		return &CredentialError{Account: pe.key, Kind: ErrSignInNeeded, Reason: "the sign-in was not finished in the browser in time (if the provider's page showed an error such as AADSTS50011 or AADSTS7000218, the app registration needs fixing: see the README)", Err: ctx.Err()}
 	}
 	if res.err != nil {
 		return res.err

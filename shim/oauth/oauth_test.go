@@ -469,3 +469,31 @@ func TestOpenBrowserHonoursBROWSER(t *testing.T) {
 		t.Fatal("a failing $BROWSER counted as success")
 	}
 }
+
+func TestStartAccountLoginForTheSettingsPage(t *testing.T) {
+	r := newRig(t, oauthsim.Options{})
+	auth, token, _, _ := r.sim.Endpoints()
+	cfg := &config.Config{OAuthProviders: []config.OAuthProvider{{Name: "sim", AuthURL: auth, TokenURL: token, ClientID: testClient, Scopes: []string{"smtp.send"}}}}
+	acct := &config.Account{Address: testUser, Server: "127.0.0.1:1", OAuth: "sim"}
+	pe, err := StartAccountLogin(cfg, acct, r.store, LoginOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := url.Parse(pe.URL); u.Query().Get("login_hint") != testUser {
+		t.Errorf("the sign-in address has no login_hint: %s", pe.URL)
+	}
+	if err := browser(t, nil)(pe.URL); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := pe.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.store.Get(ctx, testUser); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := StartAccountLogin(cfg, &config.Account{Address: "p@example.com", Server: "x:1"}, r.store, LoginOptions{}); err == nil {
+		t.Error("a password account started an OAuth2 sign-in")
+	}
+}
