@@ -54,10 +54,10 @@ type Postfix struct {
 
 	l          layout
 	name       string
-	introspect string // OAuth2 introspection URL for Dovecot's oauth2 passdb
-	mu    sync.Mutex // guards up, users, dovecot, dovecotDone
-	up    bool       // postfix master running (between Start and Stop)
-	users map[string]string
+	introspect string     // OAuth2 introspection URL for Dovecot's oauth2 passdb
+	mu         sync.Mutex // guards up, users, dovecot, dovecotDone
+	up         bool       // postfix master running (between Start and Stop)
+	users      map[string]string
 
 	dovecot     *exec.Cmd
 	dovecotDone chan struct{}
