@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
 )
 
 // ServerError is the JSON a server sends in a 334 challenge when it refuses
@@ -87,6 +88,7 @@ func (c *xoauth2Client) Next(ch []byte) ([]byte, error) {
 type oauthBearerClient struct {
 	challenge
 	inner    sasl.Client
+	token    string
 	answered bool
 }
 
@@ -100,7 +102,7 @@ func NewOAuthBearerClient(user, token, server string) sasl.Client {
 		opts.Host = host
 		opts.Port, _ = strconv.Atoi(port)
 	}
-	return &oauthBearerClient{inner: sasl.NewOAuthBearerClient(opts)}
+	return &oauthBearerClient{inner: sasl.NewOAuthBearerClient(opts), token: token}
 }
 
 func (c *oauthBearerClient) Start() (string, []byte, error) {
@@ -172,4 +174,24 @@ func (c *challenge) WrapAuthError(err error) error {
 		return &AuthError{Err: err, Detail: d}
 	}
 	return err
+}
+
+// Scrub removes the access token from an error a server may have echoed it
+// into, before the error is logged or shown.
+func (c *xoauth2Client) Scrub(err error) error { return scrubToken(err, c.token) }
+
+// Scrub removes the access token from an error; see xoauth2Client.Scrub.
+func (c *oauthBearerClient) Scrub(err error) error { return scrubToken(err, c.token) }
+
+func scrubToken(err error, token string) error {
+	if err == nil || token == "" || !strings.Contains(err.Error(), token) {
+		return err
+	}
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		c := *se
+		c.Message = strings.ReplaceAll(c.Message, token, "***")
+		return &c
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), token, "***"))
 }

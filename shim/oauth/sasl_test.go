@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
 
@@ -46,5 +47,15 @@ func TestOAuthBearer(t *testing.T) {
 	c2.Next([]byte("secret-token echoed"))
 	if strings.Contains(ChallengeOf(c2).String(), "secret-token") {
 		t.Fatal("an unreadable challenge was kept verbatim")
+	}
+}
+
+func TestScrubRemovesTheToken(t *testing.T) {
+	for _, c := range []sasl.Client{NewXOAUTH2Client("u", "tok-123456"), NewOAuthBearerClient("u", "tok-123456", "h:1")} {
+		err := c.(interface{ Scrub(error) error }).Scrub(&smtp.SMTPError{Code: 535, Message: "bad token tok-123456"})
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) || se.Code != 535 || strings.Contains(err.Error(), "tok-123456") {
+			t.Fatalf("scrubbed: %v", err)
+		}
 	}
 }

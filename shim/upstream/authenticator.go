@@ -83,6 +83,9 @@ func authenticate(ctx context.Context, c *smtp.Client, a *config.Account, o Opti
 		if err == nil {
 			return mech, nil
 		}
+		if s, ok := sc.(interface{ Scrub(error) error }); ok {
+			err = s.Scrub(err)
+		}
 		if w, ok := sc.(interface{ WrapAuthError(error) error }); ok {
 			err = w.WrapAuthError(err)
 		}
