@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/events"
+	"github.com/smtpshim/smtpshim/shim/hints"
 	"github.com/smtpshim/smtpshim/shim/internal/oauthsim"
 	"github.com/smtpshim/smtpshim/shim/internal/testlog"
 	"github.com/smtpshim/smtpshim/shim/oauth"
@@ -176,4 +178,36 @@ func TestOAuthRevokedGrantHoldsMailUntilSignIn(t *testing.T) {
 	r.login(t)
 	waitUntil(t, outcomeWait, "the held message delivered after sign-in", func() bool { return messagesWith(r.sim, body) == 1 })
 	waitSpoolEmpty(t, r.rig)
+}
+
+// A provider that refuses even a token issued a moment ago (SMTP AUTH off
+// for the mailbox) gets one new token, then the account needs attention:
+// the mail is kept, the client hears "queued", and the hint says where SMTP
+// AUTH is turned on.
+func TestOAuthFreshTokenRefusedHoldsMail(t *testing.T) {
+	r := startOAuthRig(t, upstreamsim.XOAUTH2)
+	mustProviderOK(t, send(t, r.addr, simUser, []string{"bob@example.net"}, message("before", 500)))
+	r.dropConnections()
+	r.sim.SetTokens(func(string) (string, bool) { return "", false })
+	failed := r.sim.AuthFailures()
+	before := r.auth.Refreshes()
+	body := message("refused", 500)
+	id := mustQueued(t, send(t, r.addr, simUser, []string{"bob@example.net"}, body))
+	time.Sleep(500 * time.Millisecond) // retries meanwhile must not ask again
+	m, ok := r.eng.Get(id)
+	if !ok {
+		t.Fatal("the message left the queue")
+	}
+	if !strings.Contains(m.LastError, "smtpshim account login "+simUser) {
+		t.Errorf("the queue entry says %q, want the sign-in command", m.LastError)
+	}
+	if h := hints.For(errors.New(m.LastError)); !strings.Contains(h, "SMTP AUTH") {
+		t.Errorf("hint %q does not say where to turn SMTP AUTH on", h)
+	}
+	if n := r.auth.Refreshes() - before; n != 1 {
+		t.Errorf("%d refreshes after the refusal, want exactly 1 (one new token, then a sign-in)", n)
+	}
+	if n := r.sim.AuthFailures() - failed; n != 2 {
+		t.Errorf("%d AUTH attempts refused, want 2", n)
+	}
 }

@@ -251,6 +251,14 @@ func (s *Server) Fault() Fault {
 	return s.fault
 }
 
+// SetTokens replaces the OAuth2 token check (Options.Tokens) for the
+// connections that start AUTH from now on.
+func (s *Server) SetTokens(check func(token string) (user string, ok bool)) {
+	s.mu.Lock()
+	s.o.Tokens = check
+	s.mu.Unlock()
+}
+
 // Messages returns what was accepted so far.
 func (s *Server) Messages() []Message {
 	s.mu.Lock()
@@ -326,11 +334,14 @@ func (se *session) Auth(mech string) (sasl.Server, error) {
 	case sasl.Login:
 		return loginauth.NewServer(check), nil
 	case XOAUTH2, OAUTHBEARER:
-		if se.s.o.Tokens == nil {
+		se.s.mu.Lock()
+		tokens := se.s.o.Tokens
+		se.s.mu.Unlock()
+		if tokens == nil {
 			break
 		}
 		return &bearerServer{mech: mech, check: func(user, token string) error {
-			owner, ok := se.s.o.Tokens(token)
+			owner, ok := tokens(token)
 			if !ok || !strings.EqualFold(owner, user) {
 				se.s.mu.Lock()
 				se.s.authFail++
