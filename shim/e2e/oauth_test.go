@@ -49,6 +49,19 @@ client_id = "smtpshim-e2e"
 `, authURL, tokenURL, deviceURL))
 	t.Cleanup(func() { deleteKeychainEntry(erin) })
 
+	// A declined consent fails the sign-in and leaves the config alone.
+	auth.DenyNext("access_denied", "AADSTS65004: User declined to consent to access the app")
+	declined := shimKeychain(t, c.Path, "", "account", "add", erin, "--oauth", "sim", "--server", p.SubmissionAddr, "--ca-file", p.CAFile)
+	if declined.Code == 0 || !strings.Contains(declined.Stderr, "AADSTS65004") {
+		t.Fatalf("account add with a declined consent:\n%s", declined)
+	}
+	if cfgText, _ := os.ReadFile(c.Path); strings.Contains(string(cfgText), erin) {
+		t.Fatalf("a failed sign-in added the account:\n%s", cfgText)
+	}
+	if code := shimKeychain(t, c.Path, "", "account", "login", "nobody@example.com"); code.Code == 0 || !strings.Contains(code.Stderr, "--oauth") {
+		t.Errorf("account login for an unknown account:\n%s", code)
+	}
+
 	add := shimKeychain(t, c.Path, "", "account", "add", erin, "--oauth", "sim", "--server", p.SubmissionAddr, "--ca-file", p.CAFile)
 	if add.Code != 0 || !strings.Contains(add.Stdout, erin+" is signed in to sim") {
 		t.Fatalf("account add --oauth:\n%s", add)
@@ -63,6 +76,9 @@ client_id = "smtpshim-e2e"
 	}
 	if strings.Contains(add.Stdout+add.Stderr, rt) {
 		t.Fatal("account add printed the refresh token")
+	}
+	if list := shimKeychain(t, c.Path, "", "account", "list"); !strings.Contains(list.Stdout, "signed in (sim)") {
+		t.Errorf("account list:\n%s", list)
 	}
 
 	r := startRelay(t, c)
