@@ -17,8 +17,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/smtpshim/smtpshim/shim/api"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/control"
 	"github.com/smtpshim/smtpshim/shim/events"
@@ -54,6 +56,8 @@ type Options struct {
 	// OAuth tunes the token handling of OAuth2 accounts (tests point its
 	// HTTP client at a local authorization server).
 	OAuth oauth.Options
+	// Version is shown in the status.
+	Version string
 }
 
 // Engine is a running smtpshim.
@@ -74,6 +78,18 @@ type Engine struct {
 	cfg    *config.Config
 	routes *route.Table
 	pools  map[string]*upstream.Pool
+
+	// started is the config the engine started with: settings that need a
+	// restart are compared against it, so a reload keeps saying so until
+	// the restart.
+	started *config.Config
+	// reloadMu makes reloads, pause and resume one at a time.
+	reloadMu  sync.Mutex
+	localAuth localAuthState
+	paused    atomic.Bool
+	running   atomic.Bool
+	stopping  atomic.Bool
+	subjects  sync.Map // message ID -> Subject header, for the queue listing
 }
 
 // New validates cfg, opens the spool and binds the listeners. Nothing is
@@ -91,7 +107,8 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 	if o.OAuth.KeychainTimeout <= 0 {
 		o.OAuth.KeychainTimeout = cfg.EffectiveKeychainTimeout()
 	}
-	e := &Engine{o: o, log: o.Logger, bus: &events.Bus{}, oauth: oauth.NewManager(o.Secrets, o.OAuth)}
+	e := &Engine{o: o, log: o.Logger, bus: &events.Bus{}, started: cfg, oauth: oauth.NewManager(o.Secrets, o.OAuth)}
+	e.bus.SetState(api.Starting)
 	allowed, err := allowFunc(cfg)
 	if err != nil {
 		return nil, err
@@ -106,6 +123,10 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 		}
 		return nil, fmt.Errorf("cannot use the spool directory %s: %w", dir, err)
 	}
+	if _, paused := e.spool.Paused(); paused {
+		e.paused.Store(true)
+		e.log.Warn("smtpshim is paused: mail is accepted and queued, and nothing is sent until \"smtpshim resume\"")
+	}
 	e.apply(cfg)
 	lo, hi := cfg.EffectiveRetry()
 	e.queue = queue.New(queue.Options{
@@ -117,19 +138,17 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 		MaxAge:   cfg.EffectiveMaxAge(),
 		RetryMin: lo,
 		RetryMax: hi,
+		Paused:   e.paused.Load,
 	})
 	if err := e.queue.Load(); err != nil {
 		e.log.Error("some queued messages could not be read", "err", err)
 	}
-	var check listener.CheckFunc
-	if cfg.EffectiveLocalAuth() == config.LocalAuthRequire {
-		pw, err := o.Secrets.Get(context.Background(), LocalAuthKey)
-		if err != nil {
-			e.spool.Close()
-			return nil, fmt.Errorf("local_auth = \"require\" needs a local password: set it with \"smtpshim local-password\" (%w)", err)
-		}
-		check = listener.PasswordChecker(pw)
+	check, las, err := e.localAuthCheck(cfg)
+	if err != nil {
+		e.spool.Close()
+		return nil, err
 	}
+	e.localAuth = las
 	var localTLS *tls.Config
 	if cfg.StartTLS || len(cfg.ListenTLS) > 0 {
 		if localTLS, err = LocalTLSConfig(cfg); err != nil {
@@ -149,6 +168,7 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 		Logger:    e.log,
 		LocalAuth: check,
 		Allowed:   allowed,
+		Paused:    e.paused.Load,
 	})
 	e.lns = o.Listeners
 	if len(e.lns) == 0 {
@@ -184,6 +204,11 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 			e.log.Warn("no control socket; queue commands will not reach this process", "err", err)
 		}
 	}
+	var listen []string
+	for _, a := range append(e.Addrs(), e.TLSAddrs()...) {
+		listen = append(listen, a.String())
+	}
+	e.bus.SetInfo(o.Version, listen)
 	return e, nil
 }
 
@@ -295,6 +320,12 @@ func (e *Engine) apply(cfg *config.Config) {
 	}
 	e.cfg, e.routes, e.pools = cfg, route.New(cfg.Accounts), pools
 	e.mu.Unlock()
+	infos := make([]events.AccountInfo, len(cfg.Accounts))
+	for i := range cfg.Accounts {
+		a := &cfg.Accounts[i]
+		infos[i] = events.AccountInfo{Key: a.Key(), Server: a.Server, Auth: "password"}
+	}
+	e.bus.SetAccounts(infos)
 	for _, p := range old {
 		p.Close()
 	}
@@ -324,22 +355,6 @@ func (e *Engine) pool(account string) *upstream.Pool {
 	return e.pools[account]
 }
 
-// Reload re-reads the config file and applies its accounts. Listener
-// settings take effect at the next start.
-func (e *Engine) Reload() error {
-	e.mu.RLock()
-	path := e.cfg.Path()
-	e.mu.RUnlock()
-	cfg, err := config.Load(path)
-	if err != nil {
-		return err
-	}
-	e.apply(cfg)
-	e.log.Info("configuration reloaded", "accounts", len(cfg.Accounts))
-	e.queue.RetryNow("")
-	return nil
-}
-
 // Addrs returns the addresses the listener serves.
 func (e *Engine) Addrs() []net.Addr {
 	var out []net.Addr
@@ -362,6 +377,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	qdone := make(chan struct{})
 	go func() { e.queue.Run(qctx); close(qdone) }()
 
+	e.running.Store(true)
+	e.bus.SetState(e.runState())
 	var ctlSrv *http.Server
 	if e.ctl != nil {
 		ctlSrv = &http.Server{Handler: control.Handler(e), ReadHeaderTimeout: 10 * time.Second}
@@ -381,10 +398,17 @@ func (e *Engine) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
+	e.stopping.Store(true)
+	e.bus.SetState(api.Stopping)
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	e.srv.Shutdown(sctx)
 	cancel()
 	if ctlSrv != nil {
+		// Watchers get the last events and a clean end of their stream.
+		e.bus.EndWatches()
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctlSrv.Shutdown(cctx)
+		cancel()
 		ctlSrv.Close()
 	}
 	stopQueue()
@@ -412,20 +436,3 @@ func (e *Engine) TLSAddrs() []net.Addr {
 	}
 	return out
 }
-
-// The control API.
-
-// List returns the queued messages.
-func (e *Engine) List() []spool.Meta { return e.queue.List() }
-
-// Get returns one queued message.
-func (e *Engine) Get(id string) (spool.Meta, bool) { return e.queue.Get(id) }
-
-// RetryNow makes a queued message, or all with id "", due now.
-func (e *Engine) RetryNow(id string) int { return e.queue.RetryNow(id) }
-
-// Delete removes a queued message.
-func (e *Engine) Delete(id string) error { return e.queue.Delete(id) }
-
-// Status returns the status summary.
-func (e *Engine) Status() events.Status { return e.bus.Status() }

@@ -80,6 +80,8 @@ type rigOptions struct {
 	tune     func(*config.Config) // adjusts the test config
 	store    secrets.Store        // nil means a memory store with simUser's password
 	oauth    oauth.Options        // token handling for OAuth2 accounts
+	// wrap, when set, stands between the engine and its listener.
+	wrap func(net.Listener) net.Listener
 }
 
 type rig struct {
@@ -88,6 +90,7 @@ type rig struct {
 	addr     string
 	spoolDir string
 	hooks    *logHooks
+	store    secrets.Store
 	// stop cancels Run and waits for it; safe to call more than once.
 	stop func()
 }
@@ -144,7 +147,7 @@ func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *rig {
 		Secrets:     store,
 		Logger:      logger,
 		UpstreamTLS: &tls.Config{RootCAs: sim.Cert.Pool},
-		Listeners:   []net.Listener{ln},
+		Listeners:   []net.Listener{wrapListener(ln, o.wrap)},
 		NoControl:   !o.control,
 		OAuth:       o.oauth,
 	})
@@ -155,7 +158,7 @@ func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *rig {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(ctx) }()
-	r := &rig{sim: sim, eng: eng, addr: ln.Addr().String(), spoolDir: o.spoolDir, hooks: hooks}
+	r := &rig{sim: sim, eng: eng, addr: ln.Addr().String(), spoolDir: o.spoolDir, hooks: hooks, store: store}
 	r.stop = sync.OnceFunc(func() {
 		// Release a stalled provider first: an attempt waiting on it
 		// must not hold up Run's return.
@@ -174,6 +177,13 @@ func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *rig {
 	})
 	tb.Cleanup(r.stop)
 	return r
+}
+
+func wrapListener(l net.Listener, wrap func(net.Listener) net.Listener) net.Listener {
+	if wrap == nil {
+		return l
+	}
+	return wrap(l)
 }
 
 // tbWriter sends the engine's log to t.Log until the test is over.

@@ -245,7 +245,9 @@ func (a *app) readPassword(fromStdin bool, key string) (string, error) {
 	return pw, nil
 }
 
-// notifyDaemon makes a running smtpshim pick up the changed accounts.
+// notifyDaemon makes a running smtpshim pick up the changed file, but
+// only one that runs with this very file: a relay started with another
+// config would re-read its own file and report a change it never saw.
 func (a *app) notifyDaemon(cfg *config.Config) {
 	dir, err := cfg.EffectiveSpoolDir()
 	if err != nil {
@@ -253,13 +255,20 @@ func (a *app) notifyDaemon(cfg *config.Config) {
 	}
 	c, err := control.Dial(dir)
 	if err != nil {
+		fmt.Fprintf(a.stderr, "no running smtpshim uses %s; the change takes effect when smtpshim starts\n", cfg.Path())
 		return
 	}
-	if err := c.Reload(); err != nil {
-		fmt.Fprintf(a.stderr, "the running smtpshim could not reload: %v\n", err)
+	defer c.Close()
+	if err := a.checkSameConfig(c, cfg); err != nil {
+		fmt.Fprintf(a.stderr, "%v\n", err)
 		return
 	}
-	fmt.Fprintln(a.stderr, "the running smtpshim now uses the new settings")
+	res, err := c.Reload()
+	if err != nil {
+		fmt.Fprintf(a.stderr, "the running smtpshim kept its old settings: %v\n", err)
+		return
+	}
+	printReload(a.stderr, res)
 }
 
 func (a *app) accountList() error {

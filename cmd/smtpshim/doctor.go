@@ -13,6 +13,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/control"
 	"github.com/smtpshim/smtpshim/shim/hints"
 	"github.com/smtpshim/smtpshim/shim/secrets"
+	"github.com/smtpshim/smtpshim/shim/spool"
 	"github.com/smtpshim/smtpshim/shim/upstream"
 )
 
@@ -71,6 +72,9 @@ func (a *app) doctor(args []string) error {
 		}
 		serr := checkSpool(dir)
 		report(serr == nil, false, "spool %s: %s", dir, errOr(serr, "writable, fsync works"))
+		if since, paused := spool.PausedIn(dir); paused {
+			report(false, true, "delivery is paused (since %s): mail is queued and nothing is sent; run smtpshim resume", since.Local().Format(time.RFC1123))
+		}
 	}
 
 	for _, addr := range cfg.ListenAddrs() {

@@ -34,7 +34,8 @@ func (a *app) localPassword(args []string) error {
 	if err := keychain(cfg).Set(ctx, shim.LocalAuthKey, pw); err != nil {
 		return exit(exUnavailable, "could not store the local password: %v", err)
 	}
-	fmt.Fprintln(a.stdout, "local password stored in the OS keychain; clients must log in with it when local_auth = \"require\" (restart smtpshim to apply)")
+	fmt.Fprintln(a.stdout, "local password stored in the OS keychain; clients must log in with it when local_auth = \"require\"")
+	a.notifyDaemon(cfg)
 	return nil
 }
 

@@ -91,6 +91,10 @@ Commands:
                              sign in with OAuth2 (browser, or a device code) instead of a password
   account login ADDRESS [--device] [--no-browser]   sign an OAuth2 account in again
   queue list | show ID | retry [ID] | delete ID
+  status [--json] [--watch]  the running relay: state, accounts, queue; --watch follows events
+  pause                      hold delivery: mail is still accepted and queued, nothing is sent
+  resume                     end a pause and send the queue now
+  reload                     make the running relay re-read the config file
   send [-t] [-f SENDER] [-i] [RECIPIENT...]   sendmail-compatible: reads a message on stdin
   doctor                     check the config, keychain, ports, DNS, TLS and AUTH
   local-password [--password-stdin]   set the password local clients must give (local_auth = "require")
@@ -118,6 +122,14 @@ func (a *app) run(args []string) int {
 		err = a.account(rest)
 	case "queue":
 		err = a.queue(rest)
+	case "status":
+		err = a.status(rest)
+	case "pause":
+		err = a.pause(rest, true)
+	case "resume":
+		err = a.pause(rest, false)
+	case "reload":
+		err = a.reload(rest)
 	case "send", "sendmail":
 		err = a.send(rest)
 	case "doctor":

@@ -8,6 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/smtpshim/smtpshim/shim"
+	"github.com/smtpshim/smtpshim/shim/api"
 	"github.com/smtpshim/smtpshim/shim/control"
 	"github.com/smtpshim/smtpshim/shim/spool"
 )
@@ -15,29 +17,35 @@ import (
 // queueBackend is the running engine (over its control socket) or, when
 // none runs, the spool itself under its lock.
 type queueBackend interface {
-	List() ([]spool.Meta, error)
-	Get(id string) (spool.Meta, error)
+	List() ([]api.QueueEntry, error)
+	Get(id string) (api.QueueEntry, error)
 	Retry(id string) (int, error)
 	Delete(id string) error
 }
 
 type offlineQueue struct{ s *spool.Spool }
 
-func (o offlineQueue) List() ([]spool.Meta, error) {
+func (o offlineQueue) entry(m *spool.Meta) api.QueueEntry {
+	e := shim.QueueEntryOf(m, o.s.Subject(m.ID))
+	_, e.Held = o.s.Paused()
+	return e
+}
+
+func (o offlineQueue) List() ([]api.QueueEntry, error) {
 	ms, err := o.s.List()
-	out := make([]spool.Meta, len(ms))
+	out := make([]api.QueueEntry, len(ms))
 	for i, m := range ms {
-		out[i] = *m
+		out[i] = o.entry(m)
 	}
 	return out, err
 }
 
-func (o offlineQueue) Get(id string) (spool.Meta, error) {
+func (o offlineQueue) Get(id string) (api.QueueEntry, error) {
 	m, err := o.s.Get(id)
 	if err != nil {
-		return spool.Meta{}, err
+		return api.QueueEntry{}, err
 	}
-	return *m, nil
+	return o.entry(m), nil
 }
 
 func (o offlineQueue) Retry(id string) (int, error) {
@@ -133,36 +141,51 @@ func (a *app) queue(args []string) error {
 	return exit(exUsage, "unknown queue command %q (list, show, retry, delete)", args[0])
 }
 
-func printQueue(w io.Writer, ms []spool.Meta, now time.Time) {
+func printQueue(w io.Writer, ms []api.QueueEntry, now time.Time) {
 	if len(ms) == 0 {
 		fmt.Fprintln(w, "the queue is empty: all mail has been delivered")
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tAGE\tFROM\tRCPTS\tSIZE\tATTEMPTS\tNEXT TRY\tLAST ERROR")
+	fmt.Fprintln(tw, "ID\tAGE\tFROM\tRCPTS\tSIZE\tATTEMPTS\tNEXT TRY\tSUBJECT\tLAST ERROR")
+	held := false
 	for _, m := range ms {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", m.ID, human(now.Sub(m.Created)), m.From, len(m.Rcpts), m.Size, m.Attempts, until(m.NextTry, now), clip(m.LastError, 70))
+		next := until(m.NextTry, now)
+		if m.Held {
+			next, held = "paused", true
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", m.ID, human(now.Sub(m.Created)), m.From, len(m.Rcpts), m.Size, m.Attempts, next, clip(m.Subject, 30), clip(m.LastError, 70))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "%d message(s) queued\n", len(ms))
+	if held {
+		fmt.Fprintln(w, "smtpshim is paused: nothing is sent until \"smtpshim resume\"")
+	}
 }
 
-func printEntry(w io.Writer, m spool.Meta, now time.Time) {
+func printEntry(w io.Writer, m api.QueueEntry, now time.Time) {
 	fmt.Fprintf(w, "ID:          %s\n", m.ID)
 	fmt.Fprintf(w, "Account:     %s\n", m.Account)
 	fmt.Fprintf(w, "From:        %s\n", m.From)
 	fmt.Fprintf(w, "To:          %s\n", strings.Join(m.Rcpts, ", "))
+	if m.Subject != "" {
+		fmt.Fprintf(w, "Subject:     %s\n", m.Subject)
+	}
 	fmt.Fprintf(w, "Size:        %d bytes\n", m.Size)
 	fmt.Fprintf(w, "Queued:      %s (%s ago)\n", m.Created.Local().Format(time.RFC1123), human(now.Sub(m.Created)))
 	fmt.Fprintf(w, "Attempts:    %d\n", m.Attempts)
-	fmt.Fprintf(w, "Next try:    %s\n", until(m.NextTry, now))
+	if m.Held {
+		fmt.Fprintf(w, "Next try:    when smtpshim resumes (it is paused)\n")
+	} else {
+		fmt.Fprintf(w, "Next try:    %s\n", until(m.NextTry, now))
+	}
 	if m.LastError != "" {
 		fmt.Fprintf(w, "Last error:  %s\n", m.LastError)
 	}
-	if m.LastHint != "" {
-		fmt.Fprintf(w, "Hint:        %s\n", m.LastHint)
+	if m.Hint != "" {
+		fmt.Fprintf(w, "Hint:        %s\n", m.Hint)
 	}
-	for _, f := range m.Failed {
+	for _, f := range m.Refused {
 		fmt.Fprintf(w, "Refused:     %s: %s\n", f.Rcpt, f.Diagnostic)
 	}
 	if m.Bounce {

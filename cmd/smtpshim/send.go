@@ -331,6 +331,10 @@ func (a *app) sendDirect(cfg *config.Config, o *sendOptions, msg io.Reader) erro
 	if err := sp.Commit(w, m); err != nil {
 		return exit(exTempFail, "%v", err)
 	}
+	if _, paused := sp.Paused(); paused {
+		fmt.Fprintf(a.stderr, "smtpshim is paused: the message is queued as %s and goes out after \"smtpshim serve\" and \"smtpshim resume\"\n", m.ID)
+		return nil
+	}
 	pool := upstream.NewPool(acct, upstream.Options{
 		Hostname:        cfg.HostnameOrDefault(),
 		Secrets:         keychain(cfg),

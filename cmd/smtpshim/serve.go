@@ -37,7 +37,7 @@ func (a *app) serve(args []string) error {
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	log := a.logger()
-	opts := shim.Options{Logger: log}
+	opts := shim.Options{Logger: log, Version: version}
 	if *traceOn {
 		opts.Trace = a.stderr
 	}
@@ -60,9 +60,7 @@ func (a *app) serve(args []string) error {
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
 		for range hup {
-			if err := eng.Reload(); err != nil {
-				log.Error("reload failed; keeping the old configuration", "err", err)
-			}
+			eng.Reload() // it logs what it applied, and what failed
 		}
 	}()
 	return eng.Run(ctx)

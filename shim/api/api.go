@@ -11,9 +11,13 @@
 //	                             Status set, then one with Event set per event
 //	GET    /v1/queue             []QueueEntry
 //	GET    /v1/queue/{id}        QueueEntry
-//	POST   /v1/queue/retry[?id=] {"count": N}
-//	DELETE /v1/queue/{id}
-//	POST   /v1/pause, /v1/resume, /v1/reload   ReloadResult (reload only)
+//	POST   /v1/queue/retry[?id=] RetryResult
+//	DELETE /v1/queue/{id}        (or POST /v1/queue/delete?id=)
+//	POST   /v1/pause, /v1/resume Status (after the change)
+//	POST   /v1/reload            ReloadResult
+//
+// Errors come back as a non-2xx status with a one-line message for people
+// in the body.
 package api
 
 import "time"
@@ -70,6 +74,16 @@ type Account struct {
 type Status struct {
 	State   EngineState `json:"state"`
 	Version string      `json:"version,omitempty"`
+	// Seq is the Seq of the last event this status includes: the next
+	// event a watcher gets is Seq+1.
+	Seq uint64 `json:"seq"`
+	// ConfigPath is the configuration file the engine was started with
+	// (and reloads).
+	ConfigPath string `json:"config_path,omitempty"`
+	// SpoolDir is the engine's spool directory.
+	SpoolDir string `json:"spool_dir,omitempty"`
+	// PausedSince is set while the engine is paused.
+	PausedSince time.Time `json:"paused_since,omitzero"`
 	// Listen lists the addresses the SMTP listener serves.
 	Listen []string `json:"listen"`
 	// Accounts lists every configured account, in config order.
@@ -97,6 +111,18 @@ type QueueEntry struct {
 	Held      bool      `json:"held,omitempty"` // waiting for the user (paused, or the account needs attention)
 	LastError string    `json:"last_error,omitempty"`
 	Hint      string    `json:"hint,omitempty"`
+	// Refused lists recipients the provider refused for good; they get
+	// a bounce once the rest is done.
+	Refused []Refusal `json:"refused,omitempty"`
+	// Bounce marks a delivery report on its way to the sender.
+	Bounce bool `json:"bounce,omitempty"`
+}
+
+// Refusal is one recipient the provider refused permanently.
+type Refusal struct {
+	Rcpt       string `json:"rcpt"`
+	Status     string `json:"status"`
+	Diagnostic string `json:"diagnostic"`
 }
 
 // EventKind names what happened.
@@ -123,18 +149,25 @@ const (
 // Event is one status change. Seq increases by one per event within one
 // engine run, so a watcher can tell that it missed nothing.
 type Event struct {
-	Seq          uint64      `json:"seq"`
-	Time         time.Time   `json:"time"`
-	Kind         EventKind   `json:"kind"`
-	Account      string      `json:"account,omitempty"`
-	MessageID    string      `json:"message_id,omitempty"`
-	From         string      `json:"from,omitempty"`
-	Rcpts        []string    `json:"rcpts,omitempty"`
-	Error        string      `json:"error,omitempty"`
-	Hint         string      `json:"hint,omitempty"`
-	State        EngineState `json:"state,omitempty"`         // EventState
-	AccountState *Account    `json:"account_state,omitempty"` // EventAccount: the account's new state
-	Queued       int         `json:"queued,omitempty"`        // EventQueueChanged
+	Seq          uint64        `json:"seq"`
+	Time         time.Time     `json:"time"`
+	Kind         EventKind     `json:"kind"`
+	Account      string        `json:"account,omitempty"`
+	MessageID    string        `json:"message_id,omitempty"`
+	From         string        `json:"from,omitempty"`
+	Rcpts        []string      `json:"rcpts,omitempty"`
+	Error        string        `json:"error,omitempty"`
+	Hint         string        `json:"hint,omitempty"`
+	State        EngineState   `json:"state,omitempty"`         // EventState
+	AccountState *Account      `json:"account_state,omitempty"` // the account's new state, on an event that changed it (account, delivered)
+	Queued       int           `json:"queued,omitempty"`        // EventQueueChanged
+	Count        int           `json:"count,omitempty"`         // EventRetry: messages made due
+	Reload       *ReloadResult `json:"reload,omitempty"`        // EventReloaded
+}
+
+// RetryResult is the answer to POST /v1/queue/retry.
+type RetryResult struct {
+	Count int `json:"count"`
 }
 
 // WatchItem is one line of GET /v1/watch: the first carries Status, each

@@ -1,22 +1,21 @@
-// Package control is the local command channel between a running
-// smtpshim and its command-line tools (and later the tray): HTTP over a
-// Unix socket in the spool directory, which only the owning user can open.
+// Package control is the local status API of a running smtpshim, the
+// way its command-line tools, the tray and the settings page reach it:
+// HTTP over a Unix socket in the spool directory, which only the owning
+// user can open. The wire types are those of package api; the endpoints
+// are listed there.
+//
+// Like Tailscale's LocalAPI, a UI learns everything through it: GET
+// /v1/watch streams the current status and then every event, as
+// newline-delimited JSON, so a UI never polls and never misses a change.
 package control
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
-	"time"
 
+	"github.com/smtpshim/smtpshim/shim/api"
 	"github.com/smtpshim/smtpshim/shim/events"
-	"github.com/smtpshim/smtpshim/shim/spool"
 )
 
 // SocketName is the socket's file name inside the spool directory.
@@ -27,34 +26,32 @@ func SocketPath(spoolDir string) string { return filepath.Join(spoolDir, SocketN
 
 // Commands is what the running engine offers.
 type Commands interface {
-	List() []spool.Meta
-	Get(id string) (spool.Meta, bool)
+	Status() api.Status
+	// Watch returns the status and every later event; the caller stops it.
+	Watch(buffer int) *events.Watcher
+	QueueEntries() []api.QueueEntry
+	QueueEntry(id string) (api.QueueEntry, bool)
 	RetryNow(id string) int
 	Delete(id string) error
-	Status() events.Status
-	Reload() error
-}
-
-// Listen creates the socket, replacing a stale one left by a crash. The
-// caller must hold the spool lock, so no live engine owns the old socket.
-func Listen(spoolDir string) (net.Listener, error) {
-	p := SocketPath(spoolDir)
-	os.Remove(p)
-	l, err := net.Listen("unix", p)
-	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	os.Chmod(p, 0o600)
-	return l, nil
+	Pause() error
+	Resume() error
+	Reload() (api.ReloadResult, error)
 }
 
 // Handler serves the control API.
 func Handler(c Commands) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, c.Status()) })
-	mux.HandleFunc("GET /v1/queue", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, c.List()) })
+	mux.HandleFunc("GET /v1/watch", func(w http.ResponseWriter, r *http.Request) { watch(c, w, r) })
+	mux.HandleFunc("GET /v1/queue", func(w http.ResponseWriter, r *http.Request) {
+		l := c.QueueEntries()
+		if l == nil {
+			l = []api.QueueEntry{}
+		}
+		writeJSON(w, l)
+	})
 	mux.HandleFunc("GET /v1/queue/{id}", func(w http.ResponseWriter, r *http.Request) {
-		m, ok := c.Get(r.PathValue("id"))
+		m, ok := c.QueueEntry(r.PathValue("id"))
 		if !ok {
 			http.Error(w, "no queued message "+r.PathValue("id"), http.StatusNotFound)
 			return
@@ -68,110 +65,76 @@ func Handler(c Commands) http.Handler {
 			http.Error(w, "no queued message "+id, http.StatusNotFound)
 			return
 		}
-		writeJSON(w, map[string]int{"count": n})
+		writeJSON(w, api.RetryResult{Count: n})
 	})
-	mux.HandleFunc("DELETE /v1/queue/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if err := c.Delete(r.PathValue("id")); err != nil {
+	del := func(w http.ResponseWriter, id string) {
+		if err := c.Delete(id); err != nil {
 			http.Error(w, err.Error(), http.StatusNotFound)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
+	}
+	mux.HandleFunc("DELETE /v1/queue/{id}", func(w http.ResponseWriter, r *http.Request) { del(w, r.PathValue("id")) })
+	// The same for clients that only POST (an HTML form, curl -d).
+	mux.HandleFunc("POST /v1/queue/delete", func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("id")
+		if id == "" {
+			http.Error(w, "which message? give ?id=ID", http.StatusBadRequest)
+			return
+		}
+		del(w, id)
 	})
+	for path, fn := range map[string]func() error{"/v1/pause": c.Pause, "/v1/resume": c.Resume} {
+		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
+			if err := fn(); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			writeJSON(w, c.Status())
+		})
+	}
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
-		if err := c.Reload(); err != nil {
+		res, err := c.Reload()
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
 			return
 		}
-		w.WriteHeader(http.StatusNoContent)
+		writeJSON(w, res)
 	})
 	return mux
+}
+
+// watch streams the status, then one event per line, each flushed at
+// once. It ends when the client goes away, the engine stops, or the
+// client falls so far behind that events would be lost: then the stream
+// simply ends, and the client watches again for a fresh status.
+func watch(c Commands, w http.ResponseWriter, r *http.Request) {
+	wt := c.Watch(0)
+	defer wt.Stop()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	rc := http.NewResponseController(w)
+	enc := json.NewEncoder(w)
+	if enc.Encode(api.WatchItem{Status: &wt.Status}) != nil || rc.Flush() != nil {
+		return
+	}
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case e, ok := <-wt.C:
+			if !ok {
+				return
+			}
+			ae := e.API()
+			if enc.Encode(api.WatchItem{Event: &ae}) != nil || rc.Flush() != nil {
+				return
+			}
+		}
+	}
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(v)
 }
-
-// ErrNotRunning means no engine answers on the socket.
-var ErrNotRunning = errors.New("smtpshim is not running")
-
-// Client talks to a running engine.
-type Client struct {
-	hc *http.Client
-}
-
-// Dial returns a client for the engine owning spoolDir, or ErrNotRunning.
-func Dial(spoolDir string) (*Client, error) {
-	p := SocketPath(spoolDir)
-	c, err := net.DialTimeout("unix", p, 2*time.Second)
-	if err != nil {
-		return nil, ErrNotRunning
-	}
-	c.Close()
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", p)
-	}}
-	return &Client{hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}, nil
-}
-
-func (c *Client) do(method, path string, out any) error {
-	req, err := http.NewRequest(method, "http://smtpshim"+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("talking to the running smtpshim: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return errors.New(string(bytesTrim(b)))
-	}
-	if out != nil {
-		return json.NewDecoder(resp.Body).Decode(out)
-	}
-	return nil
-}
-
-func bytesTrim(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
-// Status returns the engine's status summary.
-func (c *Client) Status() (events.Status, error) {
-	var s events.Status
-	return s, c.do("GET", "/v1/status", &s)
-}
-
-// List returns the queue.
-func (c *Client) List() ([]spool.Meta, error) {
-	var l []spool.Meta
-	return l, c.do("GET", "/v1/queue", &l)
-}
-
-// Get returns one queued message.
-func (c *Client) Get(id string) (spool.Meta, error) {
-	var m spool.Meta
-	return m, c.do("GET", "/v1/queue/"+id, &m)
-}
-
-// Retry makes a message (or, with id "", all) due now.
-func (c *Client) Retry(id string) (int, error) {
-	var out struct{ Count int }
-	path := "/v1/queue/retry"
-	if id != "" {
-		path += "?id=" + id
-	}
-	return out.Count, c.do("POST", path, &out)
-}
-
-// Delete removes a queued message.
-func (c *Client) Delete(id string) error { return c.do("DELETE", "/v1/queue/"+id, nil) }
-
-// Reload makes the engine re-read its config.
-func (c *Client) Reload() error { return c.do("POST", "/v1/reload", nil) }

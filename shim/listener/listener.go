@@ -57,21 +57,19 @@ type Options struct {
 	TLSConfig *tls.Config
 	// Trace, when set, receives protocol traces with credentials masked.
 	Trace io.Writer
+	// Paused, when set and true, keeps new mail from going upstream: it
+	// is queued, and the client hears that smtpshim is paused.
+	Paused func() bool
 }
 
 // Server serves local SMTP clients.
 type Server struct {
-	o         Options
-	srv       *smtp.Server
-	syncWait  time.Duration
-	idle      time.Duration
-	dataLimit time.Duration
-	maxConns  int64
-	conns     atomic.Int64
-	log       *slog.Logger
-	perIP     int
-	rate      *rateLimiter
-	rateLocal bool
+	o     Options
+	srv   *smtp.Server
+	live  atomic.Pointer[settings] // what a reload may change
+	idle  time.Duration
+	conns atomic.Int64
+	log   *slog.Logger
 
 	ipMu    sync.Mutex
 	ipConns map[netip.Addr]int
@@ -89,30 +87,25 @@ func New(o Options) *Server {
 	if o.Bus == nil {
 		o.Bus = &events.Bus{}
 	}
-	if o.Allowed == nil {
-		o.Allowed = func(a netip.Addr) bool { return a.IsLoopback() }
-	}
 	s := &Server{
-		o:         o,
-		syncWait:  cfg.EffectiveSyncWait(),
-		idle:      cfg.EffectiveIdleTimeout(),
-		dataLimit: cfg.EffectiveDataTimeout(),
-		maxConns:  int64(cfg.EffectiveMaxConnections()),
-		log:       o.Logger,
-		perIP:     cfg.EffectiveMaxConnectionsPerIP(),
-		rateLocal: cfg.RateLimitLoopback,
-		ipConns:   map[netip.Addr]int{},
+		o:       o,
+		log:     o.Logger,
+		idle:    cfg.EffectiveIdleTimeout(),
+		ipConns: map[netip.Addr]int{},
 	}
-	s.rate = newRateLimiter(cfg.EffectiveSenderRates())
+	s.Apply(cfg, Live{LocalAuth: o.LocalAuth, Allowed: o.Allowed})
 	srv := smtp.NewServer(s)
 	srv.Domain = cfg.HostnameOrDefault()
 	srv.MaxMessageBytes = cfg.EffectiveMaxMessageSize()
-	srv.MaxRecipients = cfg.EffectiveMaxRecipients()
+	// The recipient limit is checked in Rcpt, against the live settings;
+	// go-smtp's would need a restart to change.
 	srv.MaxLineLength = cfg.EffectiveMaxLineLength()
 	// Local clients send AUTH in the clear on loopback; it is either
 	// ignored or checked against a local password, never the real one.
 	srv.AllowInsecureAuth = true
 	srv.EnableSMTPUTF8 = true
+	// idle_timeout bounds each command line here, and each read inside
+	// DATA in countedConn; it is fixed for the server's life.
 	srv.ReadTimeout = s.idle
 	srv.WriteTimeout = time.Minute
 	srv.ErrorLog = slogPrinter{o.Logger}
@@ -187,20 +180,21 @@ func (g *guardListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		addr := remoteIP(c)
-		if !g.s.o.Allowed(addr) {
+		live := g.s.cur()
+		if !live.allowed(addr) {
 			g.s.log.Warn("refused a client from a network that is not allowed", "client", c.RemoteAddr().String())
 			go refuse(c, "554 5.7.1 smtpshim accepts connections only from this computer (and networks listed in allow_networks)")
 			continue
 		}
-		if g.s.conns.Add(1) > g.s.maxConns {
+		if g.s.conns.Add(1) > live.maxConns {
 			g.s.conns.Add(-1)
-			g.s.log.Warn("too many connections; refused a client", "client", c.RemoteAddr().String(), "limit", g.s.maxConns)
+			g.s.log.Warn("too many connections; refused a client", "client", c.RemoteAddr().String(), "limit", live.maxConns)
 			go refuse(c, "421 4.7.0 too many connections to smtpshim, try again later")
 			continue
 		}
-		if !addr.IsLoopback() && !g.s.takeIP(addr) {
+		if !addr.IsLoopback() && !g.s.takeIP(addr, live.perIP) {
 			g.s.conns.Add(-1)
-			g.s.log.Warn("too many connections from one client; refused", "client", c.RemoteAddr().String(), "limit", g.s.perIP)
+			g.s.log.Warn("too many connections from one client; refused", "client", c.RemoteAddr().String(), "limit", live.perIP)
 			go refuse(c, "421 4.7.0 too many connections from your address, try again later")
 			continue
 		}
@@ -335,10 +329,10 @@ func remoteIP(c net.Conn) netip.Addr {
 	return netip.IPv4Unspecified()
 }
 
-func (s *Server) takeIP(a netip.Addr) bool {
+func (s *Server) takeIP(a netip.Addr, limit int) bool {
 	s.ipMu.Lock()
 	defer s.ipMu.Unlock()
-	if s.ipConns[a] >= s.perIP {
+	if s.ipConns[a] >= limit {
 		return false
 	}
 	s.ipConns[a]++
@@ -356,8 +350,7 @@ func (s *Server) releaseIP(a netip.Addr) {
 // NewSession implements smtp.Backend.
 func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	ip := remoteIP(c.Conn())
-	return &session{s: s, c: c, cc: countedOf(c.Conn()), remote: c.Conn().RemoteAddr().String(),
-		limited: !ip.IsLoopback() || s.rateLocal}, nil
+	return &session{s: s, c: c, cc: countedOf(c.Conn()), remote: c.Conn().RemoteAddr().String(), ip: ip}, nil
 }
 
 // session is one client connection.
@@ -366,8 +359,9 @@ type session struct {
 	c       *smtp.Conn
 	cc      *countedConn // nil only for connections not from Serve
 	remote  string
+	ip      netip.Addr
 	authed  bool
-	limited bool // sender rate limits apply
+	authGen uint64 // the local_auth generation authed was set under
 
 	acct     *config.Account
 	pool     *upstream.Pool
@@ -392,17 +386,18 @@ func (s *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.L
 
 func (s *session) Auth(mech string) (sasl.Server, error) {
 	check := func(user, pass string) error {
-		if s.s.o.LocalAuth == nil {
+		live := s.s.cur()
+		if live.localAuth == nil {
 			// Legacy clients configured with a password keep working:
 			// the password is neither checked nor forwarded.
-			s.authed = true
+			s.authed, s.authGen = true, live.authGen
 			return nil
 		}
-		if err := s.s.o.LocalAuth(user, pass); err != nil {
+		if err := live.localAuth(user, pass); err != nil {
 			s.s.log.Warn("local AUTH failed", "client", s.remote)
 			return err
 		}
-		s.authed = true
+		s.authed, s.authGen = true, live.authGen
 		return nil
 	}
 	switch strings.ToUpper(mech) {
@@ -462,7 +457,13 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.cutShort() {
 		return errCutShort
 	}
-	if s.s.o.LocalAuth != nil && !s.authed {
+	live := s.s.cur()
+	if !live.allowed(s.ip) {
+		// allow_networks changed since this client connected.
+		s.s.log.Warn("refused a client from a network that is no longer allowed", "client", s.remote)
+		return smtpErr(554, smtp.EnhancedCode{5, 7, 1}, "smtpshim accepts mail only from this computer (and networks listed in allow_networks)")
+	}
+	if live.localAuth != nil && (!s.authed || s.authGen != live.authGen) {
 		return smtpErr(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required: configure your mail client with the local smtpshim user name and password")
 	}
 	if strings.ContainsFunc(from, func(r rune) bool { return r < ' ' || r == 0x7f }) {
@@ -473,8 +474,8 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		s.s.log.Warn("refused sender without an account", "client", s.remote, "from", from)
 		return smtpErr(550, smtp.EnhancedCode{5, 7, 1}, err.Error())
 	}
-	if s.limited {
-		if over := s.s.rate.check(from, time.Now()); over != "" {
+	if s.limited(live) {
+		if over := live.rate.check(from, time.Now()); over != "" {
 			s.s.log.Warn("sender over its rate limit", "client", s.remote, "from", from, "limit", over)
 			return smtpErr(451, smtp.EnhancedCode{4, 7, 1}, fmt.Sprintf("sender <%s> has reached its limit of messages %s; try again later", from, over))
 		}
@@ -488,6 +489,10 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	if opts != nil {
 		s.opts = smtp.MailOptions{UTF8: opts.UTF8, Size: opts.Size}
+	}
+	if s.s.o.Paused != nil && s.s.o.Paused() {
+		s.deferErr = ErrPaused
+		return nil
 	}
 	if !s.pool.Available(time.Now()) {
 		last := s.pool.Health().LastError
@@ -517,7 +522,14 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	return s.liveFailure(err)
 }
 
-func (s *session) beginWait() time.Duration { return min(s.s.syncWait, 30*time.Second) }
+func (s *session) beginWait() time.Duration { return min(s.s.cur().syncWait, 30*time.Second) }
+
+// limited reports whether the sender rate limits apply to this client.
+func (s *session) limited(live *settings) bool { return !s.ip.IsLoopback() || live.rateLocal }
+
+// ErrPaused is why a message is queued without an attempt while smtpshim
+// is paused.
+var ErrPaused = errors.New("smtpshim is paused")
 
 type beginResult struct {
 	tx  *upstream.Tx
@@ -609,6 +621,9 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if strings.ContainsFunc(to, func(r rune) bool { return r < ' ' || r == 0x7f }) || !strings.Contains(to, "@") {
 		return smtpErr(501, smtp.EnhancedCode{5, 1, 3}, "bad recipient address syntax")
 	}
+	if max := s.s.cur().maxRcpts; max > 0 && len(s.live)+len(s.deferred) >= max {
+		return smtpErr(452, smtp.EnhancedCode{4, 5, 3}, fmt.Sprintf("Maximum limit of %v recipients reached", max))
+	}
 	if err := s.joinBegin(); err != nil {
 		return err
 	}
@@ -683,9 +698,9 @@ func (s *session) Data(r io.Reader) error {
 	defer s.dataMu.Unlock()
 	from := s.from // data ends the transaction and forgets it
 	err := s.data(r)
-	if s.limited {
+	if live := s.s.cur(); s.limited(live) {
 		if se, ok := err.(*smtp.SMTPError); ok && se.Code == 250 {
-			s.s.rate.record(from, time.Now())
+			live.rate.record(from, time.Now())
 		}
 	}
 	return err
@@ -693,6 +708,7 @@ func (s *session) Data(r io.Reader) error {
 
 func (s *session) data(r io.Reader) error {
 	start := time.Now()
+	live := s.s.cur()
 	if err := s.joinBegin(); err != nil {
 		s.abort()
 		return err
@@ -702,7 +718,7 @@ func (s *session) data(r io.Reader) error {
 	sw := s.s.o.Spool.CreateLazy(memSpool)
 	t := &tee{spool: sw, spoolOK: true}
 	if s.tx != nil && len(s.live) > 0 {
-		up, err := s.tx.Data(s.s.syncWait)
+		up, err := s.tx.Data(live.syncWait)
 		if err != nil {
 			if se, ok := upstream.SMTPError(err); ok && se.Code >= 500 {
 				s.discard(sw)
@@ -718,10 +734,10 @@ func (s *session) data(r io.Reader) error {
 	// a slow link must only be bounded by silence (idle, refreshed on each
 	// network read by countedConn) and by data_timeout.
 	if s.cc != nil {
-		s.cc.dataEnd.Store(start.Add(s.s.dataLimit).UnixNano())
+		s.cc.dataEnd.Store(start.Add(live.dataLimit).UnixNano())
 		defer s.cc.dataEnd.Store(0)
 	} else {
-		s.c.Conn().SetReadDeadline(start.Add(s.s.dataLimit))
+		s.c.Conn().SetReadDeadline(start.Add(live.dataLimit))
 	}
 	var src io.Reader
 	if _, bdat := r.(*io.PipeReader); bdat {
@@ -758,13 +774,13 @@ func (s *session) data(r io.Reader) error {
 			resp, err := tx.Commit()
 			done <- commitResult{resp, err}
 		}()
-		timer := time.NewTimer(s.s.syncWait)
+		timer := time.NewTimer(live.syncWait)
 		defer timer.Stop()
 		select {
 		case res := <-done:
 			return s.finishLive(sw, t.spoolOK, res, start)
 		case <-timer.C:
-			return s.queueWhileWaiting(sw, t.spoolOK, done)
+			return s.queueWhileWaiting(sw, t.spoolOK, done, live.syncWait)
 		}
 	}
 	return s.queueAll(sw, t.spoolOK)
@@ -807,7 +823,7 @@ func (s *session) liveLost(err error) {
 
 func (s *session) meta(rcpts []string) *spool.Meta {
 	m := &spool.Meta{Account: s.acct.Key(), From: s.from, Rcpts: rcpts, UTF8: s.opts.UTF8, ClientAddr: s.remote}
-	if s.deferErr != nil {
+	if s.deferErr != nil && !errors.Is(s.deferErr, ErrPaused) {
 		m.LastError = s.deferErr.Error()
 		m.LastHint = hints.For(s.deferErr)
 	}
@@ -831,7 +847,7 @@ func (s *session) queueAll(sw *spool.Writer, spoolOK bool) error {
 
 // queueWhileWaiting commits the message when the upstream is slow to
 // answer, replies 250, and lets the late answer settle the queue entry.
-func (s *session) queueWhileWaiting(sw *spool.Writer, spoolOK bool, done <-chan commitResult) error {
+func (s *session) queueWhileWaiting(sw *spool.Writer, spoolOK bool, done <-chan commitResult, waited time.Duration) error {
 	defer s.abort()
 	if sw == nil || !spoolOK {
 		// Nothing durable to fall back on: keep waiting for the upstream.
@@ -879,7 +895,7 @@ func (s *session) queueWhileWaiting(sw *spool.Writer, spoolOK bool, done <-chan 
 		log.Info("late upstream answer", "id", id, "err", res.err)
 		q.Settle(id, o)
 	}()
-	return queuedReply(id, fmt.Errorf("the provider did not answer within %s", s.s.syncWait))
+	return queuedReply(id, fmt.Errorf("the provider did not answer within %s", waited))
 }
 
 // okReply passes the upstream's acceptance text (often its queue ID) on
@@ -895,7 +911,9 @@ func okReply(text string) error {
 
 func queuedReply(id string, why error) error {
 	msg := "queued as " + id + ": smtpshim will deliver it when the provider is reachable"
-	if why != nil {
+	if errors.Is(why, ErrPaused) {
+		msg = "queued as " + id + " (smtpshim is paused)"
+	} else if why != nil {
 		msg = "queued as " + id + " for a later try (" + truncate(oneLine(why.Error()), 200) + ")"
 	}
 	return smtpErr(250, smtp.EnhancedCode{2, 0, 0}, msg)

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -45,12 +46,16 @@ type Options struct {
 	AttemptTimeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Paused, when set and true, holds every message: no attempt starts
+	// until it turns false and the queue is kicked (RetryNow).
+	Paused func() bool
 }
 
 // Queue owns the spooled messages while the engine runs.
 type Queue struct {
-	o   Options
-	log *slog.Logger
+	o      Options
+	log    *slog.Logger
+	timing atomic.Pointer[timing] // what a reload may change
 
 	mu      sync.Mutex
 	entries map[string]*entry
@@ -91,13 +96,33 @@ func New(o Options) *Queue {
 	if o.AttemptTimeout <= 0 {
 		o.AttemptTimeout = 10 * time.Minute
 	}
-	return &Queue{
+	q := &Queue{
 		o:       o,
 		log:     o.Logger,
 		entries: map[string]*entry{},
 		running: map[string]int{},
 		wake:    make(chan struct{}, 1),
 	}
+	q.timing.Store(&timing{retryMin: o.RetryMin, retryMax: o.RetryMax, maxAge: o.MaxAge})
+	return q
+}
+
+type timing struct{ retryMin, retryMax, maxAge time.Duration }
+
+// SetTiming changes the backoff bounds and the maximum age (a reload);
+// zero keeps a value. Waits already scheduled keep their time.
+func (q *Queue) SetTiming(retryMin, retryMax, maxAge time.Duration) {
+	t := *q.timing.Load()
+	if retryMin > 0 {
+		t.retryMin = retryMin
+	}
+	if retryMax > 0 {
+		t.retryMax = retryMax
+	}
+	if maxAge > 0 {
+		t.maxAge = maxAge
+	}
+	q.timing.Store(&t)
 }
 
 // Load reads the spool. Every message found is due at once: after a
@@ -130,11 +155,12 @@ func (q *Queue) kick() {
 // Backoff returns the wait before attempt n+1: RetryMin doubling up to
 // RetryMax, with ±25% jitter so a batch doesn't retry in lock-step.
 func (q *Queue) Backoff(attempts int) time.Duration {
-	d := q.o.RetryMin
-	for i := 1; i < attempts && d < q.o.RetryMax; i++ {
+	t := q.timing.Load()
+	d := t.retryMin
+	for i := 1; i < attempts && d < t.retryMax; i++ {
 		d *= 2
 	}
-	d = min(d, q.o.RetryMax)
+	d = min(d, t.retryMax)
 	j := d / 4
 	if j > 0 {
 		d += rand.N(2*j+1) - j
@@ -218,9 +244,10 @@ func (q *Queue) settle(e *entry, o Outcome) {
 	m.Failed = append(m.Failed, o.Failed...)
 	m.Rcpts = o.Temp
 	m.Attempts++
-	if len(m.Rcpts) > 0 && now.Sub(m.Created) >= q.o.MaxAge {
+	maxAge := q.timing.Load().maxAge
+	if len(m.Rcpts) > 0 && now.Sub(m.Created) >= maxAge {
 		reason := statusExpired
-		diag := fmt.Sprintf("smtpshim gave up after %s of retries", q.o.MaxAge)
+		diag := fmt.Sprintf("smtpshim gave up after %s of retries", maxAge)
 		if o.Err != nil {
 			diag += "; last error: " + o.Err.Error()
 		}
@@ -324,7 +351,7 @@ func (q *Queue) bounce(m *spool.Meta) {
 	for _, f := range m.Failed {
 		rep.Recipients = append(rep.Recipients, dsn.Recipient{Address: f.Rcpt, Action: "failed", Status: f.Status, Diagnostic: f.Diagnostic})
 		if f.Status == statusExpired {
-			rep.Reason = fmt.Sprintf("smtpshim accepted your message, but could not deliver it to the recipients below within %s: the provider was unreachable or kept deferring it.", q.o.MaxAge)
+			rep.Reason = fmt.Sprintf("smtpshim accepted your message, but could not deliver it to the recipients below within %s: the provider was unreachable or kept deferring it.", q.timing.Load().maxAge)
 		}
 	}
 	if err := dsn.Build(w, rep, body); err != nil {
@@ -373,6 +400,9 @@ func (q *Queue) dispatch(ctx context.Context) time.Time {
 	// Until Run sets the next wake-up, every Add must kick: this scan may
 	// already have passed over it.
 	q.wakeAt = time.Time{}
+	if q.o.Paused != nil && q.o.Paused() {
+		return time.Time{} // nothing goes out; resuming kicks the queue
+	}
 	// Per account, keep only the oldest due entries that fit its free
 	// attempt slots: a long queue is scanned once, never sorted whole.
 	type slots struct {
@@ -663,4 +693,20 @@ func (q *Queue) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.entries)
+}
+
+// Counts returns how many messages each account has queued, and when the
+// oldest of them all was accepted.
+func (q *Queue) Counts() (map[string]int, time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	counts := map[string]int{}
+	var oldest time.Time
+	for _, e := range q.entries {
+		counts[e.m.Account]++
+		if oldest.IsZero() || e.m.Created.Before(oldest) {
+			oldest = e.m.Created
+		}
+	}
+	return counts, oldest
 }

@@ -445,6 +445,40 @@ func TestLANMode(t *testing.T) {
 		}
 	})
 
+	// A reload (here `smtpshim reload`, over the control socket) applies a
+	// new allow_networks at once, and names a new listen address as
+	// waiting for a restart instead of claiming it.
+	t.Run("reload allow_networks", func(t *testing.T) {
+		config := relayConfig(t, up, `allow_networks = ["`+allowedIP+`/32"]`)
+		relay := l.startRelay(t, config)
+		out, err := l.swaks(t, deniedIP, append([]string{"--protocol", "SMTP"}, subjectArgs("lan before reload")...)...)
+		if err == nil || !strings.Contains(out, "<** 554 5.7.1") {
+			t.Fatalf("swaks from %s before the reload: %v\n%s", deniedIP, err, out)
+		}
+		data, err := os.ReadFile(config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edited := strings.Replace(string(data), `allow_networks = ["`+allowedIP+`/32"]`, `allow_networks = ["`+allowedIP+`/32", "`+deniedIP+`/32"]`, 1)
+		edited = strings.Replace(edited, "listen = [\""+relayAddr+"\"]", "listen = [\""+relayAddr+"\", \""+relayIP+":2526\"]", 1)
+		if edited == string(data) || os.WriteFile(config, []byte(edited), 0o600) != nil {
+			t.Fatalf("could not edit the config:\n%s", data)
+		}
+		reload, err := exec.Command(shimBin, "--config", config, "reload").CombinedOutput()
+		if err != nil || !strings.Contains(string(reload), "now uses the new settings: allow_networks") ||
+			!strings.Contains(string(reload), "listen changed: restart smtpshim to apply it") {
+			t.Fatalf("smtpshim reload: %v\n%s", err, reload)
+		}
+		if !strings.Contains(relay.String(), "listen changed: restart smtpshim to apply it") {
+			t.Errorf("the relay's log does not name the setting that needs a restart:\n%s", relay.String())
+		}
+		out, err = l.swaks(t, deniedIP, append([]string{"--protocol", "SMTP"}, subjectArgs("lan after reload")...)...)
+		if err != nil || !strings.Contains(out, "<-  250 2.0.0 Ok: queued as SIM") {
+			t.Fatalf("swaks from %s after allow_networks was reloaded: %v\n%s", deniedIP, err, out)
+		}
+		up.waitMessage(t, "lan after reload")
+	})
+
 	t.Run("no allow_networks: refuses to start", func(t *testing.T) {
 		config := relayConfig(t, up, "")
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
