@@ -61,7 +61,7 @@ fuzz:
 # provider, an old-style load client), then the package microbenchmarks.
 bench:
 	$(GO) run ./cmd/shimbench
-	$(GO) test -run XXX -bench . -benchtime 200x ./shim/crlf/ ./shim/spool/ ./shim/route/
+	$(GO) test -run XXX -bench . -benchtime 200x ./shim/crlf/ ./shim/spool/ ./shim/route/ ./shim/events/
 
 clean:
 	rm -rf bin
