@@ -29,6 +29,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/localcert"
 	"github.com/smtpshim/smtpshim/shim/oauth"
 	"github.com/smtpshim/smtpshim/shim/queue"
+	"github.com/smtpshim/smtpshim/shim/relay"
 	"github.com/smtpshim/smtpshim/shim/route"
 	"github.com/smtpshim/smtpshim/shim/secrets"
 	"github.com/smtpshim/smtpshim/shim/spool"
@@ -58,6 +59,40 @@ type Options struct {
 	OAuth oauth.Options
 	// Version is shown in the status.
 	Version string
+	// Authenticator builds each account's credential; nil means
+	// DefaultAuthenticator over Secrets.
+	Authenticator func(*config.Account) (upstream.Authenticator, error)
+}
+
+// DefaultAuthenticator returns the factory of account credentials: the one
+// place that knows which kind of credential an account has. OAuth2
+// accounts find their provider in cfg and share token sessions through
+// sessions (nil: the factory keeps its own).
+func DefaultAuthenticator(cfg *config.Config, store secrets.Store, sessions *oauth.Manager) func(*config.Account) (upstream.Authenticator, error) {
+	timeout := cfg.EffectiveKeychainTimeout()
+	if sessions == nil {
+		sessions = oauth.NewManager(store, oauth.Options{KeychainTimeout: timeout})
+	}
+	return func(a *config.Account) (upstream.Authenticator, error) {
+		switch {
+		case a.OAuth != "":
+			auth, err := sessions.Authenticator(cfg, a)
+			if err != nil {
+				return nil, err
+			}
+			return auth, nil
+		default:
+			return upstream.NewPasswordAuth(a, store, timeout), nil
+		}
+	}
+}
+
+// authenticator is the credential factory for the accounts of cfg.
+func (e *Engine) authenticator(cfg *config.Config) func(*config.Account) (upstream.Authenticator, error) {
+	if e.o.Authenticator != nil {
+		return e.o.Authenticator
+	}
+	return DefaultAuthenticator(cfg, e.o.Secrets, e.oauth)
 }
 
 // Engine is a running smtpshim.
@@ -68,10 +103,17 @@ type Engine struct {
 	spool *spool.Spool
 	queue *queue.Queue
 	srv   *listener.Server
+	relay *relay.Relay
 	lns   []net.Listener
 	tlns  []net.Listener // implicit TLS
 	ctl   net.Listener
 
+	// wg tracks the goroutines the engine starts besides the listeners,
+	// the queue and the control server; Run waits for them.
+	wg sync.WaitGroup
+
+	// oauth keeps the token sessions of OAuth2 accounts across reloads,
+	// so that all their connections share one access token.
 	oauth *oauth.Manager
 
 	mu     sync.RWMutex
@@ -144,6 +186,15 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 	if err := e.queue.Load(); err != nil {
 		e.log.Error("some queued messages could not be read", "err", err)
 	}
+	e.relay = relay.New(relay.Options{
+		Pool:     e.pool,
+		Queue:    e.queue,
+		Spool:    e.spool,
+		Bus:      e.bus,
+		Logger:   e.log,
+		SyncWait: cfg.EffectiveSyncWait(),
+		Paused:   e.paused.Load,
+	})
 	check, las, err := e.localAuthCheck(cfg)
 	if err != nil {
 		e.spool.Close()
@@ -162,14 +213,12 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 		Trace:     o.Trace,
 		Config:    cfg,
 		Routes:    e.currentRoutes,
-		Pool:      e.pool,
-		Queue:     e.queue,
+		Relay:     e.relay,
 		Spool:     e.spool,
 		Bus:       e.bus,
 		Logger:    e.log,
 		LocalAuth: check,
 		Allowed:   allowed,
-		Paused:    e.paused.Load,
 	})
 	e.lns = o.Listeners
 	if len(e.lns) == 0 {
@@ -251,15 +300,9 @@ func allowFunc(cfg *config.Config) (func(netip.Addr) bool, error) {
 
 func (e *Engine) upstreamOptions(cfg *config.Config) upstream.Options {
 	return upstream.Options{
-		Authenticators: func(a *config.Account) (upstream.Authenticator, error) {
-			auth, err := e.oauth.Authenticator(cfg, a)
-			if err != nil {
-				return nil, err
-			}
-			return auth, nil
-		},
 		Hostname:        cfg.HostnameOrDefault(),
 		Secrets:         e.o.Secrets,
+		Authenticator:   e.authenticator(cfg),
 		Dialer:          e.o.Dialer,
 		Logger:          e.log,
 		TLSConfig:       e.o.UpstreamTLS,
@@ -338,12 +381,21 @@ func (e *Engine) apply(cfg *config.Config) {
 }
 
 func (e *Engine) healthChanged(account string, h upstream.Health) {
-	ev := events.Event{Kind: events.AccountHealth, Account: account, Healthy: h.Healthy}
+	ev := events.Event{Kind: events.AccountHealth, Account: account, Healthy: h.Healthy, Problem: h.Problem, Attention: h.Attention()}
 	if h.LastError != nil {
 		ev.Error = h.LastError.Error()
-		ev.Hint = hints.For(h.LastError)
+		ev.Hint = strings.ReplaceAll(hints.For(h.LastError), "ADDRESS", account)
+	}
+	switch {
+	case h.Held:
+		e.log.Error("the provider refused the account's credential; its mail is held until it is updated", "account", account,
+			"problem", h.Problem, "err", h.LastError, "hint", ev.Hint, "fix", "smtpshim account add "+account)
+	case h.Problem != "":
+		e.log.Warn("cannot get the account's credential; its mail is kept", "account", account,
+			"problem", h.Problem, "err", h.LastError, "hint", ev.Hint, "next_try", h.NextProbe.Format(time.RFC3339))
+	case h.LastError != nil:
 		e.log.Warn("account's server unreachable", "account", account, "err", h.LastError, "hint", ev.Hint, "next_try", h.NextProbe.Format(time.RFC3339))
-	} else {
+	default:
 		e.log.Info("account's server reachable again", "account", account)
 	}
 	e.bus.Publish(ev)
@@ -359,6 +411,20 @@ func (e *Engine) pool(account string) *upstream.Pool {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	return e.pools[account]
+}
+
+// credentialsChanged lifts every credential hold: a reload is how a new
+// password reaches a running relay ("smtpshim account add" asks for one),
+// so the held mail goes out at once, and is held again if the provider
+// still refuses.
+func (e *Engine) credentialsChanged() {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for key, p := range e.pools {
+		if p.CredentialChanged() {
+			e.log.Info("trying the account's credential again", "account", key)
+		}
+	}
 }
 
 // Addrs returns the addresses the listener serves.
@@ -388,7 +454,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	var ctlSrv *http.Server
 	if e.ctl != nil {
 		ctlSrv = &http.Server{Handler: control.Handler(e), ReadHeaderTimeout: 10 * time.Second}
-		go ctlSrv.Serve(e.ctl)
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			ctlSrv.Serve(e.ctl)
+		}()
 	}
 	errc := make(chan error, len(e.lns)+len(e.tlns))
 	for _, l := range e.lns {
@@ -399,16 +469,36 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.log.Info("listening with implicit TLS", "addr", l.Addr().String())
 		go func(l net.Listener) { errc <- e.srv.ServeTLS(l) }(l)
 	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.checkCredentials(ctx)
+	}()
 	var err error
+	serving := len(e.lns) + len(e.tlns)
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+		serving--
 	}
 	e.stopping.Store(true)
 	e.bus.SetState(api.Stopping)
+	e.log.Info("shutting down: waiting for client sessions to end (up to 10s), then for provider answers and queue attempts in flight",
+		"sessions", e.srv.Sessions(), "deliveries_in_flight", e.relay.InFlight())
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	e.srv.Shutdown(sctx)
+	if err := e.srv.Shutdown(sctx); err != nil {
+		e.log.Warn("client sessions did not end in time; closed them", "err", err)
+	}
 	cancel()
+	for ; serving > 0; serving-- {
+		<-errc // every Serve has returned
+	}
+	// Late answers and early MAIL FROMs settle into the queue: they end
+	// before it stops.
+	if n := e.relay.InFlight(); n > 0 {
+		e.log.Info("shutting down: cutting provider answers still awaited; their messages stay queued", "count", n)
+	}
+	e.relay.Close()
 	if ctlSrv != nil {
 		// Watchers get the last events and a clean end of their stream.
 		e.bus.EndWatches()
@@ -419,13 +509,49 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	stopQueue()
 	<-qdone
+	e.wg.Wait()
 	e.mu.RLock()
 	for _, p := range e.pools {
 		p.Close()
 	}
 	e.mu.RUnlock()
 	e.spool.Close()
+	e.log.Info("stopped")
 	return err
+}
+
+// checkCredentials reads every account's credential once at start, so that
+// a locked or missing keychain (a system service, an SSH login) is said at
+// once, naming the account and what to do, and the account's status says
+// "keychain unavailable" rather than "server down" when mail arrives.
+func (e *Engine) checkCredentials(ctx context.Context) {
+	e.mu.RLock()
+	timeout := e.cfg.EffectiveKeychainTimeout() + time.Second
+	pools := make(map[string]*upstream.Pool, len(e.pools))
+	for k, p := range e.pools {
+		pools[k] = p
+	}
+	e.mu.RUnlock()
+	for key, p := range pools {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		err := p.CheckCredential(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			continue
+		}
+		what := "unlock the keychain, or set password_command for the account"
+		if errors.Is(err, secrets.ErrNotFound) {
+			what = "store its password with \"smtpshim account add " + key + "\""
+		}
+		if upstream.CredentialProblem(err) == upstream.ProblemSignInNeeded {
+			what = "sign in with \"smtpshim account login " + key + "\""
+		}
+		e.log.Warn("cannot get the password of an account; its mail cannot go out until this is fixed",
+			"account", key, "problem", upstream.CredentialProblem(err), "err", err, "fix", what)
+	}
 }
 
 func (e *Engine) closeListeners() {

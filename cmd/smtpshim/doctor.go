@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/smtpshim/smtpshim/shim"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/control"
 	"github.com/smtpshim/smtpshim/shim/hints"
@@ -144,8 +145,8 @@ func (a *app) doctor(args []string) error {
 		c, err := upstream.Dial(context.Background(), ac, upstream.Options{
 			Hostname:        cfg.HostnameOrDefault(),
 			Secrets:         store,
+			Authenticator:   shim.DefaultAuthenticator(cfg, store, nil),
 			KeychainTimeout: cfg.EffectiveKeychainTimeout(),
-			Authenticators:  authenticators(cfg),
 		})
 		if err != nil {
 			h := hints.For(err)

@@ -11,7 +11,6 @@ import (
 	"github.com/smtpshim/smtpshim/shim/hints"
 	"github.com/smtpshim/smtpshim/shim/oauth"
 	"github.com/smtpshim/smtpshim/shim/secrets"
-	"github.com/smtpshim/smtpshim/shim/upstream"
 )
 
 // loginFlags are the sign-in options of `account add --oauth` and
@@ -91,18 +90,5 @@ func oauthState(store secrets.Store, ac *config.Account) string {
 		return "SIGN-IN NEEDED (smtpshim account login " + ac.Key() + ")"
 	default:
 		return "keychain unavailable"
-	}
-}
-
-// authenticators gives `account test` the same OAuth2 handling as the
-// running engine.
-func authenticators(cfg *config.Config) func(*config.Account) (upstream.Authenticator, error) {
-	m := oauth.NewManager(keychain(cfg), oauth.Options{KeychainTimeout: cfg.EffectiveKeychainTimeout()})
-	return func(a *config.Account) (upstream.Authenticator, error) {
-		auth, err := m.Authenticator(cfg, a)
-		if err != nil {
-			return nil, err
-		}
-		return auth, nil
 	}
 }

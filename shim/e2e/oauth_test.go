@@ -83,7 +83,7 @@ client_id = "smtpshim-e2e"
 
 	r := startRelay(t, c)
 	msg := message(erin, "frank@example.net", "oauth-1")
-	if rep := sendMail(t, r.Addr, erin, []string{"frank@example.net"}, msg); rep.Code != 250 || !strings.Contains(rep.Text(), "Ok: queued as") {
+	if rep := sendMail(t, r.Addr, erin, []string{"frank@example.net"}, msg); rep.Code != 250 || !strings.Contains(rep.LastText(), "Ok: queued as") {
 		t.Fatalf("end of DATA: %s; want Postfix's 250", rep)
 	}
 	m := waitMessage(t, p, "frank@example.net", "oauth-1")
@@ -107,7 +107,7 @@ client_id = "smtpshim-e2e"
 	r = startRelay(t, c)
 	held := message(erin, "frank@example.net", "oauth-held")
 	rep := sendMail(t, r.Addr, erin, []string{"frank@example.net"}, held)
-	if rep.Code != 250 || !strings.Contains(rep.Text(), "queued") {
+	if rep.Code != 250 || !strings.Contains(rep.LastText(), "queued") {
 		t.Fatalf("end of DATA with a revoked grant: %s; want 250 … queued", rep)
 	}
 	time.Sleep(3 * time.Second) // a few retries

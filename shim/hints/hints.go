@@ -19,6 +19,8 @@ import (
 	"syscall"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/smtpshim/smtpshim/shim/secrets"
 )
 
 // Hint texts are shared by several rules, and tests compare against them.
@@ -57,12 +59,15 @@ const (
 	hintGoogleDevice       = "Google does not allow the device sign-in for the mail scope: sign in with the browser instead (leave out --device)"
 	hintOAuthChallenge     = "the server refused the OAuth2 access token; its own explanation is the JSON in the error. A status of 400 or invalid_request usually means a malformed request or the wrong user name; 401 or invalid_token a token that expired or was revoked (smtpshim fetches a new one and, if that fails too, asks for `smtpshim account login ADDRESS`); a scope in it names the permission the token lacks"
 
-	hintRefused    = "nothing accepts connections at that server and port: check the server name and port (587 for starttls, 465 for tls) and that no firewall blocks it"
-	hintNoSuchHost = "the server name does not exist: check its spelling in the account settings"
-	hintDNS        = "the server name could not be looked up: check the network connection and DNS"
-	hintTimeout    = "the server did not answer in time: check the server name and port, the network, and that no firewall or ISP blocks outgoing mail ports; starttls on port 465 also looks like this, so use tls there"
-	hintUnreach    = "the network or the server is unreachable: check the network connection"
-	hintReset      = "the connection was cut off: a firewall or antivirus may be interfering, or the security setting does not match the port (587 = starttls, 465 = tls)"
+	hintNoPassword    = "no password is stored for this account: store it with `smtpshim account add ADDRESS`; its mail is kept until then"
+	hintNoKeychain    = "smtpshim could not read the password from the keychain (it is locked, or there is no desktop session, as under a system service or an SSH login): unlock the keychain, or set password_command for the account; its mail is kept meanwhile"
+	hintCommandFailed = "the account's password_command failed: run it yourself to see why and fix it (smtpshim tries it again at the next attempt); its mail is kept meanwhile"
+	hintRefused       = "nothing accepts connections at that server and port: check the server name and port (587 for starttls, 465 for tls) and that no firewall blocks it"
+	hintNoSuchHost    = "the server name does not exist: check its spelling in the account settings"
+	hintDNS           = "the server name could not be looked up: check the network connection and DNS"
+	hintTimeout       = "the server did not answer in time: check the server name and port, the network, and that no firewall or ISP blocks outgoing mail ports; starttls on port 465 also looks like this, so use tls there"
+	hintUnreach       = "the network or the server is unreachable: check the network connection"
+	hintReset         = "the connection was cut off: a firewall or antivirus may be interfering, or the security setting does not match the port (587 = starttls, 465 = tls)"
 )
 
 // For returns a one-sentence-or-two hint for err (which may wrap
@@ -74,6 +79,15 @@ func For(err error) string {
 	}
 	if h := forOAuth(err.Error()); h != "" {
 		return h
+	}
+	if errors.Is(err, secrets.ErrNotFound) {
+		return hintNoPassword
+	}
+	if errors.Is(err, secrets.ErrUnavailable) {
+		return hintNoKeychain
+	}
+	if errors.Is(err, secrets.ErrCommandFailed) {
+		return hintCommandFailed
 	}
 	if code, enh, msg, ok := smtpReply(err); ok {
 		if h := forReply(code, enh, msg); h != "" {
@@ -123,7 +137,7 @@ func forOAuth(s string) string {
 		return hintGoogleTesting
 	case has("invalid_grant", "interaction_required", "login_required", "AADSTS70043", "AADSTS700082", "AADSTS50173", "AADSTS50076", "AADSTS50079"):
 		return hintSignInAgain
-	case has("refused a new access token", "refused an access token"):
+	case has("refused a newly issued token", "refused an access token"):
 		// A token issued a moment ago is not the problem: the mailbox's
 		// SMTP AUTH (or the app's permission) is.
 		return hintOAuthAuthDisabled

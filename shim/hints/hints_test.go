@@ -371,7 +371,7 @@ func TestForOAuth(t *testing.T) {
 		{"google testing expiry", errors.New("a@gmail.com: the provider refused the saved sign-in: invalid_grant: Token has been expired or revoked.; sign in again"), hintGoogleTesting},
 		{"revoked grant", errors.New("a@example.com: the provider refused the saved sign-in: invalid_grant: AADSTS50173: The provided grant has expired due to it being revoked"), hintSignInAgain},
 		{"sign-in frequency", errors.New("interaction_required: AADSTS70043: The refresh token has expired or is invalid due to sign-in frequency checks by conditional access"), hintSignInAgain},
-		{"fresh token refused, auth disabled", fmt.Errorf("a@example.com: the server refused a new access token too; the account needs a new sign-in: %w", smtpErr(535, smtp.EnhancedCode{5, 7, 3}, "Authentication unsuccessful [SN4PR0201CA0045.namprd02.prod.outlook.com]")), hintOAuthAuthDisabled},
+		{"fresh token refused, auth disabled", fmt.Errorf("smtp.office365.com:587: authentication failed: the server refused a newly issued token too: %w", smtpErr(535, smtp.EnhancedCode{5, 7, 3}, "Authentication unsuccessful [SN4PR0201CA0045.namprd02.prod.outlook.com]")), hintOAuthAuthDisabled},
 		{"334 json with 5.7.139", challenge(smtpErr(535, smtp.EnhancedCode{5, 7, 139}, "Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant."), `{"status":"401"}`), hintOAuthAuthDisabled},
 		{"334 json", challenge(smtpErr(535, smtp.EnhancedCode{5, 7, 8}, "Username and Password not accepted"), `{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`), hintOAuthChallenge},
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/secrets"
+	"github.com/smtpshim/smtpshim/shim/upstream"
 )
 
 // Authenticator gives SMTP AUTH clients for one OAuth2 account. It
@@ -36,6 +37,11 @@ func (a *Authenticator) Client(ctx context.Context, mech string) (sasl.Client, e
 
 // Refused drops the cached access token after the server refused it.
 func (a *Authenticator) Refused() { a.s.Refused() }
+
+// Renewable reports, after Refused, whether a new token is worth a try
+// (upstream.Renewer): yes once, no when the refused token was itself the
+// replacement of a refused one.
+func (a *Authenticator) Renewable() bool { return a.s.renewable() }
 
 // Session returns the account's token session.
 func (a *Authenticator) Session() *Session { return a.s }
@@ -100,3 +106,13 @@ func (m *Manager) SignedIn(key string) {
 		ms.s.SignedIn()
 	}
 }
+
+// What the upstream package finds by type assertion.
+var (
+	_ upstream.Authenticator = (*Authenticator)(nil)
+	_ upstream.Renewer       = (*Authenticator)(nil)
+	_ upstream.Scrubber      = (*xoauth2Client)(nil)
+	_ upstream.Detailer      = (*oauthBearerClient)(nil)
+	_ upstream.Scrubber      = (*oauthBearerClient)(nil)
+	_ upstream.Detailer      = (*xoauth2Client)(nil)
+)

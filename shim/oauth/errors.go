@@ -46,6 +46,10 @@ func (e *CredentialError) Is(target error) bool { return target == e.Kind }
 // Unwrap returns the underlying error.
 func (e *CredentialError) Unwrap() error { return e.Err }
 
+// CredentialRefused says whether only a new sign-in can help
+// (upstream.RefusedCredential): the account's mail is then held.
+func (e *CredentialError) CredentialRefused() bool { return e.Kind == ErrSignInNeeded }
+
 // IsSignInNeeded reports whether err says the user must sign in again.
 func IsSignInNeeded(err error) bool { return errors.Is(err, ErrSignInNeeded) }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/internal/oauthsim"
 	"github.com/smtpshim/smtpshim/shim/secrets"
+	"github.com/smtpshim/smtpshim/shim/upstream"
 )
 
 const (
@@ -44,7 +45,7 @@ func newRig(t *testing.T, so oauthsim.Options) *rig {
 	auth, token, device, _ := r.sim.Endpoints()
 	r.p = &Provider{Name: "sim", Title: "the test provider", AuthURL: auth, TokenURL: token, DeviceURL: device,
 		Scopes: []string{"smtp.send", "offline_access"}, ClientID: testClient, ClientSecret: so.ClientSecret,
-		Mechanisms: []string{MechOAUTHBEARER, MechXOAUTH2}}
+		Mechanisms: []string{upstream.MechOAuthBearer, upstream.MechXOAUTH2}}
 	return r
 }
 

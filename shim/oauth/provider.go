@@ -21,12 +21,7 @@ import (
 	"strings"
 
 	"github.com/smtpshim/smtpshim/shim/config"
-)
-
-// SASL mechanism names, as servers advertise them.
-const (
-	MechXOAUTH2     = "XOAUTH2"
-	MechOAUTHBEARER = "OAUTHBEARER"
+	"github.com/smtpshim/smtpshim/shim/upstream"
 )
 
 // Client IDs compiled in by whoever packages a release with a registered
@@ -105,7 +100,7 @@ func preset(name string) (Provider, bool) {
 			Scopes:       []string{"https://outlook.office.com/SMTP.Send", "offline_access"},
 			ClientID:     MicrosoftClientID,
 			Server:       "smtp.office365.com:587",
-			Mechanisms:   []string{MechXOAUTH2}, // Exchange Online takes XOAUTH2 only
+			Mechanisms:   []string{upstream.MechXOAUTH2}, // Exchange Online takes XOAUTH2 only
 			clientIDHelp: "register an app in Microsoft Entra (see the README, \"OAuth2 sign-in\") and add\n\n  [[oauth_provider]]\n  name = \"microsoft\"\n  client_id = \"YOUR-APPLICATION-ID\"\n\nto the config",
 		}, true
 	case Google:
@@ -117,7 +112,7 @@ func preset(name string) (Provider, bool) {
 			ClientID:       GoogleClientID,
 			ClientSecret:   GoogleClientSecret,
 			Server:         "smtp.gmail.com:465",
-			Mechanisms:     []string{MechXOAUTH2, MechOAUTHBEARER},
+			Mechanisms:     []string{upstream.MechXOAUTH2, upstream.MechOAuthBearer},
 			NoDeviceReason: googleNoDevice,
 			clientIDHelp:   "create a \"Desktop app\" OAuth client in Google Cloud (see the README, \"OAuth2 sign-in\") and add\n\n  [[oauth_provider]]\n  name = \"google\"\n  client_id = \"YOUR-CLIENT-ID.apps.googleusercontent.com\"\n  client_secret = \"ITS-CLIENT-SECRET\"\n\nto the config",
 		}, true
@@ -145,7 +140,7 @@ func Resolve(c *config.Config, name string) (*Provider, error) {
 		if over == nil {
 			return nil, fmt.Errorf("unknown OAuth2 provider %q: use microsoft, google, or the name of an [[oauth_provider]] in the config", name)
 		}
-		p = Provider{Name: name, Title: name, Mechanisms: []string{MechOAUTHBEARER, MechXOAUTH2},
+		p = Provider{Name: name, Title: name, Mechanisms: []string{upstream.MechOAuthBearer, upstream.MechXOAUTH2},
 			NoDeviceReason: "the [[oauth_provider]] " + name + " has no device_url",
 			clientIDHelp:   "set client_id in its [[oauth_provider]] section"}
 	}

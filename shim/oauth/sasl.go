@@ -11,6 +11,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/smtpshim/smtpshim/shim/upstream"
 )
 
 // ServerError is the JSON a server sends in a 334 challenge when it refuses
@@ -72,7 +74,7 @@ func NewXOAUTH2Client(user, token string) sasl.Client {
 
 func (c *xoauth2Client) Start() (string, []byte, error) {
 	c.answered = false
-	return MechXOAUTH2, []byte("user=" + c.user + "\x01auth=Bearer " + c.token + "\x01\x01"), nil
+	return upstream.MechXOAUTH2, []byte("user=" + c.user + "\x01auth=Bearer " + c.token + "\x01\x01"), nil
 }
 
 func (c *xoauth2Client) Next(ch []byte) ([]byte, error) {
@@ -122,9 +124,9 @@ func (c *oauthBearerClient) Next(ch []byte) ([]byte, error) {
 // NewSASLClient builds the client for mech (XOAUTH2 or OAUTHBEARER).
 func NewSASLClient(mech, user, token, server string) (sasl.Client, error) {
 	switch strings.ToUpper(mech) {
-	case MechXOAUTH2:
+	case upstream.MechXOAUTH2:
 		return NewXOAUTH2Client(user, token), nil
-	case MechOAUTHBEARER:
+	case upstream.MechOAuthBearer:
 		return NewOAuthBearerClient(user, token, server), nil
 	}
 	return nil, fmt.Errorf("mechanism %q is not an OAuth2 mechanism", mech)
@@ -167,9 +169,8 @@ func WrapAuthError(c sasl.Client, err error) error {
 	return err
 }
 
-// WrapAuthError attaches the recorded challenge to err; the upstream
-// package calls it through an interface, so it needs no import of this one.
-func (c *challenge) WrapAuthError(err error) error {
+// Detail attaches the recorded challenge to err (upstream.Detailer).
+func (c *challenge) Detail(err error) error {
 	if d := c.ServerError(); d != nil && err != nil {
 		return &AuthError{Err: err, Detail: d}
 	}

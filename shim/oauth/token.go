@@ -279,6 +279,14 @@ func (s *Session) Refused() {
 	s.mu.Unlock()
 }
 
+// renewable reports whether the next token replaces a refused one (and so
+// may succeed), rather than the grant itself having been refused.
+func (s *Session) renewable() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.replacing && s.refused == ""
+}
+
 // SignedIn forgets everything cached after a new sign-in stored rt.
 func (s *Session) SignedIn() {
 	s.mu.Lock()
