@@ -373,6 +373,9 @@ func (e *Engine) apply(cfg *config.Config) {
 	for i := range cfg.Accounts {
 		a := &cfg.Accounts[i]
 		infos[i] = events.AccountInfo{Key: a.Key(), Server: a.Server, Auth: "password"}
+		if a.OAuth != "" {
+			infos[i].Auth = "oauth2"
+		}
 	}
 	e.bus.SetAccounts(infos)
 	for _, p := range old {
@@ -386,10 +389,14 @@ func (e *Engine) healthChanged(account string, h upstream.Health) {
 		ev.Error = h.LastError.Error()
 		ev.Hint = strings.ReplaceAll(hints.For(h.LastError), "ADDRESS", account)
 	}
+	fix := "smtpshim account add " + account
+	if h.Problem == upstream.ProblemSignInNeeded {
+		fix = "smtpshim account login " + account
+	}
 	switch {
 	case h.Held:
 		e.log.Error("the provider refused the account's credential; its mail is held until it is updated", "account", account,
-			"problem", h.Problem, "err", h.LastError, "hint", ev.Hint, "fix", "smtpshim account add "+account)
+			"problem", h.Problem, "err", h.LastError, "hint", ev.Hint, "fix", fix)
 	case h.Problem != "":
 		e.log.Warn("cannot get the account's credential; its mail is kept", "account", account,
 			"problem", h.Problem, "err", h.LastError, "hint", ev.Hint, "next_try", h.NextProbe.Format(time.RFC3339))

@@ -231,3 +231,20 @@ func TestOAuthFreshTokenRefusedHoldsMail(t *testing.T) {
 		t.Errorf("%d AUTH attempts refused, want 2", n)
 	}
 }
+
+// A token endpoint that does not answer is a temporary problem of its own
+// ("sign-in service unreachable"), not "server down" or "keychain
+// unavailable": the mail is queued and goes out once it answers again.
+func TestOAuthTokenEndpointDownIsTemporary(t *testing.T) {
+	t.Parallel()
+	r := startOAuthRig(t, upstreamsim.XOAUTH2)
+	mustProviderOK(t, send(t, r.addr, simUser, []string{"bob@example.net"}, message("before", 500)))
+	r.dropConnections()
+	r.advance(2 * time.Hour)
+	r.auth.Close()
+	mustQueued(t, send(t, r.addr, simUser, []string{"bob@example.net"}, message("waiting", 500)))
+	st := accountOf(t, r.eng.Status(), simUser)
+	if st.Problem != "sign-in service unreachable" || st.State != api.AccountFailing || st.Auth != "oauth2" || !strings.Contains(st.Hint, "sign-in service") {
+		t.Fatalf("status %+v, want a temporary \"sign-in service unreachable\"", st)
+	}
+}

@@ -50,6 +50,7 @@ const (
 	hintOldTLS           = "the server only offers an outdated TLS version or cipher that smtpshim refuses: the server needs updating, or use the provider's current submission host"
 
 	hintOAuthAuthDisabled  = "the provider refused a fresh OAuth2 token for SMTP: SMTP AUTH is most likely disabled for this mailbox or the whole tenant. In Microsoft 365 turn on Authenticated SMTP for the mailbox (admin center → Users → Active users → the user → Mail → Manage email apps) and, if the tenant blocks it, for the organisation (Exchange admin center → Settings → Mail flow → untick \"Turn off SMTP AUTH protocol for your organization\", or Set-TransportConfig -SmtpClientAuthenticationDisabled $false); also check that the app registration has the delegated SMTP.Send permission. Then run `smtpshim account login ADDRESS`"
+	hintTokenEndpoint      = "the provider's sign-in service (its OAuth2 token endpoint) could not be reached or failed, so smtpshim could not get a new access token: check the network connection; the mail is kept and smtpshim tries again by itself"
 	hintPublicClientOff    = "the app registration does not allow public client flows: in the Azure portal open the app → Authentication → Advanced settings → set \"Allow public client flows\" to Yes, save, and sign in again (smtpshim is a desktop app and has no client secret)"
 	hintPublicClientSecret = "a client secret was sent for a Microsoft public client: remove client_secret from the [[oauth_provider]] section; desktop apps sign in without one"
 	hintConsent            = "the app has not been granted consent to send mail for this user: sign in again and accept the consent screen, or, if the organisation does not let users consent, ask an administrator to grant admin consent for the app's SMTP.Send and offline_access permissions (Entra admin center → Enterprise applications → the app → Permissions)"
@@ -123,6 +124,8 @@ func forOAuth(s string) string {
 		return false
 	}
 	switch {
+	case has("token endpoint could not be reached", "token endpoint failed"):
+		return hintTokenEndpoint
 	case has("AADSTS7000218"):
 		return hintPublicClientOff
 	case has("AADSTS700025"):

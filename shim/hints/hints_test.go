@@ -363,6 +363,7 @@ func TestForOAuth(t *testing.T) {
 		err  error
 		want string
 	}{
+		{"token endpoint down", errors.New(`a@example.com: the provider's token endpoint could not be reached: Post "https://login.microsoftonline.com/common/oauth2/v2.0/token": dial tcp: connection refused`), hintTokenEndpoint},
 		{"public client flows off", errors.New("a@example.com: the provider refused the sign-in: invalid_client: AADSTS7000218: The request body must contain the following parameter: 'client_assertion' or 'client_secret'."), hintPublicClientOff},
 		{"secret sent by a public client", errors.New("invalid_client: AADSTS700025: Client is public so neither 'client_assertion' nor 'client_secret' should be presented."), hintPublicClientSecret},
 		{"consent", errors.New("a@example.com: Microsoft did not complete the sign-in: consent_required: AADSTS65001: The user or administrator has not consented to use the application"), hintConsent},

@@ -69,6 +69,9 @@ const (
 	ProblemKeychainUnavailable = "keychain unavailable"
 	ProblemNoPassword          = "no password stored"
 	ProblemPasswordCommand     = "password command failed"
+	// ProblemTokenUnavailable: an OAuth2 access token could not be had
+	// because the provider's token endpoint did not answer; temporary.
+	ProblemTokenUnavailable = "sign-in service unreachable"
 )
 
 // CredentialProblem names what went wrong with getting or using a
@@ -82,6 +85,8 @@ func CredentialProblem(err error) string {
 	switch {
 	case de.Step == StepCredential && refusedCredential(err):
 		return ProblemSignInNeeded
+	case de.Step == StepCredential && isBearer(de.Mechanism) && !errors.Is(err, secrets.ErrUnavailable):
+		return ProblemTokenUnavailable
 	case de.Step == StepCredential && errors.Is(err, secrets.ErrNotFound):
 		return ProblemNoPassword
 	case de.Step == StepCredential && errors.Is(err, secrets.ErrCommandFailed):
@@ -89,7 +94,7 @@ func CredentialProblem(err error) string {
 	case de.Step == StepCredential:
 		return ProblemKeychainUnavailable
 	case Classify(err) == CredentialRefused:
-		if de.Mechanism == MechXOAUTH2 || de.Mechanism == MechOAuthBearer {
+		if isBearer(de.Mechanism) {
 			return ProblemSignInNeeded
 		}
 		return ProblemPasswordRejected
@@ -185,3 +190,6 @@ func refusedCredential(err error) bool {
 	var rc RefusedCredential
 	return errors.As(err, &rc) && rc.CredentialRefused()
 }
+
+// isBearer reports whether mech carries an OAuth2 bearer token.
+func isBearer(mech string) bool { return mech == MechXOAUTH2 || mech == MechOAuthBearer }
