@@ -16,6 +16,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/accounts"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/control"
+	"github.com/smtpshim/smtpshim/shim/oauth"
 	"github.com/smtpshim/smtpshim/shim/secrets"
 )
 
@@ -26,7 +27,7 @@ var keychain = func(cfg *config.Config) secrets.Store {
 
 func (a *app) account(args []string) error {
 	if len(args) == 0 {
-		return exit(exUsage, "usage: smtpshim account add|list|remove|test ...")
+		return exit(exUsage, "usage: smtpshim account add|list|remove|test|login ...")
 	}
 	switch args[0] {
 	case "add", "set", "update":
@@ -37,8 +38,10 @@ func (a *app) account(args []string) error {
 		return a.accountRemove(args[1:])
 	case "test", "check":
 		return a.accountTest(args[1:])
+	case "login", "signin", "sign-in":
+		return a.accountLogin(args[1:])
 	}
-	return exit(exUsage, "unknown account command %q (add, list, remove, test)", args[0])
+	return exit(exUsage, "unknown account command %q (add, list, remove, test, login)", args[0])
 }
 
 // splitPositional lets flags come before or after the one positional
@@ -72,6 +75,8 @@ func (a *app) accountAdd(args []string) error {
 	pwStdin := fs.Bool("password-stdin", false, "read the password from standard input instead of prompting")
 	pwCommand := fs.String("password-command", "", "command that prints the password (for machines without a keychain)")
 	test := fs.Bool("test", false, "connect and log in after saving")
+	oauthName := fs.String("oauth", "", "sign in with OAuth2 instead of a password: microsoft, google, or an [[oauth_provider]] name")
+	lf := addLoginFlags(fs)
 	who, err := splitPositional(fs, args)
 	if err != nil {
 		return err
@@ -80,7 +85,7 @@ func (a *app) accountAdd(args []string) error {
 	if err != nil {
 		return err
 	}
-	acct := config.Account{Server: *server, Security: *security, Username: *username, Auth: *auth, CAFile: *caFile, PasswordCommand: *pwCommand}
+	acct := config.Account{Server: *server, Security: *security, Username: *username, Auth: *auth, CAFile: *caFile, PasswordCommand: *pwCommand, OAuth: *oauthName}
 	if d, ok := strings.CutPrefix(who, "@"); ok {
 		acct.Domain = d
 	} else {
@@ -104,9 +109,23 @@ func (a *app) accountAdd(args []string) error {
 				merged.CAFile = acct.CAFile
 			case "password-command":
 				merged.PasswordCommand = acct.PasswordCommand
+			case "oauth":
+				merged.OAuth = acct.OAuth
 			}
 		})
 		acct = merged
+	}
+	var provider *oauth.Provider
+	if acct.OAuth != "" {
+		if provider, err = oauth.Resolve(cfg, acct.OAuth); err != nil {
+			return exit(exConfig, "%s: %v", who, err)
+		}
+		if acct.Server == "" {
+			acct.Server = provider.Server
+			if acct.Server != "" {
+				fmt.Fprintf(a.stderr, "using %s, %s's submission server (override with --server)\n", acct.Server, provider.Title)
+			}
+		}
 	}
 	if acct.Server == "" {
 		dom := acct.Domain
@@ -124,7 +143,18 @@ func (a *app) accountAdd(args []string) error {
 		return exit(exUsage, "%s: %v", who, err)
 	}
 	var pw string
-	if acct.PasswordCommand == "" {
+	if acct.OAuth != "" {
+		// Sign in before anything is saved: a failed sign-in leaves the
+		// config as it was.
+		probe := *cfg
+		probe.Accounts = append(append([]config.Account(nil), cfg.Accounts...), acct)
+		if err := probe.Validate(); err != nil {
+			return exit(exUsage, "%s: %v", who, err)
+		}
+		if err := a.signIn(cfg, &acct, lf); err != nil {
+			return err
+		}
+	} else if acct.PasswordCommand == "" {
 		if pw, err = a.readPassword(*pwStdin, acct.Key()); err != nil {
 			return err
 		}
@@ -141,7 +171,11 @@ func (a *app) accountAdd(args []string) error {
 	if existing != nil {
 		verb = "updated"
 	}
-	fmt.Fprintf(a.stdout, "account %s %s (server %s, %s); the password is in the OS keychain, not in %s\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), cfg.Path())
+	if acct.OAuth != "" {
+		fmt.Fprintf(a.stdout, "account %s %s (server %s, %s, OAuth2 with %s)\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), provider.Title)
+	} else {
+		fmt.Fprintf(a.stdout, "account %s %s (server %s, %s); the password is in the OS keychain, not in %s\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), cfg.Path())
+	}
 	if acct.PasswordCommand != "" {
 		fmt.Fprintf(a.stdout, "account %s takes its password from its password_command\n", acct.Key())
 	}
@@ -226,7 +260,11 @@ func (a *app) accountList() error {
 		if ac.Domain != "" {
 			kind = "domain"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ac.Key(), kind, ac.Server, ac.SecurityMode(), ac.Login(), passwordState(store, ac))
+		state := passwordState(store, ac)
+		if ac.OAuth != "" {
+			state = oauthState(store, ac)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ac.Key(), kind, ac.Server, ac.SecurityMode(), ac.Login(), state)
 	}
 	return tw.Flush()
 }

@@ -94,6 +94,9 @@ Commands:
   account list               show accounts (never passwords)
   account remove ADDRESS|@DOMAIN
   account test ADDRESS|@DOMAIN
+  account add ADDRESS --oauth microsoft|google|NAME [--device] [--no-browser]
+                             sign in with OAuth2 (browser, or a device code) instead of a password
+  account login ADDRESS [--device] [--no-browser]   sign an OAuth2 account in again
   queue list | show ID | retry [ID] | delete ID
   status [--json] [--watch]  the running relay: state, accounts, queue; --watch follows events
   pause                      hold delivery: mail is still accepted and queued, nothing is sent

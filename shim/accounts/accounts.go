@@ -145,7 +145,7 @@ func Test(ctx context.Context, cfg *config.Config, store secrets.Store, acct *co
 	c, err := upstream.Dial(ctx, acct, upstream.Options{
 		Hostname:        cfg.HostnameOrDefault(),
 		Secrets:         store,
-		Authenticator:   shim.DefaultAuthenticator(store, cfg.EffectiveKeychainTimeout()),
+		Authenticator:   shim.DefaultAuthenticator(cfg, store, nil),
 		KeychainTimeout: cfg.EffectiveKeychainTimeout(),
 	})
 	if err != nil {
