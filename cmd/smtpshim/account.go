@@ -13,34 +13,12 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/smtpshim/smtpshim/shim"
+	"github.com/smtpshim/smtpshim/shim/accounts"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/control"
-	"github.com/smtpshim/smtpshim/shim/hints"
+	"github.com/smtpshim/smtpshim/shim/oauth"
 	"github.com/smtpshim/smtpshim/shim/secrets"
-	"github.com/smtpshim/smtpshim/shim/upstream"
 )
-
-// knownServers fills in --server for well-known providers.
-var knownServers = map[string]string{
-	"gmail.com":      "smtp.gmail.com:587",
-	"googlemail.com": "smtp.gmail.com:587",
-	"outlook.com":    "smtp-mail.outlook.com:587",
-	"hotmail.com":    "smtp-mail.outlook.com:587",
-	"live.com":       "smtp-mail.outlook.com:587",
-	"msn.com":        "smtp-mail.outlook.com:587",
-	"yahoo.com":      "smtp.mail.yahoo.com:465",
-	"icloud.com":     "smtp.mail.me.com:587",
-	"me.com":         "smtp.mail.me.com:587",
-	"mac.com":        "smtp.mail.me.com:587",
-	"fastmail.com":   "smtp.fastmail.com:465",
-	"gmx.net":        "mail.gmx.net:587",
-	"gmx.de":         "mail.gmx.net:587",
-	"web.de":         "smtp.web.de:587",
-	"aol.com":        "smtp.aol.com:465",
-	"zoho.com":       "smtp.zoho.com:465",
-	"proton.me":      "127.0.0.1:1025",
-}
 
 // keychain is the store account commands use; tests replace it.
 var keychain = func(cfg *config.Config) secrets.Store {
@@ -49,7 +27,7 @@ var keychain = func(cfg *config.Config) secrets.Store {
 
 func (a *app) account(args []string) error {
 	if len(args) == 0 {
-		return exit(exUsage, "usage: smtpshim account add|list|remove|test ...")
+		return exit(exUsage, "usage: smtpshim account add|list|remove|test|login ...")
 	}
 	switch args[0] {
 	case "add", "set", "update":
@@ -63,8 +41,10 @@ func (a *app) account(args []string) error {
 		return a.accountRemove(args[1:])
 	case "test", "check":
 		return a.accountTest(args[1:])
+	case "login", "signin", "sign-in":
+		return a.accountLogin(args[1:])
 	}
-	return exit(exUsage, "unknown account command %q (add, list, remove, test)", args[0])
+	return exit(exUsage, "unknown account command %q (add, list, remove, test, login)", args[0])
 }
 
 // splitPositional lets flags come before or after the one positional
@@ -98,6 +78,8 @@ func (a *app) accountAdd(args []string) error {
 	pwStdin := fs.Bool("password-stdin", false, "read the password from standard input instead of prompting")
 	pwCommand := fs.String("password-command", "", "command that prints the password (for machines without a keychain)")
 	test := fs.Bool("test", false, "connect and log in after saving")
+	oauthName := fs.String("oauth", "", "sign in with OAuth2 instead of a password: microsoft, google, or an [[oauth_provider]] name")
+	lf := addLoginFlags(fs)
 	who, err := splitPositional(fs, args)
 	if err != nil {
 		return err
@@ -106,11 +88,20 @@ func (a *app) accountAdd(args []string) error {
 	if err != nil {
 		return err
 	}
-	acct := config.Account{Server: *server, Security: *security, Username: *username, Auth: *auth, CAFile: *caFile, PasswordCommand: *pwCommand}
+	acct := config.Account{Server: *server, Security: *security, Username: *username, Auth: *auth, CAFile: *caFile, PasswordCommand: *pwCommand, OAuth: *oauthName}
 	if d, ok := strings.CutPrefix(who, "@"); ok {
 		acct.Domain = d
 	} else {
 		acct.Address = who
+	}
+	// The form first: "bob" is a mistake, not an account that only
+	// lacks --server.
+	if acct.Address != "" {
+		if err := config.ValidateAddress(acct.Address); err != nil {
+			return exit(exUsage, "%v (or @example.com for a whole domain)", err)
+		}
+	} else if err := config.ValidateDomain(acct.Domain); err != nil {
+		return exit(exUsage, "%v: give @example.com for a whole domain, or an address like you@example.com", err)
 	}
 	idx, existing := cfg.Find(acct.Key())
 	if existing != nil {
@@ -130,16 +121,30 @@ func (a *app) accountAdd(args []string) error {
 				merged.CAFile = acct.CAFile
 			case "password-command":
 				merged.PasswordCommand = acct.PasswordCommand
+			case "oauth":
+				merged.OAuth = acct.OAuth
 			}
 		})
 		acct = merged
+	}
+	var provider *oauth.Provider
+	if acct.OAuth != "" {
+		if provider, err = oauth.Resolve(cfg, acct.OAuth); err != nil {
+			return exit(exConfig, "%s: %v", who, err)
+		}
+		if acct.Server == "" {
+			acct.Server = provider.Server
+			if acct.Server != "" {
+				fmt.Fprintf(a.stderr, "using %s, %s's submission server (override with --server)\n", acct.Server, provider.Title)
+			}
+		}
 	}
 	if acct.Server == "" {
 		dom := acct.Domain
 		if dom == "" {
 			dom = who[strings.LastIndexByte(who, '@')+1:]
 		}
-		if s, ok := knownServers[strings.ToLower(dom)]; ok {
+		if s, _, ok := accounts.ServerFor(dom); ok {
 			acct.Server = s
 			fmt.Fprintf(a.stderr, "using %s, the usual submission server for %s (override with --server)\n", s, dom)
 		} else {
@@ -156,27 +161,32 @@ func (a *app) accountAdd(args []string) error {
 	// --password-stdin) goes to the keychain and replaces a
 	// password_command; --password-command replaces the keychain entry.
 	hadCommand := existing != nil && existing.PasswordCommand != ""
-	usesKeychain := acct.PasswordCommand == "" || *pwStdin
 	if *pwStdin && acct.PasswordCommand != "" && *pwCommand != "" {
 		return exit(exUsage, "give either --password-stdin (the keychain) or --password-command, not both")
 	}
+	var pw string
 	var notes []string
-	if usesKeychain {
-		pw, err := a.readPassword(*pwStdin, acct.Key())
-		if err != nil {
+	switch {
+	case acct.OAuth != "":
+		// Sign in before anything is saved: a failed sign-in leaves the
+		// config as it was.
+		probe := *cfg
+		probe.Accounts = append(append([]config.Account(nil), cfg.Accounts...), acct)
+		if err := probe.Validate(); err != nil {
+			return exit(exUsage, "%s: %v", who, err)
+		}
+		if err := a.signIn(cfg, &acct, lf); err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.EffectiveKeychainTimeout()+time.Second)
-		err = keychain(cfg).Set(ctx, acct.Key(), pw)
-		cancel()
-		if err != nil {
-			return exit(exUnavailable, "could not store the password: %v (the config was not changed)", err)
+	case acct.PasswordCommand == "" || *pwStdin:
+		if pw, err = a.readPassword(*pwStdin, acct.Key()); err != nil {
+			return err
 		}
 		if acct.PasswordCommand != "" {
 			notes = append(notes, fmt.Sprintf("its password_command (%s) was removed: the password now comes from the OS keychain", acct.PasswordCommand))
 			acct.PasswordCommand = ""
 		}
-	} else if *pwCommand != "" {
+	case *pwCommand != "":
 		// The command replaces a stored password: remove it, so that no
 		// stale copy stays in the keychain.
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.EffectiveKeychainTimeout()+time.Second)
@@ -190,27 +200,30 @@ func (a *app) accountAdd(args []string) error {
 			notes = append(notes, fmt.Sprintf("a password for it may still be in the OS keychain (it could not be removed: %v); it is not used", err))
 		}
 	}
-	if existing != nil {
-		cfg.Accounts[idx] = acct
-	} else {
-		cfg.Accounts = append(cfg.Accounts, acct)
-		idx = len(cfg.Accounts) - 1
+	if _, err := accounts.Save(context.Background(), cfg, keychain(cfg), acct, pw); err != nil {
+		var ke *accounts.KeychainError
+		if errors.As(err, &ke) {
+			return exit(exUnavailable, "%v", err)
+		}
+		return exit(exConfig, "%v", err)
 	}
-	if err := cfg.Save(); err != nil {
-		return exit(exConfig, "saving %s: %v", cfg.Path(), err)
-	}
+	idx, _ = cfg.Find(acct.Key())
 	verb := "added"
 	if existing != nil {
 		verb = "updated"
 	}
-	where := fmt.Sprintf("the password is in the OS keychain, not in %s", cfg.Path())
-	if acct.PasswordCommand != "" {
-		where = "its password comes from its password_command"
+	switch {
+	case acct.OAuth != "":
+		fmt.Fprintf(a.stdout, "account %s %s (server %s, %s, OAuth2 with %s)\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), provider.Title)
+	case acct.PasswordCommand != "":
+		where := "its password comes from its password_command"
 		if !hadCommand {
 			where += " (nothing was stored in the keychain)"
 		}
+		fmt.Fprintf(a.stdout, "account %s %s (server %s, %s); %s\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), where)
+	default:
+		fmt.Fprintf(a.stdout, "account %s %s (server %s, %s); the password is in the OS keychain, not in %s\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), cfg.Path())
 	}
-	fmt.Fprintf(a.stdout, "account %s %s (server %s, %s); %s\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), where)
 	for _, n := range notes {
 		fmt.Fprintf(a.stdout, "account %s: %s\n", acct.Key(), n)
 	}
@@ -295,7 +308,11 @@ func (a *app) accountList() error {
 		if ac.Domain != "" {
 			kind = "domain"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ac.Key(), kind, ac.Server, ac.SecurityMode(), ac.Login(), passwordState(store, ac))
+		state := passwordState(store, ac)
+		if ac.OAuth != "" {
+			state = oauthState(store, ac)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ac.Key(), kind, ac.Server, ac.SecurityMode(), ac.Login(), state)
 	}
 	return tw.Flush()
 }
@@ -338,31 +355,44 @@ func (a *app) namedAccount(cmd string, args []string) (*config.Config, int, *con
 }
 
 func (a *app) accountRemove(args []string) error {
-	cfg, idx, acct, err := a.namedAccount("account remove", args)
+	cfg, _, acct, err := a.namedAccount("account remove", args)
 	if err != nil {
 		return err
 	}
-	key := acct.Key()
-	hadCommand := acct.PasswordCommand != ""
-	cfg.Accounts = append(cfg.Accounts[:idx], cfg.Accounts[idx+1:]...)
-	if err := cfg.Save(); err != nil {
-		return exit(exConfig, "saving %s: %v", cfg.Path(), err)
+	key, hadCommand := acct.Key(), acct.PasswordCommand != ""
+	keychainErr, err := accounts.Remove(context.Background(), cfg, keychain(cfg), key)
+	if err != nil {
+		return exit(exConfig, "%v", err)
 	}
 	fmt.Fprintf(a.stdout, "account %s removed from %s\n", key, cfg.Path())
-	if !hadCommand {
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.EffectiveKeychainTimeout()+time.Second)
-		err := keychain(cfg).Delete(ctx, key)
-		cancel()
-		switch {
-		case err == nil:
-			fmt.Fprintf(a.stdout, "its password was removed from the keychain\n")
-		case errors.Is(err, secrets.ErrNotFound):
-		default:
-			fmt.Fprintf(a.stderr, "its password could not be removed from the keychain: %v\n", err)
-		}
+	if keychainErr != nil {
+		fmt.Fprintf(a.stderr, "its password could not be removed from the keychain: %v\n", keychainErr)
+	} else if !hadCommand {
+		fmt.Fprintf(a.stdout, "its password was removed from the keychain\n")
 	}
 	a.notifyDaemon(cfg)
+	a.warnQueued(key)
 	return nil
+}
+
+// warnQueued says when queued mail still belongs to a removed account:
+// it is not sent through another account, so it waits for this one.
+func (a *app) warnQueued(key string) {
+	b, done, _, err := a.queueBackend()
+	if err != nil {
+		return
+	}
+	defer done()
+	ms, _ := b.List()
+	n := 0
+	for _, m := range ms {
+		if m.Account == key {
+			n++
+		}
+	}
+	if n > 0 {
+		fmt.Fprintf(a.stderr, "%d queued message(s) of %s stay in the queue and are not sent until the account is added again; see \"smtpshim queue list\", and \"smtpshim queue delete ID\" to drop one\n", n, key)
+	}
 }
 
 func (a *app) accountTest(args []string) error {
@@ -376,22 +406,15 @@ func (a *app) accountTest(args []string) error {
 // testAccount connects and logs in, and says what happened in plain words.
 func (a *app) testAccount(cfg *config.Config, acct *config.Account) error {
 	fmt.Fprintf(a.stdout, "testing %s: %s (%s) as %s\n", acct.Key(), acct.Server, acct.SecurityMode(), acct.Login())
-	store := keychain(cfg)
-	c, err := upstream.Dial(context.Background(), acct, upstream.Options{
-		Hostname:        cfg.HostnameOrDefault(),
-		Secrets:         store,
-		Authenticator:   shim.DefaultAuthenticator(store, cfg.EffectiveKeychainTimeout()),
-		KeychainTimeout: cfg.EffectiveKeychainTimeout(),
-	})
-	if err != nil {
-		fmt.Fprintf(a.stdout, "FAILED: %v\n", err)
-		if h := hints.ForAccount(err, acct.Key()); h != "" {
-			fmt.Fprintf(a.stdout, "hint: %s\n", h)
+	r := accounts.Test(context.Background(), cfg, keychain(cfg), acct)
+	if r.Err != nil {
+		fmt.Fprintf(a.stdout, "FAILED: %v\n", r.Err)
+		if r.Hint != "" {
+			fmt.Fprintf(a.stdout, "hint: %s\n", r.Hint)
 		}
 		return exit(exUnavailable, "account %s does not work yet", acct.Key())
 	}
-	defer c.Close()
-	info := c.Info()
+	info := r.Info
 	if info.TLSVersion != "" {
 		fmt.Fprintf(a.stdout, "connected: %s, certificate verified\n", info.TLSVersion)
 	} else {

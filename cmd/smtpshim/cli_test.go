@@ -38,7 +38,7 @@ func TestCommandLineParsing(t *testing.T) {
 		{args: []string{"doctor", "-h"}, stdout: "usage: smtpshim doctor"},
 		{args: []string{"cert", "export", "--help"}, stdout: "usage: smtpshim cert export"},
 		{args: []string{"help", "queue"}, stdout: "usage: smtpshim queue"},
-		{args: []string{"--help"}, stdout: "with no command: the same as \"smtpshim serve\""},
+		{args: []string{"--help"}, stdout: "with no command: the relay with its tray icon"},
 		{args: []string{"help"}, stdout: "COMMAND --help"},
 		{args: []string{"nonsense"}, code: exUsage, stderr: `unknown command "nonsense"`},
 	}

@@ -48,7 +48,24 @@ config file; it is asked for without echo, or read with --password-stdin.
                           the keychain and replaces a password_command
   --password-command CMD  a command that prints the password (no keychain);
                           it replaces a password stored in the keychain
+  --oauth PROVIDER        sign in with OAuth2 (microsoft, google, ...) instead
+                          of a password; --device and --no-browser as for
+                          "account login"
   --test                  connect and log in after saving`,
+	"account login": `usage: smtpshim account login ADDRESS [--device] [--no-browser]
+
+Sign an OAuth2 account in again (after its sign-in expired or was revoked).
+
+  --device       sign in with a device code, on another device
+  --no-browser   print the sign-in link instead of opening a browser`,
+	"settings": `usage: smtpshim settings [--print-url] [PAGE]
+
+Open the settings page of the running smtpshim in a browser.
+
+  --print-url   print its one-time link instead`,
+	"autostart": `usage: smtpshim autostart on|off|status
+
+Start smtpshim (with its tray icon) at login, or not, or say which.`,
 	"account list": `usage: smtpshim account list
 
 List the accounts, and where each one's password is (never the password).`,
