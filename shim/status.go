@@ -320,6 +320,8 @@ func reloadDiff(started, old, cfg *config.Config, authChanged bool) api.ReloadRe
 		{"retry_min", oldLo != newLo},
 		{"retry_max", oldHi != newHi},
 		{"max_age", old.EffectiveMaxAge() != cfg.EffectiveMaxAge()},
+		{"min_free_space", old.EffectiveMinFreeSpace() != cfg.EffectiveMinFreeSpace()},
+		{"require_tls_for_auth", old.RequireTLSForAuth != cfg.RequireTLSForAuth},
 	}
 	for _, s := range live {
 		if s.changed {
@@ -335,6 +337,8 @@ func reloadDiff(started, old, cfg *config.Config, authChanged bool) api.ReloadRe
 		{"listen", !slices.Equal(started.ListenAddrs(), cfg.ListenAddrs())},
 		{"listen_tls", !slices.Equal(started.ListenTLS, cfg.ListenTLS)},
 		{"starttls", started.StartTLS != cfg.StartTLS},
+		// The local TLS config is built once, at start.
+		{"local_tls_legacy", started.LocalTLSLegacy != cfg.LocalTLSLegacy},
 		{"hostname", started.HostnameOrDefault() != cfg.HostnameOrDefault()},
 		{"max_message_size", started.EffectiveMaxMessageSize() != cfg.EffectiveMaxMessageSize()},
 		{"max_line_length", started.EffectiveMaxLineLength() != cfg.EffectiveMaxLineLength()},
