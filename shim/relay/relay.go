@@ -461,6 +461,16 @@ func (d *Delivery) Body(body io.Reader) (*Receipt, error) {
 	if err := d.join(); err != nil {
 		return nil, err
 	}
+	if !d.paused && d.r.o.Paused() {
+		// Paused since MAIL FROM: the message is held like any other.
+		if d.tx != nil {
+			d.tx.Abort()
+			d.tx = nil
+		}
+		d.deferred = append(d.deferred, d.live...)
+		d.live = nil
+		d.paused = true
+	}
 	// The body stays in memory up to memSpool bytes: a message the
 	// provider takes at once then never touches the disk.
 	sw := d.r.o.Spool.CreateLazy(memSpool)

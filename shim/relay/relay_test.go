@@ -186,6 +186,42 @@ func TestRelayPausedSendsNothing(t *testing.T) {
 	}
 }
 
+// A pause that comes while a client is between MAIL FROM and its message
+// holds that message too: its body never goes upstream, on a new
+// connection (MAIL FROM sent at Start) or a pooled one (sent ahead).
+func TestRelayPauseDuringTransactionSendsNothing(t *testing.T) {
+	for _, warm := range []bool{false, true} {
+		f := newFixture(t, pass, 10*time.Second)
+		if warm {
+			if _, _, err := f.deliver(t, "bob@example.net"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := len(f.sim.Messages())
+		d, err := f.relay.Start(f.acct, user, relay.StartOptions{Client: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.AddRcpt("bob@example.net"); err != nil {
+			t.Fatal(err)
+		}
+		f.paused = true
+		rec, err := d.Body(bytes.NewReader(msg))
+		if err != nil || !rec.Queued {
+			t.Fatalf("warm pool %v: %+v %v, want queued", warm, rec, err)
+		}
+		if want := "queued as " + rec.ID + " (smtpshim is paused)"; rec.Text != want {
+			t.Fatalf("warm pool %v: text %q, want %q", warm, rec.Text, want)
+		}
+		if n := len(f.sim.Messages()); n != before {
+			t.Fatalf("warm pool %v: the provider got a message after the pause", warm)
+		}
+		if m, ok := f.queue.Get(rec.ID); !ok || len(m.Rcpts) != 1 || m.Rcpts[0] != "bob@example.net" {
+			t.Fatalf("warm pool %v: queued entry %+v %v", warm, m, ok)
+		}
+	}
+}
+
 func TestRelayQueuesWhenProviderIsSlow(t *testing.T) {
 	f := newFixture(t, pass, 200*time.Millisecond)
 	f.sim.SetDataDelay(time.Second)
