@@ -324,7 +324,10 @@ func (d *Delivery) failure(err error) error {
 	if upstream.TrustProblem(err) {
 		d.logRefusal("the upstream's TLS could not be verified", err)
 		msg := "smtpshim refused to send the password: " + oneLine(err.Error())
-		if h := hints.For(err); h != "" {
+		if errors.Is(err, upstream.ErrCAFile) {
+			// Its text names a file on this computer: the log has it.
+			msg = "smtpshim refused to send the password: " + upstream.ErrCAFile.Error() + " (smtpshim's log says why)"
+		} else if h := hints.For(err); h != "" {
 			msg += " (" + h + ")"
 		}
 		return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, msg)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -218,6 +219,29 @@ func TestRelayPauseDuringTransactionSendsNothing(t *testing.T) {
 		}
 		if m, ok := f.queue.Get(rec.ID); !ok || len(m.Rcpts) != 1 || m.Rcpts[0] != "bob@example.net" {
 			t.Fatalf("warm pool %v: queued entry %+v %v", warm, m, ok)
+		}
+	}
+}
+
+// An account whose ca_file cannot be used is refused at once (454), and
+// the client, which may be any allowed machine on the LAN, hears that
+// the ca_file is the problem, never where it is on this computer.
+func TestRelayUnusableCAFileNamesNoPath(t *testing.T) {
+	f := newFixture(t, pass, 10*time.Second)
+	dir := t.TempDir()
+	notPEM := dir + "/not-a-certificate.pem"
+	if err := os.WriteFile(notPEM, []byte("hello\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, ca := range []string{dir + "/private-ca/missing.pem", dir, notPEM} {
+		f.acct.CAFile = ca
+		_, err := f.relay.Start(f.acct, user, relay.StartOptions{Client: "test"})
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) || se.Code != 454 || !strings.Contains(se.Message, "ca_file") {
+			t.Fatalf("ca_file %s: %v, want 454 naming ca_file", ca, err)
+		}
+		if strings.Contains(se.Message, dir) {
+			t.Fatalf("the client heard a local path: %q", se.Message)
 		}
 	}
 }
