@@ -205,7 +205,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = nil
 	}
 	if err != nil {
-		s.srv.Close()
+		// go-smtp's Close does nothing once its Shutdown has begun, so
+		// the sessions still open are closed here.
+		s.mu.Lock()
+		left := make([]*clientConn, 0, len(s.open))
+		for c := range s.open {
+			left = append(left, c)
+		}
+		s.mu.Unlock()
+		for _, c := range left {
+			c.Close()
+		}
 	}
 	s.refusing.Wait()
 	return err

@@ -1,0 +1,96 @@
+package listener
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smtpshim/smtpshim/shim/config"
+	"github.com/smtpshim/smtpshim/shim/queue"
+	"github.com/smtpshim/smtpshim/shim/relay"
+	"github.com/smtpshim/smtpshim/shim/route"
+	"github.com/smtpshim/smtpshim/shim/spool"
+	"github.com/smtpshim/smtpshim/shim/upstream"
+)
+
+// A client still sending its message when the shutdown's wait runs out is
+// disconnected: go-smtp's Close does nothing once its Shutdown has begun,
+// so the listener must close what is left itself, or the session would
+// outlive the engine.
+func TestShutdownClosesSessionsLeftAfterItsWait(t *testing.T) {
+	sp, err := spool.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	acct := config.Account{Address: "alice@example.com", Server: "127.0.0.1:1", Security: config.SecurityStartTLS}
+	pool := upstream.NewPool(&acct, upstream.Options{}, nil)
+	defer pool.Close()
+	pools := func(string) *upstream.Pool { return pool }
+	// Paused: the message would only be queued; nothing dials.
+	rl := relay.New(relay.Options{Pool: pools, Queue: queue.New(queue.Options{Spool: sp, Pool: pools}), Spool: sp,
+		Paused: func() bool { return true }})
+	defer rl.Close()
+	cfg := &config.Config{Hostname: "shim.test", Accounts: []config.Account{acct}}
+	srv := New(Options{Config: cfg, Routes: func() *route.Table { return route.New(cfg.Accounts) }, Relay: rl, Spool: sp})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	expect := func(line, code string) {
+		t.Helper()
+		if line != "" {
+			io.WriteString(c, line+"\r\n")
+		}
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			if len(l) < 4 || l[3] != '-' {
+				if !strings.HasPrefix(l, code) {
+					t.Fatalf("%s: %q, want %s", line, l, code)
+				}
+				return
+			}
+		}
+	}
+	expect("", "220")
+	expect("EHLO printer", "250")
+	expect("MAIL FROM:<alice@example.com>", "250")
+	expect("RCPT TO:<bob@example.net>", "250")
+	expect("DATA", "354")
+	io.WriteString(c, "Subject: half\r\n\r\nthe first half\r\n")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err == nil {
+		t.Fatal("Shutdown returned no error although a client was still sending")
+	}
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, err = io.Copy(io.Discard, r)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("the client's connection stayed open after Shutdown gave up waiting")
+	}
+	select {
+	case <-served:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+}
