@@ -237,6 +237,11 @@ func (r *Relay) Start(acct *config.Account, from string, so StartOptions) (*Deli
 			return nil, d.failure(h.LastError)
 		}
 		d.deferErr = fmt.Errorf("%w: %v", upstream.ErrAccountDown, h.LastError)
+		if h.Problem != "" {
+			// The credential could not be read (a locked keychain, a
+			// failing password_command): not an unreachable server.
+			d.deferErr = h.LastError
+		}
 		return d, nil
 	}
 	if d.pool.Warm() {

@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/smtpshim/smtpshim/shim/config"
@@ -243,6 +245,42 @@ func TestRelayUnusableCAFileNamesNoPath(t *testing.T) {
 		if strings.Contains(se.Message, dir) {
 			t.Fatalf("the client heard a local path: %q", se.Message)
 		}
+	}
+}
+
+// lockedKeychain is a credential whose store cannot answer.
+type lockedKeychain struct{}
+
+func (lockedKeychain) Mechanisms() []string { return upstream.PasswordMechanisms }
+func (lockedKeychain) Client(context.Context, string) (sasl.Client, error) {
+	return nil, fmt.Errorf("%w: the login keyring is locked", secrets.ErrUnavailable)
+}
+func (lockedKeychain) Refused() {}
+
+// While the account's credential cannot be read (a locked keychain found
+// at start), a client's message is queued with that reason: "the keychain
+// is locked" is never told as "the provider could not be reached".
+func TestRelayQueuedWhileKeychainLockedSaysSo(t *testing.T) {
+	f := newFixture(t, pass, 10*time.Second)
+	f.pool = upstream.NewPool(f.acct, upstream.Options{
+		Authenticator: func(*config.Account) (upstream.Authenticator, error) { return lockedKeychain{}, nil },
+	}, nil)
+	t.Cleanup(f.pool.Close)
+	if err := f.pool.CheckCredential(context.Background()); err == nil {
+		t.Fatal("CheckCredential of a locked keychain succeeded")
+	}
+	rec, rerrs, err := f.deliver(t, "bob@example.net")
+	if err != nil || rerrs[0] != nil || !rec.Queued {
+		t.Fatalf("%+v %v %v, want queued", rec, rerrs, err)
+	}
+	if strings.Contains(rec.Text, "could not be reached") || !strings.Contains(rec.Text, "password") {
+		t.Fatalf("queued text %q, want the credential named, not the provider", rec.Text)
+	}
+	if m, _ := f.queue.Get(rec.ID); strings.Contains(m.LastError, "unreachable") {
+		t.Fatalf("queued entry's last error %q calls a locked keychain an unreachable server", m.LastError)
+	}
+	if n := f.sim.Connections(); n != 0 {
+		t.Fatalf("%d connections to the provider", n)
 	}
 }
 
