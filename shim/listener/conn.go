@@ -201,7 +201,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.shutdown()
 	}
 	err := <-res
-	if errors.Is(err, smtp.ErrServerClosed) {
+	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		// go-smtp closes the listeners again, closed above: every
+		// session ended in time.
 		err = nil
 	}
 	if err != nil {
