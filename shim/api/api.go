@@ -159,7 +159,7 @@ type Event struct {
 	Error        string        `json:"error,omitempty"`
 	Hint         string        `json:"hint,omitempty"`
 	State        EngineState   `json:"state,omitempty"`         // EventState
-	AccountState *Account      `json:"account_state,omitempty"` // the account's new state, on an event that changed it (account, delivered)
+	AccountState *Account      `json:"account_state,omitempty"` // the account's new state, on an event that changed it (account, delivered, account_added)
 	Queued       int           `json:"queued,omitempty"`        // EventQueueChanged
 	Count        int           `json:"count,omitempty"`         // EventRetry: messages made due
 	Reload       *ReloadResult `json:"reload,omitempty"`        // EventReloaded
