@@ -216,7 +216,7 @@ func countsAgainstHealth(err error) bool {
 // acquire returns a connection, reusing an idle one when possible.
 func (p *Pool) acquire(ctx context.Context, allowDown bool) (*Conn, bool, error) {
 	if h := p.Health(); h.Held {
-		return nil, false, fmt.Errorf("%w (%v)", ErrCredentialHeld, h.LastError)
+		return nil, false, fmt.Errorf("%w (%w)", ErrCredentialHeld, h.LastError)
 	}
 	if !allowDown && !p.Available(time.Now()) {
 		return nil, false, ErrAccountDown

@@ -140,6 +140,12 @@ func TestPoolHoldsRefusedCredential(t *testing.T) {
 		if _, err := begin(ctx, "user@example.com", nil); !errors.Is(err, ErrCredentialHeld) || Classify(err) != CredentialRefused {
 			t.Fatalf("Begin while held: %v, want ErrCredentialHeld", err)
 		}
+		// It still says which credential and how it was refused, so a
+		// client's reply and the queue's hint can tell a password from
+		// a sign-in.
+		if _, err := begin(ctx, "user@example.com", nil); CredentialProblem(err) != ProblemPasswordRejected {
+			t.Fatalf("Begin while held: %v names problem %q, want %q", err, CredentialProblem(err), ProblemPasswordRejected)
+		}
 	}
 	if sim.AuthFailures() != fails {
 		t.Fatal("the held credential was tried again")
