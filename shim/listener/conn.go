@@ -80,6 +80,9 @@ type Server struct {
 	open      map[*clientConn]struct{}
 	closing   bool
 	refusing  sync.WaitGroup // refusals being written
+	// sessions counts SMTP sessions from NewSession to Logout: one may
+	// outlive its connection while it settles a message (WaitSessions).
+	sessions int
 }
 
 // New returns a server; call Serve for each listener.
@@ -221,6 +224,32 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.refusing.Wait()
 	return err
+}
+
+// WaitSessions waits until every session has ended, or ctx ends. Call it
+// after Shutdown and after the relay's Close, which cuts what a session
+// may still wait for: a session whose connection Shutdown closed can still
+// be settling its message into the queue.
+func (s *Server) WaitSessions(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		n := s.sessions
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d client sessions still running: %w", n, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Server) sessionDone() {
+	s.mu.Lock()
+	s.sessions--
+	s.mu.Unlock()
 }
 
 // track adds c to the live connections, or reports false when the server
