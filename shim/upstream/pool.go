@@ -20,6 +20,11 @@ import (
 // known to be unreachable, so a dead upstream is not hit once per message.
 var ErrAccountDown = errors.New("the account's server was unreachable moments ago; not retrying yet")
 
+// ErrPoolClosed is returned by a pool that a reload replaced or a
+// shutdown closed: the attempt is tried again later, with the account's
+// current settings.
+var ErrPoolClosed = errors.New("the account's settings changed or smtpshim is stopping; not connecting with the old settings")
+
 // Health is an account's upstream state.
 type Health struct {
 	// Healthy: the server was reachable at the last attempt.
@@ -227,6 +232,11 @@ func (p *Pool) acquire(ctx context.Context, allowDown bool) (*Conn, bool, error)
 		return nil, false, ctx.Err()
 	}
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		<-p.sem
+		return nil, false, ErrPoolClosed
+	}
 	for len(p.idle) > 0 {
 		c := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]

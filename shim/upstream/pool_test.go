@@ -246,3 +246,27 @@ func (r recordingAuth) Client(ctx context.Context, mech string) (sasl.Client, er
 	*r.asked = append(*r.asked, mech)
 	return r.Authenticator.Client(ctx, mech)
 }
+
+// A pool that a reload replaced (closed) opens no new connection: a
+// transaction that was still waiting for one of its slots must not reach
+// the server with the account's old settings (an old server or security).
+func TestClosedPoolOpensNoConnection(t *testing.T) {
+	sim := startSim(t)
+	store := secrets.NewMemory()
+	store.Set(context.Background(), "user@example.com", "right")
+	p := simPool(t, sim, Options{Secrets: store}, nil)
+	p.Close()
+	for _, begin := range []func(context.Context, string, *smtp.MailOptions) (*Tx, error){p.Begin, p.BeginProbe} {
+		tx, err := begin(context.Background(), "user@example.com", nil)
+		if err == nil {
+			tx.Abort()
+			t.Fatal("Begin on a closed pool opened a transaction")
+		}
+		if Classify(err) != Temporary {
+			t.Fatalf("Begin on a closed pool: %v (%v), want temporary", err, Classify(err))
+		}
+	}
+	if n := sim.Connections(); n != 0 {
+		t.Fatalf("a closed pool made %d connections", n)
+	}
+}
