@@ -277,7 +277,9 @@ func (p *Pool) release(c *Conn, reusable bool) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		p.closeLater(c)
+		// Close has returned and waits for nothing more: close it here,
+		// in the caller's goroutine, which its owner waits for.
+		c.Close()
 		return
 	}
 	p.idle = append(p.idle, c)

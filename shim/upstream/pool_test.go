@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -268,5 +271,57 @@ func TestClosedPoolOpensNoConnection(t *testing.T) {
 	}
 	if n := sim.Connections(); n != 0 {
 		t.Fatalf("a closed pool made %d connections", n)
+	}
+}
+
+// closeSpy records whether the connection it dialed was closed.
+type closeSpy struct {
+	net.Dialer
+	closed atomic.Bool
+}
+
+type spiedConn struct {
+	net.Conn
+	spy *closeSpy
+}
+
+func (c spiedConn) Close() error { c.spy.closed.Store(true); return c.Conn.Close() }
+
+func (d *closeSpy) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := d.Dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return spiedConn{c, d}, nil
+}
+
+// A connection that comes back to a pool already closed (a reload replaced
+// it while a message was on the way) is closed before release returns:
+// nobody waits for a closed pool's background work any more, so it would
+// outlive the engine's Run.
+func TestClosedPoolClosesReturnedConnectionAtOnce(t *testing.T) {
+	sim := startSim(t)
+	store := secrets.NewMemory()
+	store.Set(context.Background(), "user@example.com", "right")
+	spy := &closeSpy{}
+	p := simPool(t, sim, Options{Secrets: store, Dialer: spy}, nil)
+	tx, err := p.Begin(context.Background(), "user@example.com", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rcpt("bob@example.net", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := tx.Data(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "Subject: x\r\n\r\nbody\r\n")
+	p.Close()
+	if _, err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if !spy.closed.Load() {
+		t.Fatal("the connection was still open when Commit returned on a closed pool")
 	}
 }
