@@ -270,16 +270,17 @@ func (p *Pool) release(c *Conn, reusable bool) {
 	defer func() { <-p.sem }()
 	c.uses++
 	c.lastUsed = time.Now()
-	if !reusable || c.uses >= p.opts.MaxReuse {
-		p.closeLater(c)
-		return
-	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		// Close has returned and waits for nothing more: close it here,
 		// in the caller's goroutine, which its owner waits for.
 		c.Close()
+		return
+	}
+	if !reusable || c.uses >= p.opts.MaxReuse {
+		p.mu.Unlock()
+		p.closeLater(c)
 		return
 	}
 	p.idle = append(p.idle, c)

@@ -324,4 +324,31 @@ func TestClosedPoolClosesReturnedConnectionAtOnce(t *testing.T) {
 	if !spy.closed.Load() {
 		t.Fatal("the connection was still open when Commit returned on a closed pool")
 	}
+
+	// The same for a connection that failed (not reusable).
+	spy2 := &closeSpy{}
+	p2 := simPool(t, sim, Options{Secrets: store, Dialer: spy2}, nil)
+	tx, err = p2.Begin(context.Background(), "user@example.com", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rcpt("bob@example.net", nil); err != nil {
+		t.Fatal(err)
+	}
+	sim.SetFault(upstreamsim.DropMidData)
+	defer sim.SetFault(upstreamsim.None)
+	if w, err = tx.Data(5 * time.Second); err == nil {
+		io.WriteString(w, "Subject: x\r\n\r\nbody\r\n")
+	}
+	p2.Close()
+	if err == nil {
+		if _, err := tx.Commit(); err == nil {
+			t.Fatal("Commit succeeded although the server dropped the connection")
+		}
+	} else {
+		tx.Abort()
+	}
+	if !spy2.closed.Load() {
+		t.Fatal("a failed connection was still open when its release on a closed pool returned")
+	}
 }
