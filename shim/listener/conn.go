@@ -308,7 +308,12 @@ func (g *guardListener) Accept() (net.Conn, error) {
 		}
 		cc := &clientConn{Conn: c, s: g.s, ip: addr, tls: g.tls, lineStart: true}
 		if !g.s.track(cc) {
-			cc.Close()
+			// Give back its place in the limits and tell the client why;
+			// refuse closes the connection after the reply.
+			g.s.conns.Add(-1)
+			if !addr.IsLoopback() {
+				g.s.releaseIP(addr)
+			}
 			g.s.refuse(c, strings.TrimSuffix(shutdownReply, "\r\n"))
 			continue
 		}

@@ -127,3 +127,41 @@ func TestShutdownInTimeReportsNoError(t *testing.T) {
 		t.Fatal("Serve did not return")
 	}
 }
+
+// A client accepted just as the shutdown began hears why it is turned
+// away, not a bare close.
+func TestClientAcceptedDuringShutdownHearsIt(t *testing.T) {
+	srv := New(Options{Config: &config.Config{Hostname: "shim.test"}, Routes: func() *route.Table { return route.New(nil) }})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	srv.mu.Lock()
+	srv.closing = true // Shutdown has begun; the listener is not closed yet
+	srv.mu.Unlock()
+	gl := &guardListener{Listener: ln, s: srv}
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		if conn, err := gl.Accept(); err == nil {
+			conn.Close()
+			t.Error("a connection was handed to go-smtp during the shutdown")
+		}
+	}()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	ln.Close()
+	<-accepted
+	srv.refusing.Wait()
+	if strings.TrimSpace(line) != strings.TrimSpace(shutdownReply) {
+		t.Fatalf("the client heard %q (%v), want %q", line, err, strings.TrimSpace(shutdownReply))
+	}
+	if n := srv.Sessions(); n != 0 {
+		t.Fatalf("%d connections still counted", n)
+	}
+}
