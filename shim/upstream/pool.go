@@ -313,10 +313,11 @@ func (p *Pool) reapIdle() {
 	if len(keep) > 0 && !p.closed {
 		p.timer = time.AfterFunc(p.opts.IdleTimeout-now.Sub(oldest)+10*time.Millisecond, p.reapIdle)
 	}
-	p.mu.Unlock()
+	// Counted under p.mu, so a Close that comes after waits for them.
 	for _, c := range drop {
-		c.Close()
+		p.closeLater(c)
 	}
+	p.mu.Unlock()
 }
 
 // closeLater ends c in the background (QUIT has a 2 s deadline); Close

@@ -274,10 +274,12 @@ func TestClosedPoolOpensNoConnection(t *testing.T) {
 	}
 }
 
-// closeSpy records whether the connection it dialed was closed.
+// closeSpy records whether the connection it dialed was closed; with
+// slow set, every write takes 300 ms.
 type closeSpy struct {
 	net.Dialer
 	closed atomic.Bool
+	slow   atomic.Bool
 }
 
 type spiedConn struct {
@@ -286,6 +288,13 @@ type spiedConn struct {
 }
 
 func (c spiedConn) Close() error { c.spy.closed.Store(true); return c.Conn.Close() }
+
+func (c spiedConn) Write(p []byte) (int, error) {
+	if c.spy.slow.Load() {
+		time.Sleep(300 * time.Millisecond)
+	}
+	return c.Conn.Write(p)
+}
 
 func (d *closeSpy) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	c, err := d.Dialer.DialContext(ctx, network, addr)
@@ -350,5 +359,42 @@ func TestClosedPoolClosesReturnedConnectionAtOnce(t *testing.T) {
 	}
 	if !spy2.closed.Load() {
 		t.Fatal("a failed connection was still open when its release on a closed pool returned")
+	}
+}
+
+// Close waits for an idle connection that the idle reaper is closing at
+// that moment, as it waits for every other close it started.
+func TestPoolCloseWaitsForTheIdleReaper(t *testing.T) {
+	sim := startSim(t)
+	store := secrets.NewMemory()
+	store.Set(context.Background(), "user@example.com", "right")
+	spy := &closeSpy{}
+	p := simPool(t, sim, Options{Secrets: store, Dialer: spy, IdleTimeout: 100 * time.Millisecond}, nil)
+	tx, err := p.Begin(context.Background(), "user@example.com", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx.Abort()
+	tx, err = p.Begin(context.Background(), "user@example.com", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rcpt("bob@example.net", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := tx.Data(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "Subject: x\r\n\r\nbody\r\n")
+	if _, err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	spy.closed.Store(false) // the first connection was aborted
+	spy.slow.Store(true)    // the reaper's QUIT now takes a while
+	time.Sleep(200 * time.Millisecond)
+	p.Close()
+	if !spy.closed.Load() {
+		t.Fatal("Close returned while the idle reaper was still closing a connection")
 	}
 }
