@@ -304,16 +304,19 @@ func (d *closeSpy) DialContext(ctx context.Context, network, addr string) (net.C
 	return spiedConn{c, d}, nil
 }
 
-// A connection that comes back to a pool already closed (a reload replaced
-// it while a message was on the way) is closed before release returns:
-// nobody waits for a closed pool's background work any more, so it would
-// outlive the engine's Run.
-func TestClosedPoolClosesReturnedConnectionAtOnce(t *testing.T) {
-	sim := startSim(t)
+// spiedPool is a pool over sim whose connections spy reports on.
+func spiedPool(t *testing.T, sim *upstreamsim.Server, idle time.Duration) (*Pool, *closeSpy) {
+	t.Helper()
 	store := secrets.NewMemory()
 	store.Set(context.Background(), "user@example.com", "right")
 	spy := &closeSpy{}
-	p := simPool(t, sim, Options{Secrets: store, Dialer: spy}, nil)
+	return simPool(t, sim, Options{Secrets: store, Dialer: spy, IdleTimeout: idle}, nil), spy
+}
+
+// bodySent opens a transaction on p and sends a message body, up to the
+// final dot; err is from DATA.
+func bodySent(t *testing.T, p *Pool) (*Tx, error) {
+	t.Helper()
 	tx, err := p.Begin(context.Background(), "user@example.com", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -322,10 +325,23 @@ func TestClosedPoolClosesReturnedConnectionAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	w, err := tx.Data(5 * time.Second)
+	if err == nil {
+		io.WriteString(w, "Subject: x\r\n\r\nbody\r\n")
+	}
+	return tx, err
+}
+
+// A connection that comes back to a pool already closed (a reload replaced
+// it while a message was on the way) is closed before release returns:
+// nobody waits for a closed pool's background work any more, so it would
+// outlive the engine's Run.
+func TestClosedPoolClosesReturnedConnectionAtOnce(t *testing.T) {
+	sim := startSim(t)
+	p, spy := spiedPool(t, sim, 0)
+	tx, err := bodySent(t, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.WriteString(w, "Subject: x\r\n\r\nbody\r\n")
 	p.Close()
 	if _, err := tx.Commit(); err != nil {
 		t.Fatal(err)
@@ -335,29 +351,17 @@ func TestClosedPoolClosesReturnedConnectionAtOnce(t *testing.T) {
 	}
 
 	// The same for a connection that failed (not reusable).
-	spy2 := &closeSpy{}
-	p2 := simPool(t, sim, Options{Secrets: store, Dialer: spy2}, nil)
-	tx, err = p2.Begin(context.Background(), "user@example.com", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Rcpt("bob@example.net", nil); err != nil {
-		t.Fatal(err)
-	}
+	p, spy = spiedPool(t, sim, 0)
 	sim.SetFault(upstreamsim.DropMidData)
 	defer sim.SetFault(upstreamsim.None)
-	if w, err = tx.Data(5 * time.Second); err == nil {
-		io.WriteString(w, "Subject: x\r\n\r\nbody\r\n")
-	}
-	p2.Close()
-	if err == nil {
-		if _, err := tx.Commit(); err == nil {
-			t.Fatal("Commit succeeded although the server dropped the connection")
-		}
-	} else {
+	tx, err = bodySent(t, p)
+	p.Close()
+	if err != nil {
 		tx.Abort()
+	} else if _, err := tx.Commit(); err == nil {
+		t.Fatal("Commit succeeded although the server dropped the connection")
 	}
-	if !spy2.closed.Load() {
+	if !spy.closed.Load() {
 		t.Fatal("a failed connection was still open when its release on a closed pool returned")
 	}
 }
@@ -366,32 +370,15 @@ func TestClosedPoolClosesReturnedConnectionAtOnce(t *testing.T) {
 // that moment, as it waits for every other close it started.
 func TestPoolCloseWaitsForTheIdleReaper(t *testing.T) {
 	sim := startSim(t)
-	store := secrets.NewMemory()
-	store.Set(context.Background(), "user@example.com", "right")
-	spy := &closeSpy{}
-	p := simPool(t, sim, Options{Secrets: store, Dialer: spy, IdleTimeout: 100 * time.Millisecond}, nil)
-	tx, err := p.Begin(context.Background(), "user@example.com", nil)
+	p, spy := spiedPool(t, sim, 100*time.Millisecond)
+	tx, err := bodySent(t, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tx.Abort()
-	tx, err = p.Begin(context.Background(), "user@example.com", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Rcpt("bob@example.net", nil); err != nil {
-		t.Fatal(err)
-	}
-	w, err := tx.Data(5 * time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.WriteString(w, "Subject: x\r\n\r\nbody\r\n")
 	if _, err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	spy.closed.Store(false) // the first connection was aborted
-	spy.slow.Store(true)    // the reaper's QUIT now takes a while
+	spy.slow.Store(true) // the reaper's QUIT now takes a while
 	time.Sleep(200 * time.Millisecond)
 	p.Close()
 	if !spy.closed.Load() {
