@@ -19,6 +19,25 @@ import (
 	"github.com/smtpshim/smtpshim/shim/upstream"
 )
 
+// serveOne serves srv on a loopback listener and connects one client;
+// served receives Serve's result.
+func serveOne(t *testing.T, srv *Server) (c net.Conn, r *bufio.Reader, served chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served = make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	c, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, bufio.NewReader(c), served
+}
+
 // A client still sending its message when the shutdown's wait runs out is
 // disconnected: go-smtp's Close does nothing once its Shutdown has begun,
 // so the listener must close what is left itself, or the session would
@@ -39,20 +58,7 @@ func TestShutdownClosesSessionsLeftAfterItsWait(t *testing.T) {
 	defer rl.Close()
 	cfg := &config.Config{Hostname: "shim.test", Accounts: []config.Account{acct}}
 	srv := New(Options{Config: cfg, Routes: func() *route.Table { return route.New(cfg.Accounts) }, Relay: rl, Spool: sp})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(c)
+	c, r, served := serveOne(t, srv)
 	expect := func(line, code string) {
 		t.Helper()
 		if line != "" {
@@ -100,19 +106,7 @@ func TestShutdownClosesSessionsLeftAfterItsWait(t *testing.T) {
 func TestShutdownInTimeReportsNoError(t *testing.T) {
 	cfg := &config.Config{Hostname: "shim.test"}
 	srv := New(Options{Config: cfg, Routes: func() *route.Table { return route.New(nil) }})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(c)
+	_, r, served := serveOne(t, srv)
 	if l, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(l, "220") {
 		t.Fatalf("greeting %q %v", l, err)
 	}
