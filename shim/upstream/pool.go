@@ -60,6 +60,9 @@ type Pool struct {
 	timer  *time.Timer
 	closed bool
 	notify func(Health)
+	// notifyMu keeps notifications in the order of the changes: it is
+	// held from a change through its notification.
+	notifyMu sync.Mutex
 	// bgN counts connections closing in the background (bgMu).
 	bgMu   sync.Mutex
 	bgN    int
@@ -115,6 +118,8 @@ func (p *Pool) CheckCredential(ctx context.Context) error {
 // may have been fixed (a new password, an unlocked keychain), so the next
 // attempt tries it. It reports whether there was something to lift.
 func (p *Pool) CredentialChanged() bool {
+	p.notifyMu.Lock()
+	defer p.notifyMu.Unlock()
 	p.mu.Lock()
 	had := p.health.Problem != ""
 	if had {
@@ -180,6 +185,8 @@ func healthBackoff(n int) time.Duration {
 // tried until the credential changes); a credential that could not be read
 // and a server that could not be reached back off, 5 s doubling to 5 min.
 func (p *Pool) record(err error) {
+	p.notifyMu.Lock()
+	defer p.notifyMu.Unlock()
 	p.mu.Lock()
 	old := p.health
 	switch {

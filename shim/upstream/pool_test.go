@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -383,5 +384,61 @@ func TestPoolCloseWaitsForTheIdleReaper(t *testing.T) {
 	p.Close()
 	if !spy.closed.Load() {
 		t.Fatal("Close returned while the idle reaper was still closing a connection")
+	}
+}
+
+// Health notifications arrive in the order the health changed: a failure
+// noted just before a success must not be delivered after it, or the
+// status would say "unreachable" about a server that works.
+func TestPoolHealthNotificationsKeepTheirOrder(t *testing.T) {
+	sim := startSim(t)
+	store := secrets.NewMemory()
+	store.Set(context.Background(), "user@example.com", "right")
+	var mu sync.Mutex
+	var seen []bool
+	calls := 0
+	release := make(chan struct{})
+	notify := func(h Health) {
+		mu.Lock()
+		calls++
+		first := calls == 1
+		mu.Unlock()
+		if first {
+			<-release // the failure's notification is slow to be delivered
+		}
+		mu.Lock()
+		seen = append(seen, h.Healthy)
+		mu.Unlock()
+	}
+	p := simPool(t, sim, Options{Secrets: store}, notify)
+	ctx := context.Background()
+	begin := func() {
+		if tx, err := p.BeginProbe(ctx, "user@example.com", nil); err == nil {
+			tx.Abort()
+		}
+	}
+	sim.SetFault(upstreamsim.Refuse)
+	failed := make(chan struct{})
+	go func() { defer close(failed); begin() }()
+	for {
+		mu.Lock()
+		n := calls
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	sim.SetFault(upstreamsim.None)
+	worked := make(chan struct{})
+	go func() { defer close(worked); begin() }()
+	time.Sleep(200 * time.Millisecond)
+	close(release)
+	<-failed
+	<-worked
+	mu.Lock()
+	defer mu.Unlock()
+	if h := p.Health(); len(seen) != 2 || seen[len(seen)-1] != h.Healthy {
+		t.Fatalf("notifications (healthy?) %v, but the pool's health is %+v: the last one must match it", seen, h)
 	}
 }
