@@ -47,6 +47,9 @@ func TestReloadNamesEverySetting(t *testing.T) {
 		"sender_rate_day":        {func(c *config.Config) { c.SenderRateDay = 7 }, applied},
 		"rate_limit_loopback":    {func(c *config.Config) { c.RateLimitLoopback = true }, applied},
 		"keychain_timeout":       {func(c *config.Config) { c.KeychainTimeout = config.Duration(7 * time.Second) }, restart},
+		"oauth_provider": {func(c *config.Config) {
+			c.OAuthProviders = append(c.OAuthProviders, config.OAuthProvider{Name: "corp", ClientID: "smtpshim"})
+		}, restart},
 		"account": {func(c *config.Config) {
 			c.Accounts = append(c.Accounts, config.Account{Address: "dave@example.net", Server: "127.0.0.1:1"})
 		}, applied},

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -345,6 +346,9 @@ func reloadDiff(started, old, cfg *config.Config, authChanged bool) api.ReloadRe
 		{"idle_timeout", started.EffectiveIdleTimeout() != cfg.EffectiveIdleTimeout()},
 		{"spool_dir", oldSpool != newSpool},
 		{"keychain_timeout", started.EffectiveKeychainTimeout() != cfg.EffectiveKeychainTimeout()},
+		// An account's token session is made with its pool, which a
+		// reload keeps while the account itself is unchanged.
+		{"oauth_provider", !reflect.DeepEqual(started.OAuthProviders, cfg.OAuthProviders)},
 	}
 	for _, s := range restart {
 		if s.changed {

@@ -360,6 +360,18 @@ func (p *Pool) waitClosing() {
 	}
 }
 
+// CloseIdle closes the connections waiting in the pool; the pool stays
+// open, and the next transaction opens (and authenticates) a new one.
+func (p *Pool) CloseIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
+}
+
 // Close closes idle connections and waits for connections being closed;
 // busy ones close when released.
 func (p *Pool) Close() {
