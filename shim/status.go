@@ -5,6 +5,7 @@ package shim
 // pause, resume, retry, delete and reload. Each command publishes an event.
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -109,25 +110,32 @@ func (e *Engine) QueueEntry(id string) (api.QueueEntry, bool) {
 	return e.entry(&m, e.heldAccounts()), true
 }
 
-// heldAccounts are the accounts whose mail waits for the user.
-func (e *Engine) heldAccounts() map[string]bool {
-	held := map[string]bool{}
+// heldAccounts are the accounts whose mail waits for the user, with the
+// reason.
+func (e *Engine) heldAccounts() map[string]string {
+	held := map[string]string{}
 	for _, a := range e.bus.Status().Accounts {
 		if a.State == api.AccountNeedsAttention {
-			held[a.Key] = true
+			held[a.Key] = cmp.Or(a.Problem, "needs attention")
 		}
 	}
 	return held
 }
 
-func (e *Engine) entry(m *spool.Meta, held map[string]bool) api.QueueEntry {
+func (e *Engine) entry(m *spool.Meta, held map[string]string) api.QueueEntry {
 	subj, ok := e.subjects.Load(m.ID)
 	if !ok {
 		subj = e.spool.Subject(m.ID)
 		e.subjects.Store(m.ID, subj)
 	}
 	q := QueueEntryOf(m, subj.(string))
-	q.Held = e.paused.Load() || held[m.Account]
+	switch {
+	case e.paused.Load():
+		q.HeldBy = "paused"
+	case held[m.Account] != "":
+		q.HeldBy = held[m.Account]
+	}
+	q.Held = q.HeldBy != ""
 	return q
 }
 

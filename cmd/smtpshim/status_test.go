@@ -35,6 +35,7 @@ type relay struct {
 	cfgPath string
 	addr    string
 	sim     *upstreamsim.Server
+	store   *secrets.Memory
 	stop    func()
 }
 
@@ -78,7 +79,7 @@ func startRelay(t *testing.T) *relay {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { eng.Run(ctx); close(done) }()
-	r := &relay{cfgPath: cfg.Path(), addr: ln.Addr().String(), sim: sim}
+	r := &relay{cfgPath: cfg.Path(), addr: ln.Addr().String(), sim: sim, store: store}
 	r.stop = func() { cancel(); <-done }
 	t.Cleanup(r.stop)
 	// Wait until it serves its control socket.
@@ -297,5 +298,42 @@ func TestAccountAddReloadsOnlyTheRelayOfThatFile(t *testing.T) {
 	_, out, _ = r.cli(t, "", "status", "--json")
 	if !strings.Contains(out, "new@example.net") {
 		t.Fatalf("the relay does not list the new account:\n%s", out)
+	}
+}
+
+// Mail held because the provider refused the password is not "paused":
+// the queue commands say why each message waits and what frees it, and a
+// retry never claims to send what stays held.
+func TestQueueCommandsSayWhyMailIsHeld(t *testing.T) {
+	r := startRelay(t)
+	if _, out, _ := r.cli(t, "", "queue", "retry"); !strings.Contains(out, "the queue is empty: nothing to retry") || strings.Contains(out, "retrying") {
+		t.Errorf("queue retry on an empty queue:\n%s", out)
+	}
+	r.store.Set(context.Background(), cliUser, "a-wrong-password")
+	r.send(t, "wrong password")
+	_, out, _ := r.cli(t, "", "queue", "list")
+	id := regexp.MustCompile(`(?m)^(\d{8}T\d{6}-[0-9a-v]+)\s`).FindStringSubmatch(out)
+	if id == nil {
+		t.Fatalf("no queue entry in:\n%s", out)
+	}
+	if strings.Contains(out, "paused") || !strings.Contains(out, " held ") ||
+		!strings.Contains(out, "1 message(s) of "+cliUser+" held (password rejected)") {
+		t.Errorf("queue list with a rejected password:\n%s", out)
+	}
+	if _, show, _ := r.cli(t, "", "queue", "show", id[1]); !strings.Contains(show, "Next try:    held: password rejected for "+cliUser) || strings.Contains(show, "resume") {
+		t.Errorf("queue show with a rejected password:\n%s", show)
+	}
+	for _, args := range [][]string{{"queue", "retry", id[1]}, {"queue", "retry"}} {
+		if _, out, _ := r.cli(t, "", args...); strings.Contains(out, "retrying") || !strings.Contains(out, "held (password rejected)") {
+			t.Errorf("%v with a rejected password:\n%s", args, out)
+		}
+	}
+
+	if code, _, errOut := r.cli(t, "", "pause"); code != 0 {
+		t.Fatalf("pause: %d %s", code, errOut)
+	}
+	_, out, _ = r.cli(t, "", "queue", "retry")
+	if strings.Contains(out, "retrying") || !strings.Contains(out, "smtpshim is paused") {
+		t.Errorf("queue retry while paused:\n%s", out)
 	}
 }
