@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"net/textproto"
 	"os"
@@ -57,6 +58,7 @@ const (
 	hintDNS           = "the server name could not be looked up: check the network connection and DNS"
 	hintTimeout       = "the server did not answer in time: check the server name and port, the network, and that no firewall or ISP blocks outgoing mail ports; starttls on port 465 also looks like this, so use tls there"
 	hintUnreach       = "the network or the server is unreachable: check the network connection"
+	hintClosed        = "the server closed the connection without an answer: it may be down or overloaded, or refusing this computer's address, or the security setting does not match the port (587 = starttls, 465 = tls); try again later or check the server and port"
 	hintReset         = "the connection was cut off: a firewall or antivirus may be interfering, or the security setting does not match the port (587 = starttls, 465 = tls)"
 )
 
@@ -253,6 +255,10 @@ func forNet(err error) string {
 	case errors.Is(err, syscall.ECONNRESET) || strings.Contains(s, "connection reset") ||
 		strings.Contains(s, "forcibly closed"):
 		return hintReset
+	case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && err != io.EOF && err != io.ErrUnexpectedEOF:
+		// Only with context ("server: starttls: EOF"): a bare EOF does
+		// not say that a server hung up.
+		return hintClosed
 	}
 	return ""
 }
