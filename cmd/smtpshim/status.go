@@ -262,6 +262,21 @@ func (a *app) pause(args []string, on bool) error {
 		return err
 	}
 	defer c.Close()
+	before, err := c.Status()
+	if err != nil {
+		return exit(exTempFail, "%v", err)
+	}
+	switch wasPaused := before.State == api.Paused; {
+	case on && wasPaused:
+		fmt.Fprintf(a.stdout, "smtpshim is already paused (for %s): %d message(s) waiting; \"smtpshim resume\" ends the pause\n", human(time.Since(before.PausedSince)), before.Queued)
+		return nil
+	case !on && !wasPaused && before.Queued == 0:
+		fmt.Fprintln(a.stdout, "smtpshim is not paused: nothing to resume")
+		return nil
+	case !on && !wasPaused:
+		fmt.Fprintf(a.stdout, "smtpshim is not paused: nothing to resume; to try the %d waiting message(s) now, run \"smtpshim queue retry\"\n", before.Queued)
+		return nil
+	}
 	if on {
 		st, err := c.Pause()
 		if err != nil {

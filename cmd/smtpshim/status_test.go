@@ -337,3 +337,26 @@ func TestQueueCommandsSayWhyMailIsHeld(t *testing.T) {
 		t.Errorf("queue retry while paused:\n%s", out)
 	}
 }
+
+// pause on a paused relay and resume on a running one change nothing,
+// and say so instead of claiming a new pause or a resumed queue.
+func TestPauseAndResumeSayWhenNothingChanges(t *testing.T) {
+	r := startRelay(t)
+	if code, out, _ := r.cli(t, "", "resume"); code != 0 || !strings.Contains(out, "smtpshim is not paused: nothing to resume") || strings.Contains(out, "resumed") {
+		t.Errorf("resume while running: %d\n%s", code, out)
+	}
+	if code, out, _ := r.cli(t, "", "pause"); code != 0 || !strings.HasPrefix(out, "paused: ") {
+		t.Fatalf("pause: %d\n%s", code, out)
+	}
+	if code, out, _ := r.cli(t, "", "pause"); code != 0 || !strings.Contains(out, "smtpshim is already paused (for ") {
+		t.Errorf("pause while paused: %d\n%s", code, out)
+	}
+	if code, out, _ := r.cli(t, "", "resume"); code != 0 || !strings.HasPrefix(out, "resumed: ") {
+		t.Errorf("resume while paused: %d\n%s", code, out)
+	}
+	r.store.Set(context.Background(), cliUser, "a-wrong-password")
+	r.send(t, "held")
+	if code, out, _ := r.cli(t, "", "resume"); code != 0 || !strings.Contains(out, `to try the 1 waiting message(s) now, run "smtpshim queue retry"`) {
+		t.Errorf("resume while running with mail waiting: %d\n%s", code, out)
+	}
+}
