@@ -109,6 +109,15 @@ func (a *app) accountAdd(args []string) error {
 	} else {
 		acct.Address = who
 	}
+	// The form first: "bob" is a mistake, not an account that only
+	// lacks --server.
+	if acct.Address != "" {
+		if err := config.ValidateAddress(acct.Address); err != nil {
+			return exit(exUsage, "%v (or @example.com for a whole domain)", err)
+		}
+	} else if err := config.ValidateDomain(acct.Domain); err != nil {
+		return exit(exUsage, "%v: give @example.com for a whole domain, or an address like you@example.com", err)
+	}
 	idx, existing := cfg.Find(acct.Key())
 	if existing != nil {
 		// Updating: keep what the user did not say again.
