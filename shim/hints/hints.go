@@ -50,7 +50,7 @@ const (
 	hintPortMismatch     = "the security setting does not match the port: use port 587 with security starttls, or port 465 with security tls"
 	hintOldTLS           = "the server only offers an outdated TLS version or cipher that smtpshim refuses: the server needs updating, or use the provider's current submission host"
 
-	hintNoPassword    = "no password is stored for this account: store it with `smtpshim account add ADDRESS`; its mail is kept until then"
+	hintNoPassword    = "no password is stored for this account: store it with `smtpshim account add ADDRESS`; until then new mail from it is refused with a temporary error (454), which mail clients try again later, and queued mail waits"
 	hintNoKeychain    = "smtpshim could not read the password from the keychain (it is locked, or there is no desktop session, as under a system service or an SSH login): unlock the keychain, or set password_command for the account; its mail is kept meanwhile"
 	hintCommandFailed = "the account's password_command failed: run it yourself to see why and fix it (smtpshim tries it again at the next attempt); its mail is kept meanwhile"
 	hintRefused       = "nothing accepts connections at that server and port: check the server name and port (587 for starttls, 465 for tls) and that no firewall blocks it"
