@@ -515,8 +515,11 @@ func (e *Engine) checkCredentials(ctx context.Context) {
 			continue
 		}
 		what := "unlock the keychain, or set password_command for the account"
-		if errors.Is(err, secrets.ErrNotFound) {
+		switch {
+		case errors.Is(err, secrets.ErrNotFound):
 			what = "store its password with \"smtpshim account add " + key + "\""
+		case errors.Is(err, secrets.ErrCommandFailed):
+			what = "run the account's password_command yourself to see why it fails, and fix it"
 		}
 		e.log.Warn("cannot get the password of an account; its mail cannot go out until this is fixed",
 			"account", key, "problem", upstream.CredentialProblem(err), "err", err, "fix", what)

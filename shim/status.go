@@ -110,13 +110,17 @@ func (e *Engine) QueueEntry(id string) (api.QueueEntry, bool) {
 	return e.entry(&m, e.heldAccounts()), true
 }
 
-// heldAccounts are the accounts whose mail waits for the user, with the
-// reason.
+// heldAccounts are the accounts whose mail waits for the user (the
+// provider refused the credential), with the reason. Mail of an account
+// whose credential could not be read (keychain, password_command) is not
+// held: it is retried.
 func (e *Engine) heldAccounts() map[string]string {
 	held := map[string]string{}
-	for _, a := range e.bus.Status().Accounts {
-		if a.State == api.AccountNeedsAttention {
-			held[a.Key] = cmp.Or(a.Problem, "needs attention")
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for key, p := range e.pools {
+		if h := p.Health(); h.Held {
+			held[key] = cmp.Or(h.Problem, "needs attention")
 		}
 	}
 	return held

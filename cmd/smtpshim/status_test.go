@@ -360,3 +360,35 @@ func TestPauseAndResumeSayWhenNothingChanges(t *testing.T) {
 		t.Errorf("resume while running with mail waiting: %d\n%s", code, out)
 	}
 }
+
+// Mail of an account whose password_command fails is retried, not held:
+// queue list shows when, and queue retry tries it.
+func TestQueueCommandsDoNotCallRetriedMailHeld(t *testing.T) {
+	r := startRelay(t)
+	cfg, err := config.Load(r.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Accounts = append(cfg.Accounts, config.Account{Address: "cmd@example.com", Server: r.sim.Addr, Security: config.SecurityStartTLS, PasswordCommand: "false"})
+	if err := cfg.Save(); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := r.cli(t, "", "reload"); code != 0 {
+		t.Fatalf("reload: %d %s", code, errOut)
+	}
+	c, err := smtp.Dial(r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SendMail("cmd@example.com", []string{"bob@example.net"}, strings.NewReader("Subject: cmd\r\n\r\nhello\r\n")); err != nil {
+		t.Fatalf("sending: %v", err)
+	}
+	_, out, _ := r.cli(t, "", "queue", "list")
+	if strings.Contains(out, "held") || strings.Contains(out, "paused") {
+		t.Errorf("queue list with a failing password_command:\n%s", out)
+	}
+	if _, out, _ := r.cli(t, "", "queue", "retry"); !strings.Contains(out, "retrying 1 message(s) now") {
+		t.Errorf("queue retry with a failing password_command:\n%s", out)
+	}
+}
