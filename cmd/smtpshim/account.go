@@ -332,7 +332,28 @@ func (a *app) accountRemove(args []string) error {
 		}
 	}
 	a.notifyDaemon(cfg)
+	a.warnQueued(key)
 	return nil
+}
+
+// warnQueued says when queued mail still belongs to a removed account:
+// it is not sent through another account, so it waits for this one.
+func (a *app) warnQueued(key string) {
+	b, done, _, err := a.queueBackend()
+	if err != nil {
+		return
+	}
+	defer done()
+	ms, _ := b.List()
+	n := 0
+	for _, m := range ms {
+		if m.Account == key {
+			n++
+		}
+	}
+	if n > 0 {
+		fmt.Fprintf(a.stderr, "%d queued message(s) of %s stay in the queue and are not sent until the account is added again; see \"smtpshim queue list\", and \"smtpshim queue delete ID\" to drop one\n", n, key)
+	}
 }
 
 func (a *app) accountTest(args []string) error {

@@ -392,3 +392,25 @@ func TestQueueCommandsDoNotCallRetriedMailHeld(t *testing.T) {
 		t.Errorf("queue retry with a failing password_command:\n%s", out)
 	}
 }
+
+// Removing an account whose mail is still queued says that this mail
+// waits, and how to see or drop it.
+func TestAccountRemoveWarnsOfItsQueuedMail(t *testing.T) {
+	r := startRelay(t)
+	mem := secrets.NewMemory()
+	old := keychain
+	keychain = func(*config.Config) secrets.Store { return mem }
+	defer func() { keychain = old }()
+	if code, _, errOut := r.cli(t, "", "pause"); code != 0 {
+		t.Fatalf("pause: %d %s", code, errOut)
+	}
+	r.send(t, "queued, then its account goes")
+	code, _, errOut := r.cli(t, "", "account", "remove", cliUser)
+	if code != 0 || !strings.Contains(errOut, "1 queued message(s) of "+cliUser+" stay in the queue") {
+		t.Errorf("account remove with mail queued: %d %q", code, errOut)
+	}
+	code, _, errOut = r.cli(t, "", "account", "remove", "@example.org")
+	if code != 0 || strings.Contains(errOut, "queued") {
+		t.Errorf("account remove without mail queued: %d %q", code, errOut)
+	}
+}
