@@ -111,7 +111,7 @@ func (a *app) queue(args []string) error {
 		}
 		m, err := b.Get(args[1])
 		if err != nil {
-			return exit(exNoUser, "%v", err)
+			return exit(exNoUser, "%v (see \"smtpshim queue list\")", err)
 		}
 		printEntry(a.stdout, m, time.Now())
 		return nil
@@ -132,7 +132,7 @@ func (a *app) queue(args []string) error {
 		}
 		n, err := b.Retry(id)
 		if err != nil {
-			return exit(exNoUser, "%v", err)
+			return exit(exNoUser, "%v (see \"smtpshim queue list\")", err)
 		}
 		printRetry(a.stdout, n, ms, running)
 		return nil
@@ -141,7 +141,7 @@ func (a *app) queue(args []string) error {
 			return exit(exUsage, "usage: smtpshim queue delete ID")
 		}
 		if err := b.Delete(args[1]); err != nil {
-			return exit(exNoUser, "%v", err)
+			return exit(exNoUser, "%v (see \"smtpshim queue list\")", err)
 		}
 		fmt.Fprintf(a.stdout, "deleted %s; it will not be sent\n", args[1])
 		return nil

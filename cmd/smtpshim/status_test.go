@@ -414,3 +414,14 @@ func TestAccountRemoveWarnsOfItsQueuedMail(t *testing.T) {
 		t.Errorf("account remove without mail queued: %d %q", code, errOut)
 	}
 }
+
+// An unknown queue ID points to the list of the real ones.
+func TestQueueUnknownIDPointsToTheList(t *testing.T) {
+	r := startRelay(t)
+	for _, cmd := range []string{"show", "retry", "delete"} {
+		code, _, errOut := r.cli(t, "", "queue", cmd, "20000101T000000-nosuchid")
+		if code != exNoUser || !strings.Contains(errOut, "no queued message 20000101T000000-nosuchid") || !strings.Contains(errOut, `see "smtpshim queue list"`) {
+			t.Errorf("queue %s of an unknown ID: %d %q", cmd, code, errOut)
+		}
+	}
+}
