@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -100,7 +101,7 @@ func (a *app) queue(args []string) error {
 		if err != nil && len(ms) == 0 {
 			return exit(exIOErr, "%v", err)
 		}
-		printQueue(a.stdout, ms, time.Now())
+		printQueue(a.stdout, ms, time.Now(), running)
 		if err != nil {
 			fmt.Fprintf(a.stderr, "some entries could not be read: %v\n", err)
 		}
@@ -113,7 +114,7 @@ func (a *app) queue(args []string) error {
 		if err != nil {
 			return exit(exNoUser, "%v (see \"smtpshim queue list\")", err)
 		}
-		printEntry(a.stdout, m, time.Now())
+		printEntry(a.stdout, m, time.Now(), running)
 		return nil
 	case "retry", "flush":
 		id := ""
@@ -149,7 +150,11 @@ func (a *app) queue(args []string) error {
 	return exit(exUsage, "unknown queue command %q (list, show, retry, delete)", args[0])
 }
 
-func printQueue(w io.Writer, ms []api.QueueEntry, now time.Time) {
+// notRunning is said under the queue when no relay runs: the times of
+// the next tries are then moot.
+const notRunning = "smtpshim is not running: queued mail is tried as soon as \"smtpshim serve\" starts"
+
+func printQueue(w io.Writer, ms []api.QueueEntry, now time.Time, running bool) {
 	if len(ms) == 0 {
 		fmt.Fprintln(w, "the queue is empty: no message is waiting")
 		return
@@ -163,6 +168,8 @@ func printQueue(w io.Writer, ms []api.QueueEntry, now time.Time) {
 			next = "paused"
 		case m.Held:
 			next = "held"
+		case !running:
+			next = "at start"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", m.ID, human(now.Sub(m.Created)), m.From, len(m.Rcpts), m.Size, m.Attempts, next, clip(m.LastError, 70))
 	}
@@ -170,6 +177,9 @@ func printQueue(w io.Writer, ms []api.QueueEntry, now time.Time) {
 	fmt.Fprintf(w, "%d message(s) queued\n", len(ms))
 	for _, h := range holds(ms) {
 		fmt.Fprintln(w, h.why())
+	}
+	if !running && slices.ContainsFunc(ms, func(m api.QueueEntry) bool { return !m.Held }) {
+		fmt.Fprintln(w, notRunning)
 	}
 }
 
@@ -243,7 +253,7 @@ func printRetry(w io.Writer, n int, ms []api.QueueEntry, running bool) {
 	}
 }
 
-func printEntry(w io.Writer, m api.QueueEntry, now time.Time) {
+func printEntry(w io.Writer, m api.QueueEntry, now time.Time, running bool) {
 	fmt.Fprintf(w, "ID:          %s\n", m.ID)
 	fmt.Fprintf(w, "Account:     %s\n", m.Account)
 	fmt.Fprintf(w, "From:        %s\n", m.From)
@@ -259,6 +269,8 @@ func printEntry(w io.Writer, m api.QueueEntry, now time.Time) {
 		fmt.Fprintf(w, "Next try:    when smtpshim resumes: it is paused (\"smtpshim resume\")\n")
 	case m.Held:
 		fmt.Fprintf(w, "Next try:    held: %s for %s; it goes out by itself once the account is fixed (see \"smtpshim status\")\n", m.HeldBy, m.Account)
+	case !running:
+		fmt.Fprintf(w, "Next try:    when smtpshim starts (\"smtpshim serve\")\n")
 	default:
 		fmt.Fprintf(w, "Next try:    %s\n", until(m.NextTry, now))
 	}

@@ -425,3 +425,20 @@ func TestQueueUnknownIDPointsToTheList(t *testing.T) {
 		}
 	}
 }
+
+// Without a running relay the queue's next-try times are moot: the mail
+// goes when smtpshim starts, and the queue commands say so.
+func TestQueueWithoutARelaySaysMailGoesAtStart(t *testing.T) {
+	r := startRelay(t)
+	r.sim.SetFault(upstreamsim.Refuse)
+	r.send(t, "queued, then the relay stops")
+	r.stop()
+	_, out, _ := r.cli(t, "", "queue", "list")
+	id := regexp.MustCompile(`(?m)^(\d{8}T\d{6}-[0-9a-v]+)\s`).FindStringSubmatch(out)
+	if id == nil || !strings.Contains(out, " at start ") || strings.Contains(out, " in ") || !strings.Contains(out, notRunning) {
+		t.Fatalf("queue list without a relay:\n%s", out)
+	}
+	if _, show, _ := r.cli(t, "", "queue", "show", id[1]); !strings.Contains(show, "Next try:    when smtpshim starts") {
+		t.Errorf("queue show without a relay:\n%s", show)
+	}
+}
