@@ -11,6 +11,7 @@
 #   make installers  the MSI, the macOS pkg and the debs, in dist/
 #                    (VERSION=x.y.z; DARWIN_BIN=path for a Mac-built tray)
 #   make installers-test   build them, then check and install each for real
+#   make screenshots the tray menu and settings pages, into docs/
 
 GO      ?= go
 # The one version source: VERSION=x.y.z, else installer/VERSION (a source
@@ -18,12 +19,16 @@ GO      ?= go
 # package format's form; SEMVER is what `smtpshim version` prints.
 VERSION ?=
 SEMVER   = $(shell $(GO) run ./installer/build -version '$(VERSION)' -print-version)
-LDFLAGS  = -s -w -X main.version=$(SEMVER)
+LDFLAGS  = -s -w -X main.version=$(SEMVER) $(OAUTH_LDFLAGS)
+# A release with a registered OAuth2 app sets SMTPSHIM_MICROSOFT_CLIENT_ID,
+# SMTPSHIM_GOOGLE_CLIENT_ID and SMTPSHIM_GOOGLE_CLIENT_SECRET in the
+# environment (`make build` and `make installers` both use them).
+OAUTH_LDFLAGS = $(foreach v,MicrosoftClientID:SMTPSHIM_MICROSOFT_CLIENT_ID GoogleClientID:SMTPSHIM_GOOGLE_CLIENT_ID GoogleClientSecret:SMTPSHIM_GOOGLE_CLIENT_SECRET,$(if $($(word 2,$(subst :, ,$(v)))),-X github.com/smtpshim/smtpshim/shim/oauth.$(word 1,$(subst :, ,$(v)))=$($(word 2,$(subst :, ,$(v))))))
 PKGS    := ./...
 DIST    ?= dist
 DARWIN_BIN ?=
 
-.PHONY: all demo test test-unit deps build lint bench fuzz clean installers installers-test
+.PHONY: all demo test test-unit deps build lint bench fuzz clean installers installers-test screenshots
 
 all: build
 
@@ -90,3 +95,8 @@ installers-test: deps installers
 
 clean:
 	rm -rf bin $(DIST)
+
+# Pictures of the tray menu and the settings pages, into docs/ (Xvfb,
+# xfce4-panel as the tray host, headless Chromium; see .ci/screenshots).
+screenshots:
+	@.ci/screenshots

@@ -13,34 +13,12 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/smtpshim/smtpshim/shim"
+	"github.com/smtpshim/smtpshim/shim/accounts"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/control"
-	"github.com/smtpshim/smtpshim/shim/hints"
+	"github.com/smtpshim/smtpshim/shim/oauth"
 	"github.com/smtpshim/smtpshim/shim/secrets"
-	"github.com/smtpshim/smtpshim/shim/upstream"
 )
-
-// knownServers fills in --server for well-known providers.
-var knownServers = map[string]string{
-	"gmail.com":      "smtp.gmail.com:587",
-	"googlemail.com": "smtp.gmail.com:587",
-	"outlook.com":    "smtp-mail.outlook.com:587",
-	"hotmail.com":    "smtp-mail.outlook.com:587",
-	"live.com":       "smtp-mail.outlook.com:587",
-	"msn.com":        "smtp-mail.outlook.com:587",
-	"yahoo.com":      "smtp.mail.yahoo.com:465",
-	"icloud.com":     "smtp.mail.me.com:587",
-	"me.com":         "smtp.mail.me.com:587",
-	"mac.com":        "smtp.mail.me.com:587",
-	"fastmail.com":   "smtp.fastmail.com:465",
-	"gmx.net":        "mail.gmx.net:587",
-	"gmx.de":         "mail.gmx.net:587",
-	"web.de":         "smtp.web.de:587",
-	"aol.com":        "smtp.aol.com:465",
-	"zoho.com":       "smtp.zoho.com:465",
-	"proton.me":      "127.0.0.1:1025",
-}
 
 // keychain is the store account commands use; tests replace it.
 var keychain = func(cfg *config.Config) secrets.Store {
@@ -49,7 +27,7 @@ var keychain = func(cfg *config.Config) secrets.Store {
 
 func (a *app) account(args []string) error {
 	if len(args) == 0 {
-		return exit(exUsage, "usage: smtpshim account add|list|remove|test ...")
+		return exit(exUsage, "usage: smtpshim account add|list|remove|test|login ...")
 	}
 	switch args[0] {
 	case "add", "set", "update":
@@ -60,8 +38,10 @@ func (a *app) account(args []string) error {
 		return a.accountRemove(args[1:])
 	case "test", "check":
 		return a.accountTest(args[1:])
+	case "login", "signin", "sign-in":
+		return a.accountLogin(args[1:])
 	}
-	return exit(exUsage, "unknown account command %q (add, list, remove, test)", args[0])
+	return exit(exUsage, "unknown account command %q (add, list, remove, test, login)", args[0])
 }
 
 // splitPositional lets flags come before or after the one positional
@@ -95,6 +75,8 @@ func (a *app) accountAdd(args []string) error {
 	pwStdin := fs.Bool("password-stdin", false, "read the password from standard input instead of prompting")
 	pwCommand := fs.String("password-command", "", "command that prints the password (for machines without a keychain)")
 	test := fs.Bool("test", false, "connect and log in after saving")
+	oauthName := fs.String("oauth", "", "sign in with OAuth2 instead of a password: microsoft, google, or an [[oauth_provider]] name")
+	lf := addLoginFlags(fs)
 	who, err := splitPositional(fs, args)
 	if err != nil {
 		return err
@@ -103,7 +85,7 @@ func (a *app) accountAdd(args []string) error {
 	if err != nil {
 		return err
 	}
-	acct := config.Account{Server: *server, Security: *security, Username: *username, Auth: *auth, CAFile: *caFile, PasswordCommand: *pwCommand}
+	acct := config.Account{Server: *server, Security: *security, Username: *username, Auth: *auth, CAFile: *caFile, PasswordCommand: *pwCommand, OAuth: *oauthName}
 	if d, ok := strings.CutPrefix(who, "@"); ok {
 		acct.Domain = d
 	} else {
@@ -136,16 +118,30 @@ func (a *app) accountAdd(args []string) error {
 				merged.CAFile = acct.CAFile
 			case "password-command":
 				merged.PasswordCommand = acct.PasswordCommand
+			case "oauth":
+				merged.OAuth = acct.OAuth
 			}
 		})
 		acct = merged
+	}
+	var provider *oauth.Provider
+	if acct.OAuth != "" {
+		if provider, err = oauth.Resolve(cfg, acct.OAuth); err != nil {
+			return exit(exConfig, "%s: %v", who, err)
+		}
+		if acct.Server == "" {
+			acct.Server = provider.Server
+			if acct.Server != "" {
+				fmt.Fprintf(a.stderr, "using %s, %s's submission server (override with --server)\n", acct.Server, provider.Title)
+			}
+		}
 	}
 	if acct.Server == "" {
 		dom := acct.Domain
 		if dom == "" {
 			dom = who[strings.LastIndexByte(who, '@')+1:]
 		}
-		if s, ok := knownServers[strings.ToLower(dom)]; ok {
+		if s, _, ok := accounts.ServerFor(dom); ok {
 			acct.Server = s
 			fmt.Fprintf(a.stderr, "using %s, the usual submission server for %s (override with --server)\n", s, dom)
 		} else {
@@ -155,32 +151,40 @@ func (a *app) accountAdd(args []string) error {
 	if err := acct.Validate(); err != nil {
 		return exit(exUsage, "%s: %v", who, err)
 	}
-	if acct.PasswordCommand == "" {
-		pw, err := a.readPassword(*pwStdin, acct.Key())
-		if err != nil {
+	var pw string
+	if acct.OAuth != "" {
+		// Sign in before anything is saved: a failed sign-in leaves the
+		// config as it was.
+		probe := *cfg
+		probe.Accounts = append(append([]config.Account(nil), cfg.Accounts...), acct)
+		if err := probe.Validate(); err != nil {
+			return exit(exUsage, "%s: %v", who, err)
+		}
+		if err := a.signIn(cfg, &acct, lf); err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.EffectiveKeychainTimeout()+time.Second)
-		err = keychain(cfg).Set(ctx, acct.Key(), pw)
-		cancel()
-		if err != nil {
-			return exit(exUnavailable, "could not store the password: %v (the config was not changed)", err)
+	} else if acct.PasswordCommand == "" {
+		if pw, err = a.readPassword(*pwStdin, acct.Key()); err != nil {
+			return err
 		}
 	}
-	if existing != nil {
-		cfg.Accounts[idx] = acct
-	} else {
-		cfg.Accounts = append(cfg.Accounts, acct)
-		idx = len(cfg.Accounts) - 1
+	if _, err := accounts.Save(context.Background(), cfg, keychain(cfg), acct, pw); err != nil {
+		var ke *accounts.KeychainError
+		if errors.As(err, &ke) {
+			return exit(exUnavailable, "%v", err)
+		}
+		return exit(exConfig, "%v", err)
 	}
-	if err := cfg.Save(); err != nil {
-		return exit(exConfig, "saving %s: %v", cfg.Path(), err)
-	}
+	idx, _ = cfg.Find(acct.Key())
 	verb := "added"
 	if existing != nil {
 		verb = "updated"
 	}
-	fmt.Fprintf(a.stdout, "account %s %s (server %s, %s); the password is in the OS keychain, not in %s\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), cfg.Path())
+	if acct.OAuth != "" {
+		fmt.Fprintf(a.stdout, "account %s %s (server %s, %s, OAuth2 with %s)\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), provider.Title)
+	} else {
+		fmt.Fprintf(a.stdout, "account %s %s (server %s, %s); the password is in the OS keychain, not in %s\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), cfg.Path())
+	}
 	if acct.PasswordCommand != "" {
 		fmt.Fprintf(a.stdout, "account %s takes its password from its password_command\n", acct.Key())
 	}
@@ -265,7 +269,11 @@ func (a *app) accountList() error {
 		if ac.Domain != "" {
 			kind = "domain"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ac.Key(), kind, ac.Server, ac.SecurityMode(), ac.Login(), passwordState(store, ac))
+		state := passwordState(store, ac)
+		if ac.OAuth != "" {
+			state = oauthState(store, ac)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ac.Key(), kind, ac.Server, ac.SecurityMode(), ac.Login(), state)
 	}
 	return tw.Flush()
 }
@@ -308,28 +316,20 @@ func (a *app) namedAccount(cmd string, args []string) (*config.Config, int, *con
 }
 
 func (a *app) accountRemove(args []string) error {
-	cfg, idx, acct, err := a.namedAccount("account remove", args)
+	cfg, _, acct, err := a.namedAccount("account remove", args)
 	if err != nil {
 		return err
 	}
-	key := acct.Key()
-	hadCommand := acct.PasswordCommand != ""
-	cfg.Accounts = append(cfg.Accounts[:idx], cfg.Accounts[idx+1:]...)
-	if err := cfg.Save(); err != nil {
-		return exit(exConfig, "saving %s: %v", cfg.Path(), err)
+	key, hadCommand := acct.Key(), acct.PasswordCommand != ""
+	keychainErr, err := accounts.Remove(context.Background(), cfg, keychain(cfg), key)
+	if err != nil {
+		return exit(exConfig, "%v", err)
 	}
 	fmt.Fprintf(a.stdout, "account %s removed from %s\n", key, cfg.Path())
-	if !hadCommand {
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.EffectiveKeychainTimeout()+time.Second)
-		err := keychain(cfg).Delete(ctx, key)
-		cancel()
-		switch {
-		case err == nil:
-			fmt.Fprintf(a.stdout, "its password was removed from the keychain\n")
-		case errors.Is(err, secrets.ErrNotFound):
-		default:
-			fmt.Fprintf(a.stderr, "its password could not be removed from the keychain: %v\n", err)
-		}
+	if keychainErr != nil {
+		fmt.Fprintf(a.stderr, "its password could not be removed from the keychain: %v\n", keychainErr)
+	} else if !hadCommand {
+		fmt.Fprintf(a.stdout, "its password was removed from the keychain\n")
 	}
 	a.notifyDaemon(cfg)
 	a.warnQueued(key)
@@ -367,22 +367,15 @@ func (a *app) accountTest(args []string) error {
 // testAccount connects and logs in, and says what happened in plain words.
 func (a *app) testAccount(cfg *config.Config, acct *config.Account) error {
 	fmt.Fprintf(a.stdout, "testing %s: %s (%s) as %s\n", acct.Key(), acct.Server, acct.SecurityMode(), acct.Login())
-	store := keychain(cfg)
-	c, err := upstream.Dial(context.Background(), acct, upstream.Options{
-		Hostname:        cfg.HostnameOrDefault(),
-		Secrets:         store,
-		Authenticator:   shim.DefaultAuthenticator(store, cfg.EffectiveKeychainTimeout()),
-		KeychainTimeout: cfg.EffectiveKeychainTimeout(),
-	})
-	if err != nil {
-		fmt.Fprintf(a.stdout, "FAILED: %v\n", err)
-		if h := hints.For(err); h != "" {
-			fmt.Fprintf(a.stdout, "hint: %s\n", h)
+	r := accounts.Test(context.Background(), cfg, keychain(cfg), acct)
+	if r.Err != nil {
+		fmt.Fprintf(a.stdout, "FAILED: %v\n", r.Err)
+		if r.Hint != "" {
+			fmt.Fprintf(a.stdout, "hint: %s\n", r.Hint)
 		}
 		return exit(exUnavailable, "account %s does not work yet", acct.Key())
 	}
-	defer c.Close()
-	info := c.Info()
+	info := r.Info
 	if info.TLSVersion != "" {
 		fmt.Fprintf(a.stdout, "connected: %s, certificate verified\n", info.TLSVersion)
 	} else {

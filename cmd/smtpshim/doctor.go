@@ -115,6 +115,10 @@ func (a *app) doctor(args []string) error {
 		_, err := upstream.Password(ctx, ac, store, cfg.EffectiveKeychainTimeout())
 		cancel()
 		switch {
+		case ac.OAuth != "" && err == nil:
+			report(true, false, "  OAuth2 sign-in (%s) found in the keychain", ac.OAuth)
+		case ac.OAuth != "" && errors.Is(err, secrets.ErrNotFound):
+			report(false, false, "  not signed in yet: run smtpshim account login %s", ac.Key())
 		case err == nil && ac.PasswordCommand != "":
 			report(true, false, "  password_command prints a password")
 		case err == nil:
@@ -141,7 +145,7 @@ func (a *app) doctor(args []string) error {
 		c, err := upstream.Dial(context.Background(), ac, upstream.Options{
 			Hostname:        cfg.HostnameOrDefault(),
 			Secrets:         store,
-			Authenticator:   shim.DefaultAuthenticator(store, cfg.EffectiveKeychainTimeout()),
+			Authenticator:   shim.DefaultAuthenticator(cfg, store, nil),
 			KeychainTimeout: cfg.EffectiveKeychainTimeout(),
 		})
 		if err != nil {

@@ -318,7 +318,7 @@ func (a *app) sendDirect(cfg *config.Config, o *sendOptions, msg io.Reader) erro
 	pool := upstream.NewPool(acct, upstream.Options{
 		Hostname:        cfg.HostnameOrDefault(),
 		Secrets:         store,
-		Authenticator:   shim.DefaultAuthenticator(store, cfg.EffectiveKeychainTimeout()),
+		Authenticator:   shim.DefaultAuthenticator(cfg, store, nil),
 		KeychainTimeout: cfg.EffectiveKeychainTimeout(),
 	}, nil)
 	defer pool.Close()

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -54,6 +55,13 @@ const (
 const (
 	LocalAuthIgnore  = "ignore"  // accept any AUTH a legacy client sends, check nothing
 	LocalAuthRequire = "require" // require AUTH with the local password
+)
+
+// OAuth2 provider presets: an account's oauth setting names one of these or
+// an [[oauth_provider]].
+const (
+	OAuthMicrosoft = "microsoft"
+	OAuthGoogle    = "google"
 )
 
 // Config is the whole configuration file.
@@ -121,6 +129,9 @@ type Config struct {
 	KeychainTimeout Duration `toml:"keychain_timeout,omitempty,omitzero"`
 	// Accounts are the upstream accounts, picked by envelope sender.
 	Accounts []Account `toml:"account,omitempty"`
+	// OAuthProviders defines OAuth2 providers beyond the presets, or
+	// overrides a preset's settings (such as its client_id).
+	OAuthProviders []OAuthProvider `toml:"oauth_provider,omitempty"`
 
 	// path is where the config was loaded from, for messages and Save.
 	path string
@@ -148,6 +159,78 @@ type Account struct {
 	PasswordCommand string `toml:"password_command,omitempty"`
 	// MaxConnections caps concurrent upstream connections for the account.
 	MaxConnections int `toml:"max_connections,omitempty,omitzero"`
+	// OAuth names the OAuth2 provider ("microsoft", "google" or an
+	// [[oauth_provider]] name) for an account that signs in with a token
+	// instead of a password.
+	OAuth string `toml:"oauth,omitempty"`
+}
+
+// OAuthProvider is an [[oauth_provider]] section: a custom OAuth2 provider,
+// or settings that override a preset of the same name.
+type OAuthProvider struct {
+	Name      string   `toml:"name"`
+	AuthURL   string   `toml:"auth_url,omitempty"`
+	TokenURL  string   `toml:"token_url,omitempty"`
+	DeviceURL string   `toml:"device_url,omitempty"`
+	Scopes    []string `toml:"scopes,omitempty"`
+	ClientID  string   `toml:"client_id,omitempty"`
+	// ClientSecret is for providers that want one even from an installed
+	// app (Google); such a secret is not confidential.
+	ClientSecret string `toml:"client_secret,omitempty"`
+	CAFile       string `toml:"ca_file,omitempty"`
+	// Tenant picks the Microsoft tenant: common (default), organizations,
+	// consumers, or a tenant ID or domain. Only for name = "microsoft".
+	Tenant string `toml:"tenant,omitempty"`
+}
+
+// IsPreset reports whether name is a built-in OAuth2 provider.
+func IsPreset(name string) bool {
+	n := strings.ToLower(name)
+	return n == OAuthMicrosoft || n == OAuthGoogle
+}
+
+// Validate checks one [[oauth_provider]] section.
+func (p *OAuthProvider) Validate() error {
+	if p.Name == "" {
+		return errors.New(`name is missing: set name = "microsoft", "google" or a name of your own that accounts use in oauth = "..."`)
+	}
+	if strings.ContainsAny(p.Name, " \t\r\n\x00\"") {
+		return fmt.Errorf("name %q: use letters, digits, dots and dashes", p.Name)
+	}
+	preset := IsPreset(p.Name)
+	if !preset && (p.AuthURL == "" || p.TokenURL == "") {
+		return errors.New("a custom provider needs auth_url and token_url (and client_id and scopes)")
+	}
+	if !preset && p.ClientID == "" {
+		return errors.New("client_id is missing: register smtpshim as an app with the provider and put its client ID here")
+	}
+	if !preset && len(p.Scopes) == 0 {
+		return errors.New(`scopes is missing: list the scopes that allow sending mail, e.g. scopes = ["smtp.send", "offline_access"]`)
+	}
+	for _, u := range []struct{ key, v string }{{"auth_url", p.AuthURL}, {"token_url", p.TokenURL}, {"device_url", p.DeviceURL}} {
+		if u.v == "" {
+			continue
+		}
+		pu, err := url.Parse(u.v)
+		if err != nil || pu.Host == "" || (pu.Scheme != "https" && !(pu.Scheme == "http" && isLoopbackHost(pu.Hostname()))) {
+			return fmt.Errorf("%s %q: must be an https:// address (http:// only for a provider on this machine)", u.key, u.v)
+		}
+	}
+	if p.Tenant != "" && !strings.EqualFold(p.Name, OAuthMicrosoft) {
+		return errors.New("tenant is only for the microsoft provider")
+	}
+	if strings.ContainsAny(p.Tenant, "/?#% ") {
+		return fmt.Errorf("tenant %q: use common, organizations, consumers, or a tenant ID or domain", p.Tenant)
+	}
+	return nil
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Key identifies the account in the keychain and on the command line: the
@@ -432,11 +515,26 @@ func (c *Config) Validate() error {
 	if c.Hostname != "" && strings.ContainsAny(c.Hostname, " \t\r\n<>") {
 		return fmt.Errorf("hostname %q: must be a plain host name", c.Hostname)
 	}
+	providers := map[string]bool{OAuthMicrosoft: true, OAuthGoogle: true}
+	for i := range c.OAuthProviders {
+		p := &c.OAuthProviders[i]
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("oauth_provider %d%s: %w", i+1, describeName(p.Name), err)
+		}
+		n := strings.ToLower(p.Name)
+		if providers[n] && !IsPreset(n) {
+			return fmt.Errorf("oauth_provider %d (%s): a provider of that name is already defined", i+1, p.Name)
+		}
+		providers[n] = true
+	}
 	seen := map[string]int{}
 	for i := range c.Accounts {
 		a := &c.Accounts[i]
 		if err := a.Validate(); err != nil {
 			return fmt.Errorf("account %d%s: %w", i+1, a.describe(), err)
+		}
+		if a.OAuth != "" && !providers[strings.ToLower(a.OAuth)] {
+			return fmt.Errorf("account %d%s: oauth %q: no such provider; use microsoft, google, or add an [[oauth_provider]] with name = %q", i+1, a.describe(), a.OAuth, a.OAuth)
 		}
 		if j, dup := seen[a.Key()]; dup {
 			return fmt.Errorf("account %d (%s): the same sender is already configured in account %d", i+1, a.Key(), j+1)
@@ -444,6 +542,13 @@ func (c *Config) Validate() error {
 		seen[a.Key()] = i
 	}
 	return nil
+}
+
+func describeName(n string) string {
+	if n == "" {
+		return ""
+	}
+	return " (" + n + ")"
 }
 
 func (a *Account) describe() string {
@@ -490,6 +595,16 @@ func (a *Account) Validate() error {
 	}
 	if a.MaxConnections < 0 {
 		return errors.New("max_connections must not be negative")
+	}
+	if a.OAuth != "" {
+		switch {
+		case a.PasswordCommand != "":
+			return errors.New("set either oauth (sign in with a token) or password_command, not both")
+		case a.Auth != "":
+			return errors.New("auth chooses a password mechanism; an oauth account uses XOAUTH2 or OAUTHBEARER by itself: remove auth")
+		case a.SecurityMode() == SecurityInsecure:
+			return errors.New("an oauth account needs TLS: an access token must never cross the network unencrypted")
+		}
 	}
 	if strings.ContainsAny(a.Username, "\r\n\x00") {
 		return errors.New("username contains a line break")

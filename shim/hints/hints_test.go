@@ -381,3 +381,34 @@ func realClosed(t *testing.T) error {
 	}
 	return fmt.Errorf("%s: starttls: %w", ln.Addr(), err)
 }
+
+func TestForOAuth(t *testing.T) {
+	challenge := func(reply error, json string) error {
+		return fmt.Errorf("%w (the server's OAuth2 error: %s)", reply, json)
+	}
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"token endpoint down", errors.New(`a@example.com: the provider's token endpoint could not be reached: Post "https://login.microsoftonline.com/common/oauth2/v2.0/token": dial tcp: connection refused`), hintTokenEndpoint},
+		{"public client flows off", errors.New("a@example.com: the provider refused the sign-in: invalid_client: AADSTS7000218: The request body must contain the following parameter: 'client_assertion' or 'client_secret'."), hintPublicClientOff},
+		{"secret sent by a public client", errors.New("invalid_client: AADSTS700025: Client is public so neither 'client_assertion' nor 'client_secret' should be presented."), hintPublicClientSecret},
+		{"consent", errors.New("a@example.com: Microsoft did not complete the sign-in: consent_required: AADSTS65001: The user or administrator has not consented to use the application"), hintConsent},
+		{"redirect mismatch", errors.New("invalid_request: AADSTS50011: The redirect URI 'http://localhost:5555/' specified in the request does not match"), hintRedirectMismatch},
+		{"google device scope", errors.New("cannot sign in with a device code: invalid_scope: device flow"), hintGoogleDevice},
+		{"google testing expiry", errors.New("a@gmail.com: the provider refused the saved sign-in: invalid_grant: Token has been expired or revoked.; sign in again"), hintGoogleTesting},
+		{"revoked grant", errors.New("a@example.com: the provider refused the saved sign-in: invalid_grant: AADSTS50173: The provided grant has expired due to it being revoked"), hintSignInAgain},
+		{"sign-in frequency", errors.New("interaction_required: AADSTS70043: The refresh token has expired or is invalid due to sign-in frequency checks by conditional access"), hintSignInAgain},
+		{"fresh token refused, auth disabled", fmt.Errorf("smtp.office365.com:587: authentication failed: the server refused a newly issued token too: %w", smtpErr(535, smtp.EnhancedCode{5, 7, 3}, "Authentication unsuccessful [SN4PR0201CA0045.namprd02.prod.outlook.com]")), hintOAuthAuthDisabled},
+		{"334 json with 5.7.139", challenge(smtpErr(535, smtp.EnhancedCode{5, 7, 139}, "Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant."), `{"status":"401"}`), hintOAuthAuthDisabled},
+		{"334 json", challenge(smtpErr(535, smtp.EnhancedCode{5, 7, 8}, "Username and Password not accepted"), `{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`), hintOAuthChallenge},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := For(tc.err); got != tc.want {
+				t.Errorf("For(%v)\n got %q\nwant %q", tc.err, got, tc.want)
+			}
+		})
+	}
+}

@@ -641,7 +641,7 @@ func (d *Delivery) queuedText(id string) string {
 	case d.held:
 		key := d.acct.Key()
 		if upstream.CredentialProblem(d.deferErr) == upstream.ProblemSignInNeeded {
-			return fmt.Sprintf("queued as %s: the provider refused the sign-in for %s; sign in again with \"smtpshim account add %s\"", id, key, key)
+			return fmt.Sprintf("queued as %s: the provider refused the sign-in for %s; sign in again with \"smtpshim account login %s\"", id, key, key)
 		}
 		return fmt.Sprintf("queued as %s: the provider refused the password for %s; update it with \"smtpshim account add %s\"", id, key, key)
 	case d.deferErr != nil:

@@ -305,22 +305,41 @@ func dial(ctx context.Context, a *config.Account, auth Authenticator, o Options)
 	if err != nil {
 		return nil, fail(StepAuth, err)
 	}
-	sc, err := auth.Client(ctx, mech)
-	if err != nil {
-		return nil, &DialError{Server: a.Server, Step: StepCredential, Mechanism: mech, Err: err}
-	}
-	if err := c.Auth(sc); err != nil {
+	for attempt := 0; ; attempt++ {
+		sc, err := auth.Client(ctx, mech)
+		if err != nil {
+			return nil, &DialError{Server: a.Server, Step: StepCredential, Mechanism: mech, Err: err}
+		}
+		err = c.Auth(sc)
+		if err == nil {
+			break
+		}
 		if s, ok := sc.(Scrubber); ok {
 			err = s.Scrub(err)
+		}
+		if d, ok := sc.(Detailer); ok {
+			err = d.Detail(err)
+		}
+		if attempt > 0 {
+			// Said in words, so that the hint can tell a refused grant
+			// (SMTP AUTH off, a missing permission) from an expired token.
+			err = fmt.Errorf("the server refused a newly issued token too: %w", err)
 		}
 		de := &DialError{Server: a.Server, Step: StepAuth, Mechanism: mech, Err: err}
 		if isTLSError(err) {
 			de.Step = StepTLS
 		}
-		if Classify(de) == CredentialRefused {
-			auth.Refused()
+		if Classify(de) != CredentialRefused {
+			return nil, de
 		}
-		return nil, de
+		auth.Refused()
+		// A bearer token can be revoked or expire early: a credential
+		// that can be renewed gets one new try on the same connection
+		// (a second AUTH after a failed one is allowed). If the new one
+		// is refused too, or cannot be had, the account needs a person.
+		if r, ok := auth.(Renewer); !ok || attempt > 0 || !r.Renewable() {
+			return nil, de
+		}
 	}
 	info.Mechanism = mech
 	raw.SetDeadline(time.Time{})

@@ -38,7 +38,11 @@ type Health struct {
 
 // Attention reports whether a person must act (fix a password, unlock
 // the keychain) before the account works again.
-func (h Health) Attention() bool { return h.Problem != "" }
+func (h Health) Attention() bool {
+	// A token endpoint that does not answer needs no person: it is
+	// retried like a server that is down.
+	return h.Problem != "" && h.Problem != ProblemTokenUnavailable
+}
 
 // Pool keeps authenticated connections to one account's server and caps
 // how many are open at once.

@@ -22,6 +22,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/internal/testbin"
 	"github.com/smtpshim/smtpshim/shim/internal/testlog"
+	"github.com/smtpshim/smtpshim/shim/oauth"
 	"github.com/smtpshim/smtpshim/shim/secrets"
 	"github.com/smtpshim/smtpshim/shim/upstreamsim"
 )
@@ -65,6 +66,9 @@ type Options struct {
 	BeforeStop func()
 	// StopWait bounds how long Stop waits for Run; default 30 s.
 	StopWait time.Duration
+	// OAuth tunes token handling for OAuth2 accounts (a clock, an HTTP
+	// client for a test authorization server).
+	OAuth oauth.Options
 }
 
 // Engine is a running engine.
@@ -104,6 +108,7 @@ func Start(tb testing.TB, cfg *config.Config, o Options) *Engine {
 		Secrets:   store,
 		Logger:    e.logger(tb, o.Quiet),
 		NoControl: !o.Control,
+		OAuth:     o.OAuth,
 	}
 	if o.UpstreamCAs != nil {
 		opts.UpstreamTLS = &tls.Config{RootCAs: o.UpstreamCAs}
