@@ -332,7 +332,9 @@ func (a *app) checkSameConfig(c *control.Client, cfg *config.Config) error {
 
 func printReload(w io.Writer, res api.ReloadResult) {
 	if len(res.Applied) == 0 {
-		fmt.Fprintln(w, "the running smtpshim reloaded its settings: nothing that applies while running changed")
+		// Stored passwords are not in the file; a reload makes the relay
+		// log in afresh, so a new one counts from the next message.
+		fmt.Fprintln(w, "the running smtpshim reloaded its settings: no setting that applies while running changed; passwords are read again at the next login, so a new one is used from the next message")
 	} else {
 		fmt.Fprintf(w, "the running smtpshim now uses the new settings: %s\n", strings.Join(res.Applied, ", "))
 	}

@@ -442,3 +442,16 @@ func TestQueueWithoutARelaySaysMailGoesAtStart(t *testing.T) {
 		t.Errorf("queue show without a relay:\n%s", show)
 	}
 }
+
+// Storing a new password changes nothing in the file, but the running
+// relay uses it: account add must not say that nothing changed.
+func TestAccountAddOfANewPasswordSaysItIsUsed(t *testing.T) {
+	r := startRelay(t)
+	old := keychain
+	keychain = func(*config.Config) secrets.Store { return r.store }
+	defer func() { keychain = old }()
+	code, _, errOut := r.cli(t, "new-password\n", "account", "add", cliUser, "--password-stdin")
+	if code != 0 || strings.Contains(errOut, "nothing that applies") || !strings.Contains(errOut, "a new one is used from the next message") {
+		t.Errorf("account add of a new password: %d %q", code, errOut)
+	}
+}
