@@ -63,10 +63,33 @@ func newSignins() *signins {
 	return &signins{byID: map[string]*signin{}, ctx: ctx, stop: stop}
 }
 
-// close abandons every sign-in and waits for their goroutines.
+// close abandons every sign-in and waits for their goroutines; none
+// starts after it.
 func (ss *signins) close() {
+	ss.mu.Lock()
 	ss.stop()
+	ss.mu.Unlock()
 	ss.wg.Wait()
+}
+
+// start registers si and runs fn for it in a goroutine that close waits
+// for. It reports false, and runs nothing, once close has begun.
+func (ss *signins) start(si *signin, fn func(ctx context.Context)) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.ctx.Err() != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ss.ctx, oauth.DefaultLoginTimeout)
+	si.cancel = cancel
+	ss.addLocked(si)
+	ss.wg.Add(1)
+	go func() {
+		defer ss.wg.Done()
+		defer cancel()
+		fn(ctx)
+	}()
+	return true
 }
 
 func (ss *signins) get(id string) (signin, bool) {
@@ -87,11 +110,10 @@ func (ss *signins) update(id string, fn func(*signin)) {
 	}
 }
 
-// add registers si, abandoning an earlier sign-in for the same account
-// (only the latest one may store a token) and forgetting old results.
-func (ss *signins) add(si *signin) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
+// addLocked registers si, abandoning an earlier sign-in for the same
+// account (only the latest one may store a token) and forgetting old
+// results.
+func (ss *signins) addLocked(si *signin) {
 	now := time.Now()
 	for id, o := range ss.byID {
 		if o.State == signinPending && strings.EqualFold(o.Key, si.Key) {
@@ -201,15 +223,12 @@ func (s *Server) signinStart(w http.ResponseWriter, r *http.Request) {
 		again("The sign-in could not start: "+err.Error(), hints.For(err))
 		return
 	}
-	ctx, cancel := context.WithTimeout(s.signins.ctx, oauth.DefaultLoginTimeout)
-	si := &signin{ID: randomToken(), Key: acct.Key(), Provider: p.Title, URL: pe.URL, Setup: form.Setup, State: signinPending, cancel: cancel}
-	s.signins.add(si)
-	s.signins.wg.Add(1)
-	go func() {
-		defer s.signins.wg.Done()
-		defer cancel()
-		s.runSignin(ctx, si.ID, pe, acct)
-	}()
+	si := &signin{ID: randomToken(), Key: acct.Key(), Provider: p.Title, URL: pe.URL, Setup: form.Setup, State: signinPending}
+	if !s.signins.start(si, func(ctx context.Context) { s.runSignin(ctx, si.ID, pe, acct) }) {
+		pe.Close()
+		http.Error(w, "smtpshim is shutting down.", http.StatusServiceUnavailable)
+		return
+	}
 	s.o.Log.Info("settings page: sign-in started", "account", acct.Key(), "provider", p.Name)
 	http.Redirect(w, r, "/signin/"+si.ID, http.StatusSeeOther)
 }
