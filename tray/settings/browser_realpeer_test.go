@@ -65,13 +65,19 @@ type desk struct {
 
 func startDesk(t *testing.T) *desk {
 	t.Helper()
-	return startDeskWith(t, "", nil)
+	return startDeskWith(t, "", nil, nil)
 }
 
-// startDeskWith adds extra to the config and opens sign-in pages with open.
-func startDeskWith(t *testing.T, extra string, open func(string) error) *desk {
+// startDeskWith adds extra to the config, opens sign-in pages with open,
+// and has the provider take the OAuth2 access tokens that tokens accepts
+// (with XOAUTH2), when it is not nil.
+func startDeskWith(t *testing.T, extra string, open func(string) error, tokens func(string) (string, bool)) *desk {
 	t.Helper()
-	sim, err := upstreamsim.Start(upstreamsim.Options{Users: map[string]string{"alice@example.com": "pw-alice"}})
+	so := upstreamsim.Options{Users: map[string]string{"alice@example.com": "pw-alice"}}
+	if tokens != nil {
+		so.Mechanisms, so.Tokens = []string{"PLAIN", "LOGIN", upstreamsim.XOAUTH2}, tokens
+	}
+	sim, err := upstreamsim.Start(so)
 	if err != nil {
 		t.Fatal(err)
 	}
