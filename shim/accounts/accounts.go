@@ -36,7 +36,7 @@ type Preset struct {
 // looks for them.
 var Presets = []Preset{
 	{Name: "Gmail", Server: "smtp.gmail.com:587", Domains: []string{"gmail.com", "googlemail.com"}, OAuth: config.OAuthGoogle,
-		Note: "Sign in with Google, or use an app password (Google Account > Security > 2-Step Verification > App passwords), not your normal password."},
+		Note: "Gmail wants Google sign-in or an app password (Google Account > Security > 2-Step Verification > App passwords), not your normal password."},
 	{Name: "Microsoft 365 (work or school)", Server: "smtp.office365.com:587", OAuth: config.OAuthMicrosoft,
 		Note: "Your administrator must allow SMTP AUTH for your mailbox."},
 	{Name: "Outlook.com / Hotmail", Server: "smtp-mail.outlook.com:587", Domains: []string{"outlook.com", "hotmail.com", "live.com", "msn.com"}, OAuth: config.OAuthMicrosoft},

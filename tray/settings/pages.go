@@ -201,11 +201,11 @@ type accountForm struct {
 }
 
 func (s *Server) setup(w http.ResponseWriter, r *http.Request) {
-	s.render(w, r, "account", page{Title: "Set up smtpshim", Nav: "accounts", Data: accountForm{Setup: true, Presets: accounts.Presets, SignIn: signinOptions()}})
+	s.render(w, r, "account", page{Title: "Set up smtpshim", Nav: "accounts", Data: accountForm{Setup: true, Presets: accounts.Presets, SignIn: signinOptions(s.formConfig())}})
 }
 
 func (s *Server) accountNew(w http.ResponseWriter, r *http.Request) {
-	s.render(w, r, "account", page{Title: "Add an account", Nav: "accounts", Data: accountForm{Presets: accounts.Presets, SignIn: signinOptions()}})
+	s.render(w, r, "account", page{Title: "Add an account", Nav: "accounts", Data: accountForm{Presets: accounts.Presets, SignIn: signinOptions(s.formConfig())}})
 }
 
 func (s *Server) accountList(w http.ResponseWriter, r *http.Request) {
@@ -259,7 +259,6 @@ func (s *Server) accountSave(w http.ResponseWriter, r *http.Request) {
 		Key: key, Address: who, Server: strings.TrimSpace(r.PostFormValue("server")),
 		Security: r.PostFormValue("security"), Username: strings.TrimSpace(r.PostFormValue("username")),
 		CAFile: strings.TrimSpace(r.PostFormValue("ca_file")), Setup: r.PostFormValue("setup") != "", Presets: accounts.Presets,
-		SignIn: signinOptions(),
 	}
 	password := r.PostFormValue("password")
 	again := func(msg, hint string) {
@@ -277,6 +276,7 @@ func (s *Server) accountSave(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	form.SignIn = signinOptions(cfg)
 	acct := config.Account{}
 	if _, existing := cfg.Find(who); existing != nil {
 		acct = *existing

@@ -133,8 +133,10 @@ type signinOption struct {
 }
 
 // signinOptions lists the OAuth2 providers the presets sign in with, in
-// the presets' order.
-func signinOptions() []signinOption {
+// the presets' order: those this copy can use, because a client ID is
+// compiled in or configured in cfg (which may be nil). A button that could
+// only answer "no client ID" is not offered.
+func signinOptions(cfg *config.Config) []signinOption {
 	var out []signinOption
 	seen := map[string]bool{}
 	for _, p := range accounts.Presets {
@@ -142,9 +144,21 @@ func signinOptions() []signinOption {
 			continue
 		}
 		seen[p.OAuth] = true
-		out = append(out, signinOption{OAuth: p.OAuth, Title: strings.ToUpper(p.OAuth[:1]) + p.OAuth[1:]})
+		if prov, err := oauth.Resolve(cfg, p.OAuth); err == nil {
+			out = append(out, signinOption{OAuth: p.OAuth, Title: prov.Title})
+		}
 	}
 	return out
+}
+
+// formConfig reads the config for a form's sign-in buttons; a config
+// that cannot be read offers only what is compiled in.
+func (s *Server) formConfig() *config.Config {
+	cfg, err := s.loadConfig()
+	if err != nil {
+		return nil
+	}
+	return cfg
 }
 
 // signinStart starts a sign-in: for a new account from the add form (the
@@ -156,7 +170,7 @@ func (s *Server) signinStart(w http.ResponseWriter, r *http.Request) {
 		Key: key, Address: who, Server: strings.TrimSpace(r.PostFormValue("server")),
 		Security: r.PostFormValue("security"), Username: strings.TrimSpace(r.PostFormValue("username")),
 		CAFile: strings.TrimSpace(r.PostFormValue("ca_file")), Setup: r.PostFormValue("setup") != "",
-		Presets: accounts.Presets, SignIn: signinOptions(),
+		Presets: accounts.Presets,
 	}
 	again := func(msg, hint string) {
 		w.WriteHeader(http.StatusUnprocessableEntity)
@@ -169,6 +183,7 @@ func (s *Server) signinStart(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	form.SignIn = signinOptions(cfg)
 	var acct config.Account
 	if key != "" {
 		_, existing := cfg.Find(key)
@@ -193,6 +208,10 @@ func (s *Server) signinStart(w http.ResponseWriter, r *http.Request) {
 			acct.Address = who
 		}
 		acct.OAuth = strings.ToLower(strings.TrimSpace(r.PostFormValue("oauth")))
+		if acct.OAuth == "" {
+			again("Choose the provider to sign in with.", "")
+			return
+		}
 		acct.PasswordCommand, acct.Auth = "", ""
 		acct.Server, acct.Security, acct.Username, acct.CAFile = form.Server, form.Security, form.Username, form.CAFile
 		if p, ok := accounts.PresetNamed(r.PostFormValue("preset")); ok && p.OAuth == acct.OAuth && acct.Server == "" {

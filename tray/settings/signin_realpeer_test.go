@@ -74,7 +74,7 @@ func TestSignInWithMicrosoftInARealBrowser(t *testing.T) {
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](`document.getElementById("preset").dispatchEvent(new Event("change"))`)); err != nil {
 		t.Fatal(err)
 	}
-	waitJS(t, ctx, "only the Microsoft button", `!document.querySelector('button[data-oauth="microsoft"]').hidden && document.querySelector('button[data-oauth="google"]').hidden`)
+	waitJS(t, ctx, "only the Microsoft button", `!document.querySelector('button[data-oauth="microsoft"]').hidden && !document.getElementById("signin-options").hidden`)
 	if v, _ := chromedp.Run(ctx, chromedp.Value(chromedp.CSS("#server"))); v != "smtp.office365.com:587" {
 		t.Errorf("server for Microsoft 365: %q", v)
 	}

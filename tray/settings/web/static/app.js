@@ -13,9 +13,12 @@ document.addEventListener("DOMContentLoaded", function () {
     // Providers with a sign-in page offer only their own button.
     var box = document.getElementById("signin-options");
     if (box) {
-      var which = (o && o.dataset.oauth) || "";
-      box.hidden = which === "";
-      box.querySelectorAll("button[data-oauth]").forEach(function (b) { b.hidden = b.dataset.oauth !== which; });
+      var which = (o && o.dataset.oauth) || "", shown = false;
+      box.querySelectorAll("button[data-oauth]").forEach(function (b) {
+        b.hidden = which === "" || b.dataset.oauth !== which;
+        shown = shown || !b.hidden;
+      });
+      box.hidden = !shown;
     }
   }
   if (preset && server) {
