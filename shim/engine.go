@@ -550,8 +550,11 @@ func (e *Engine) checkCredentials(ctx context.Context) {
 			continue
 		}
 		what := "unlock the keychain, or set password_command for the account"
-		if errors.Is(err, secrets.ErrNotFound) {
+		switch {
+		case errors.Is(err, secrets.ErrNotFound):
 			what = "store its password with \"smtpshim account add " + key + "\""
+		case errors.Is(err, secrets.ErrCommandFailed):
+			what = "run the account's password_command yourself to see why it fails, and fix it"
 		}
 		if upstream.CredentialProblem(err) == upstream.ProblemSignInNeeded {
 			what = "sign in with \"smtpshim account login " + key + "\""

@@ -5,6 +5,7 @@ package shim
 // pause, resume, retry, delete and reload. Each command publishes an event.
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -109,25 +110,36 @@ func (e *Engine) QueueEntry(id string) (api.QueueEntry, bool) {
 	return e.entry(&m, e.heldAccounts()), true
 }
 
-// heldAccounts are the accounts whose mail waits for the user.
-func (e *Engine) heldAccounts() map[string]bool {
-	held := map[string]bool{}
-	for _, a := range e.bus.Status().Accounts {
-		if a.State == api.AccountNeedsAttention {
-			held[a.Key] = true
+// heldAccounts are the accounts whose mail waits for the user (the
+// provider refused the credential), with the reason. Mail of an account
+// whose credential could not be read (keychain, password_command) is not
+// held: it is retried.
+func (e *Engine) heldAccounts() map[string]string {
+	held := map[string]string{}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for key, p := range e.pools {
+		if h := p.Health(); h.Held {
+			held[key] = cmp.Or(h.Problem, "needs attention")
 		}
 	}
 	return held
 }
 
-func (e *Engine) entry(m *spool.Meta, held map[string]bool) api.QueueEntry {
+func (e *Engine) entry(m *spool.Meta, held map[string]string) api.QueueEntry {
 	subj, ok := e.subjects.Load(m.ID)
 	if !ok {
 		subj = e.spool.Subject(m.ID)
 		e.subjects.Store(m.ID, subj)
 	}
 	q := QueueEntryOf(m, subj.(string))
-	q.Held = e.paused.Load() || held[m.Account]
+	switch {
+	case e.paused.Load():
+		q.HeldBy = "paused"
+	case held[m.Account] != "":
+		q.HeldBy = held[m.Account]
+	}
+	q.Held = q.HeldBy != ""
 	return q
 }
 

@@ -91,6 +91,15 @@ func (a *app) accountAdd(args []string) error {
 	} else {
 		acct.Address = who
 	}
+	// The form first: "bob" is a mistake, not an account that only
+	// lacks --server.
+	if acct.Address != "" {
+		if err := config.ValidateAddress(acct.Address); err != nil {
+			return exit(exUsage, "%v (or @example.com for a whole domain)", err)
+		}
+	} else if err := config.ValidateDomain(acct.Domain); err != nil {
+		return exit(exUsage, "%v: give @example.com for a whole domain, or an address like you@example.com", err)
+	}
 	idx, existing := cfg.Find(acct.Key())
 	if existing != nil {
 		// Updating: keep what the user did not say again.
@@ -323,7 +332,28 @@ func (a *app) accountRemove(args []string) error {
 		fmt.Fprintf(a.stdout, "its password was removed from the keychain\n")
 	}
 	a.notifyDaemon(cfg)
+	a.warnQueued(key)
 	return nil
+}
+
+// warnQueued says when queued mail still belongs to a removed account:
+// it is not sent through another account, so it waits for this one.
+func (a *app) warnQueued(key string) {
+	b, done, _, err := a.queueBackend()
+	if err != nil {
+		return
+	}
+	defer done()
+	ms, _ := b.List()
+	n := 0
+	for _, m := range ms {
+		if m.Account == key {
+			n++
+		}
+	}
+	if n > 0 {
+		fmt.Fprintf(a.stderr, "%d queued message(s) of %s stay in the queue and are not sent until the account is added again; see \"smtpshim queue list\", and \"smtpshim queue delete ID\" to drop one\n", n, key)
+	}
 }
 
 func (a *app) accountTest(args []string) error {

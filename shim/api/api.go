@@ -111,6 +111,9 @@ type QueueEntry struct {
 	Held      bool      `json:"held,omitempty"` // waiting for the user (paused, or the account needs attention)
 	LastError string    `json:"last_error,omitempty"`
 	Hint      string    `json:"hint,omitempty"`
+	// HeldBy says why a held message waits: "paused", or its account's
+	// problem ("password rejected", "keychain unavailable", ...).
+	HeldBy string `json:"held_by,omitempty"`
 	// Refused lists recipients the provider refused for good; they get
 	// a bounce once the rest is done.
 	Refused []Refusal `json:"refused,omitempty"`

@@ -134,11 +134,7 @@ func (s *Server) Serve(l net.Listener) error {
 	if !s.addListener(gl) {
 		return nil
 	}
-	err := s.srv.Serve(gl)
-	if errors.Is(err, smtp.ErrServerClosed) {
-		return nil
-	}
-	return err
+	return s.served(s.srv.Serve(gl))
 }
 
 // ServeTLS accepts clients that speak TLS from the first byte (the
@@ -151,8 +147,17 @@ func (s *Server) ServeTLS(l net.Listener) error {
 	if !s.addListener(gl) {
 		return nil
 	}
-	err := s.srv.Serve(tls.NewListener(gl, s.o.TLSConfig))
-	if errors.Is(err, smtp.ErrServerClosed) {
+	return s.served(s.srv.Serve(tls.NewListener(gl, s.o.TLSConfig)))
+}
+
+// served is what a Serve reports when go-smtp's returns err: nothing after
+// a Shutdown. Shutdown closes the listeners before go-smtp learns of it,
+// so go-smtp may see its listener closed and say so.
+func (s *Server) served(err error) error {
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if errors.Is(err, smtp.ErrServerClosed) || closing && errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return err
@@ -201,7 +206,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.shutdown()
 	}
 	err := <-res
-	if errors.Is(err, smtp.ErrServerClosed) {
+	// go-smtp closes the listeners again and reports that they were
+	// closed already: that is no failure to shut down.
+	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
 	if err != nil {

@@ -113,8 +113,16 @@ func (p *Pool) CheckCredential(ctx context.Context) error {
 // CredentialChanged lifts a hold or a credential problem: the credential
 // may have been fixed (a new password, an unlocked keychain), so the next
 // attempt tries it. It reports whether there was something to lift.
+//
+// Idle connections are closed: they logged in with the old credential,
+// and a new one must take effect (and be refused, if it is wrong) with the
+// next message, not only once those connections time out.
 func (p *Pool) CredentialChanged() bool {
 	p.mu.Lock()
+	for _, c := range p.idle {
+		p.closeLater(c)
+	}
+	p.idle = nil
 	had := p.health.Problem != ""
 	if had {
 		p.health = Health{Healthy: true}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"testing"
 	"time"
 
@@ -239,4 +240,41 @@ func (r recordingAuth) Mechanisms() []string { return r.mechs }
 func (r recordingAuth) Client(ctx context.Context, mech string) (sasl.Client, error) {
 	*r.asked = append(*r.asked, mech)
 	return r.Authenticator.Client(ctx, mech)
+}
+
+// TestPoolUsesANewCredentialAtOnce: after the credential changes, the
+// next message logs in with it rather than reusing a connection that
+// logged in with the old one.
+func TestPoolUsesANewCredentialAtOnce(t *testing.T) {
+	sim := startSim(t)
+	store := secrets.NewMemory()
+	store.Set(context.Background(), "user@example.com", "right")
+	p := simPool(t, sim, Options{Secrets: store}, nil)
+	ctx := context.Background()
+	tx, err := p.Begin(ctx, "user@example.com", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rcpt("bob@example.net", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := tx.Data(time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "Subject: first\r\n\r\nsent with the old password\r\n")
+	if _, err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Warm() {
+		t.Fatal("no idle connection after a transaction")
+	}
+
+	store.Set(ctx, "user@example.com", "wrong")
+	if p.CredentialChanged() {
+		t.Fatal("CredentialChanged lifted a hold that was not there")
+	}
+	if _, err := p.Begin(ctx, "user@example.com", nil); Classify(err) != CredentialRefused {
+		t.Fatalf("Begin after a new, wrong password: %v, want credential refused (not a reused login)", err)
+	}
 }
