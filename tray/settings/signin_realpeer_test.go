@@ -140,6 +140,12 @@ func TestSignInWithMicrosoftInARealBrowser(t *testing.T) {
 	if n := len(d.sim.Messages()); n != 0 {
 		t.Fatalf("the provider got %d messages while the sign-in was revoked", n)
 	}
+	do(t, ctx, "accounts list", chromedp.Navigate(d.page.URL()+"/accounts"), chromedp.WaitVisible(chromedp.CSS("ul.cards")))
+	if s := text(t, ctx, "ul.cards"); !strings.Contains(s, "sign-in needed") || !strings.Contains(s, "Sign in again") {
+		t.Errorf("the accounts list: %q", s)
+	}
+	shoot(t, ctx, shots, "settings-signin-needed-list")
+	do(t, ctx, "account page again", chromedp.Navigate(d.page.URL()+"/accounts/"+user), chromedp.WaitVisible(chromedp.CSS("#signin-again")))
 	do(t, ctx, "sign in again", chromedp.Click(chromedp.CSS("#signin-again")), chromedp.WaitVisible(chromedp.CSS("#signin-link")))
 	proceed <- struct{}{}
 	do(t, ctx, "signed in again", chromedp.WaitVisible(chromedp.CSS("p.ok")))

@@ -166,7 +166,10 @@ func TestSignInAgainForAnAccountThatNeedsIt(t *testing.T) {
 	r.eng.mu.Lock()
 	r.eng.st.Accounts = []api.Account{{Key: "bob@contoso.example", Auth: "oauth2", State: api.AccountNeedsAttention, Problem: "sign-in needed", Queued: 1}}
 	r.eng.mu.Unlock()
-	c := login(t, r.s, "/accounts/bob@contoso.example")
+	c := login(t, r.s, "/accounts")
+	if _, list := get(t, c, r.s.URL()+"/accounts"); !strings.Contains(list, `action="/accounts/bob@contoso.example/signin"`) {
+		t.Errorf("the accounts list offers no new sign-in:\n%s", list)
+	}
 	_, body := get(t, c, r.s.URL()+"/accounts/bob@contoso.example")
 	if !strings.Contains(body, "Sign in again and send the waiting mail") || strings.Contains(body, `<label for="newpw">`) || strings.Contains(body, `id="password"`) {
 		t.Fatalf("the account page should offer a new sign-in, not a password field:\n%s", body)
