@@ -174,6 +174,12 @@ func (s *Server) signinStart(w http.ResponseWriter, r *http.Request) {
 	}
 	again := func(msg, hint string) {
 		w.WriteHeader(http.StatusUnprocessableEntity)
+		if key != "" {
+			// A saved account: its own page has the settings; this form
+			// was only a button.
+			s.render(w, r, "message", page{Title: "The sign-in did not start", Nav: "accounts", Error: msg, Hint: hint})
+			return
+		}
 		s.render(w, r, "account", page{Title: "Check the account", Nav: "accounts", Error: msg, Hint: hint, Data: form})
 	}
 	s.cfgMu.Lock()

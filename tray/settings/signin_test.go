@@ -236,3 +236,29 @@ func TestSignInNeedsTheCSRFToken(t *testing.T) {
 		t.Errorf("a browser was opened: %v", r.opened)
 	}
 }
+
+// Without a client ID for the provider, Sign in again says what to set up
+// and changes nothing.
+func TestSignInWithoutAClientIDSaysWhatToSetUp(t *testing.T) {
+	r := newSigninRig(t, "[[account]]\naddress = \"dan@gmail.example\"\nserver = \"smtp.gmail.com:465\"\noauth = \"google\"\n")
+	c := login(t, r.s, "/accounts/dan@gmail.example")
+	_, body := get(t, c, r.s.URL()+"/accounts/dan@gmail.example")
+	before, _ := os.ReadFile(r.s.o.ConfigPath)
+	resp, err := c.PostForm(r.s.URL()+"/accounts/dan@gmail.example/signin", url.Values{"csrf": {csrfOf(t, body)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(b), "no OAuth2 client ID for Google") || !strings.Contains(string(b), "[[oauth_provider]]") {
+		t.Errorf("%s:\n%s", resp.Status, b)
+	}
+	if after, _ := os.ReadFile(r.s.o.ConfigPath); string(after) != string(before) {
+		t.Errorf("config changed:\n%s", after)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.opened) != 0 {
+		t.Errorf("a browser was opened: %v", r.opened)
+	}
+}
