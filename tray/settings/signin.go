@@ -226,7 +226,7 @@ func (s *Server) signinStart(w http.ResponseWriter, r *http.Request) {
 	}
 	p, err := oauth.Resolve(cfg, acct.OAuth)
 	if err != nil {
-		again("smtpshim cannot sign in to "+acct.OAuth+": "+err.Error(), "")
+		again("smtpshim cannot start the sign-in: "+err.Error(), "")
 		return
 	}
 	if acct.Server == "" {

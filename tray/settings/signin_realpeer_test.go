@@ -174,3 +174,19 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// A copy of smtpshim without a client ID for Google says, on the page,
+// what to put in the config.
+func TestSignInWithoutAClientIDInARealBrowser(t *testing.T) {
+	d := startDeskWith(t, "\n[[account]]\naddress = \"dan@gmail.example\"\nserver = \"smtp.gmail.com:465\"\noauth = \"google\"\n", func(string) error {
+		return fmt.Errorf("no browser should open")
+	}, nil)
+	shots := screenshotDir(t)
+	ctx := browserCtx(t, 1000, 800)
+	do(t, ctx, "open", chromedp.Navigate(d.page.OneTimeURL("/accounts/dan@gmail.example")), chromedp.WaitVisible(chromedp.CSS("form.account-form")))
+	do(t, ctx, "sign in again", chromedp.Click(chromedp.CSS(`form[action$="/signin"] button`)), chromedp.WaitVisible(chromedp.CSS("div.error")))
+	if s := text(t, ctx, "div.error"); !strings.Contains(s, "no OAuth2 client ID for Google") || !strings.Contains(s, `name = "google"`) {
+		t.Errorf("the error: %q", s)
+	}
+	shoot(t, ctx, shots, "settings-signin-no-client-id")
+}
