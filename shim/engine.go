@@ -506,6 +506,13 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.log.Info("shutting down: cutting provider answers still awaited; their messages stay queued", "count", n)
 	}
 	e.relay.Close()
+	// A session whose client Shutdown cut off may still be settling its
+	// message into the queue: it ends before the queue and spool close.
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := e.srv.WaitSessions(wctx); err != nil {
+		e.log.Warn("shutting down without waiting further for client sessions", "err", err)
+	}
+	wcancel()
 	if ctlSrv != nil {
 		// Watchers get the last events and a clean end of their stream.
 		e.bus.EndWatches()
@@ -550,8 +557,11 @@ func (e *Engine) checkCredentials(ctx context.Context) {
 			continue
 		}
 		what := "unlock the keychain, or set password_command for the account"
-		if errors.Is(err, secrets.ErrNotFound) {
+		switch {
+		case errors.Is(err, secrets.ErrNotFound):
 			what = "store its password with \"smtpshim account add " + key + "\""
+		case errors.Is(err, secrets.ErrCommandFailed):
+			what = "run the account's password_command yourself to see why it fails, and fix it"
 		}
 		if upstream.CredentialProblem(err) == upstream.ProblemSignInNeeded {
 			what = "sign in with \"smtpshim account login " + key + "\""

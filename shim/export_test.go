@@ -6,4 +6,4 @@ func RelayInFlight(e *Engine) int { return e.relay.InFlight() }
 
 // DropConnections closes an account's idle upstream connections, so that
 // the next send opens (and authenticates) a new one.
-func DropConnections(e *Engine, account string) { e.pool(account).Close() }
+func DropConnections(e *Engine, account string) { e.pool(account).CloseIdle() }

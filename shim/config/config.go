@@ -530,6 +530,9 @@ func Parse(data []byte) (*Config, error) {
 		return nil, typeError(err)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
+		if err := misplaced(und); err != nil {
+			return nil, err
+		}
 		names := make([]string, len(und))
 		for i, k := range und {
 			names[i] = k.String()

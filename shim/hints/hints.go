@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"net/textproto"
 	"os"
@@ -60,7 +61,7 @@ const (
 	hintGoogleDevice       = "Google does not allow the device sign-in for the mail scope: sign in with the browser instead (leave out --device)"
 	hintOAuthChallenge     = "the server refused the OAuth2 access token; its own explanation is the JSON in the error. A status of 400 or invalid_request usually means a malformed request or the wrong user name; 401 or invalid_token a token that expired or was revoked (smtpshim fetches a new one and, if that fails too, asks for `smtpshim account login ADDRESS`); a scope in it names the permission the token lacks"
 
-	hintNoPassword    = "no password is stored for this account: store it with `smtpshim account add ADDRESS`; its mail is kept until then"
+	hintNoPassword    = "no password is stored for this account: store it with `smtpshim account add ADDRESS`; until then new mail from it is refused with a temporary error (454), which mail clients try again later, and queued mail waits"
 	hintNoKeychain    = "smtpshim could not read the password from the keychain (it is locked, or there is no desktop session, as under a system service or an SSH login): unlock the keychain, or set password_command for the account; its mail is kept meanwhile"
 	hintCommandFailed = "the account's password_command failed: run it yourself to see why and fix it (smtpshim tries it again at the next attempt); its mail is kept meanwhile"
 	hintRefused       = "nothing accepts connections at that server and port: check the server name and port (587 for starttls, 465 for tls) and that no firewall blocks it"
@@ -68,6 +69,7 @@ const (
 	hintDNS           = "the server name could not be looked up: check the network connection and DNS"
 	hintTimeout       = "the server did not answer in time: check the server name and port, the network, and that no firewall or ISP blocks outgoing mail ports; starttls on port 465 also looks like this, so use tls there"
 	hintUnreach       = "the network or the server is unreachable: check the network connection"
+	hintClosed        = "the server closed the connection without an answer: it may be down or overloaded, or refusing this computer's address, or the security setting does not match the port (587 = starttls, 465 = tls); try again later or check the server and port"
 	hintReset         = "the connection was cut off: a firewall or antivirus may be interfering, or the security setting does not match the port (587 = starttls, 465 = tls)"
 )
 
@@ -321,6 +323,10 @@ func forNet(err error) string {
 	case errors.Is(err, syscall.ECONNRESET) || strings.Contains(s, "connection reset") ||
 		strings.Contains(s, "forcibly closed"):
 		return hintReset
+	case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && err != io.EOF && err != io.ErrUnexpectedEOF:
+		// Only with context ("server: starttls: EOF"): a bare EOF does
+		// not say that a server hung up.
+		return hintClosed
 	}
 	return ""
 }

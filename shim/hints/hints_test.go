@@ -144,6 +144,8 @@ func TestForNetErrors(t *testing.T) {
 		{"context deadline", context.DeadlineExceeded, hintTimeout},
 		{"network unreachable", &net.OpError{Op: "dial", Net: "tcp", Err: &os.SyscallError{Syscall: "connect", Err: syscall.ENETUNREACH}}, hintUnreach},
 		{"connection reset", &net.OpError{Op: "read", Net: "tcp", Err: &os.SyscallError{Syscall: "read", Err: syscall.ECONNRESET}}, hintReset},
+		{"closed before the greeting", realClosed(t), hintClosed},
+		{"closed mid-reply", fmt.Errorf("smtp.example.com:587: greeting: %w", io.ErrUnexpectedEOF), hintClosed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -343,7 +345,7 @@ func TestHintsNeverEmptyOrMultiline(t *testing.T) {
 		hintM365AuthDisabled, hintBasicAuthRetired, hintAppPassword, hintBadCredentials, hintGmailCredentials,
 		hintAuthRequired, hintNeedsTLS, hintSendAs, hintQuota, hintBlocked, hintMailboxFull, hintTooLarge,
 		hintThrottled, hintTempAuth, hintUnknownRcpt, hintRelay, hintUnknownAuthority, hintHostname, hintExpired,
-		hintBadCert, hintPortMismatch, hintOldTLS, hintRefused, hintNoSuchHost, hintDNS, hintTimeout, hintUnreach, hintReset,
+		hintBadCert, hintPortMismatch, hintOldTLS, hintRefused, hintNoSuchHost, hintDNS, hintTimeout, hintUnreach, hintReset, hintClosed,
 	}
 	for i, h := range all {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
@@ -363,6 +365,32 @@ func TestForAccountNamesTheAccount(t *testing.T) {
 	if h := ForAccount(err, "@example.org"); !strings.Contains(h, "account add @example.org") {
 		t.Fatalf("hint %q does not name the domain account", h)
 	}
+}
+
+// realClosed is what a server that hangs up before its greeting gives a
+// STARTTLS client (an overloaded provider, or one that blocks the address).
+func realClosed(t *testing.T) error {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = smtp.NewClientStartTLS(conn, &tls.Config{ServerName: "localhost"})
+	if err == nil {
+		t.Fatal("no error from a server that hung up")
+	}
+	return fmt.Errorf("%s: starttls: %w", ln.Addr(), err)
 }
 
 func TestForOAuth(t *testing.T) {

@@ -22,6 +22,9 @@ import (
 // NewSession implements smtp.Backend.
 func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	ip := remoteIP(c.Conn())
+	s.mu.Lock()
+	s.sessions++
+	s.mu.Unlock()
 	return &session{s: s, c: c, cc: clientConnOf(c.Conn()), remote: c.Conn().RemoteAddr().String(), ip: ip}, nil
 }
 
@@ -37,6 +40,7 @@ type session struct {
 	// authFails counts failed AUTH on this connection (see checkLocal).
 	authFails int
 
+	ended  bool            // Logout ran
 	acct   *config.Account // the sender's account, from MAIL FROM
 	from   string
 	d      *relay.Delivery // the transaction since MAIL FROM
@@ -99,6 +103,10 @@ func (s *session) Logout() error {
 	s.dataMu.Lock()
 	defer s.dataMu.Unlock()
 	s.abort()
+	if !s.ended {
+		s.ended = true
+		s.s.sessionDone()
+	}
 	return nil
 }
 

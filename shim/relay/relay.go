@@ -238,6 +238,11 @@ func (r *Relay) Start(acct *config.Account, from string, so StartOptions) (*Deli
 			return nil, d.failure(h.LastError)
 		}
 		d.deferErr = fmt.Errorf("%w: %v", upstream.ErrAccountDown, h.LastError)
+		if h.Problem != "" {
+			// The credential could not be read (a locked keychain, a
+			// failing password_command): not an unreachable server.
+			d.deferErr = h.LastError
+		}
 		return d, nil
 	}
 	if d.pool.Warm() {
@@ -325,7 +330,10 @@ func (d *Delivery) failure(err error) error {
 	if upstream.TrustProblem(err) {
 		d.logRefusal("the upstream's TLS could not be verified", err)
 		msg := "smtpshim refused to send the password: " + oneLine(err.Error())
-		if h := hints.ForAccount(err, d.acct.Key()); h != "" {
+		if errors.Is(err, upstream.ErrCAFile) {
+			// Its text names a file on this computer: the log has it.
+			msg = "smtpshim refused to send the password: " + upstream.ErrCAFile.Error() + " (smtpshim's log says why)"
+		} else if h := hints.ForAccount(err, d.acct.Key()); h != "" {
 			msg += " (" + h + ")"
 		}
 		return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, msg)
@@ -462,6 +470,16 @@ func (d *Delivery) Body(body io.Reader) (*Receipt, error) {
 	start := time.Now()
 	if err := d.join(); err != nil {
 		return nil, err
+	}
+	if !d.paused && d.r.o.Paused() {
+		// Paused since MAIL FROM: the message is held like any other.
+		if d.tx != nil {
+			d.tx.Abort()
+			d.tx = nil
+		}
+		d.deferred = append(d.deferred, d.live...)
+		d.live = nil
+		d.paused = true
 	}
 	// The body stays in memory up to memSpool bytes: a message the
 	// provider takes at once then never touches the disk.

@@ -176,6 +176,11 @@ func (c *Conn) abort() { c.c.Close() }
 // withheld.
 var ErrNoTLS = errors.New("the server does not offer STARTTLS, so smtpshim will not send the password over an unencrypted connection (if this is really a server on a trusted network, set security = \"insecure\")")
 
+// ErrCAFile marks an account's ca_file that cannot be read or holds no
+// certificate. The error around it names the file: that is for the log
+// and the user, not for a mail client.
+var ErrCAFile = errors.New("the account's ca_file cannot be used")
+
 // TLSConfigFor builds the verified TLS config for an account.
 func TLSConfigFor(a *config.Account, base *tls.Config) (*tls.Config, error) {
 	var cfg *tls.Config
@@ -193,7 +198,7 @@ func TLSConfigFor(a *config.Account, base *tls.Config) (*tls.Config, error) {
 	if a.CAFile != "" {
 		pem, err := os.ReadFile(a.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
+			return nil, fmt.Errorf("%w: %w", ErrCAFile, err)
 		}
 		pool := cfg.RootCAs
 		if pool == nil {
@@ -205,7 +210,7 @@ func TLSConfigFor(a *config.Account, base *tls.Config) (*tls.Config, error) {
 			pool = pool.Clone()
 		}
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificates found", a.CAFile)
+			return nil, fmt.Errorf("%w: %s has no PEM certificates", ErrCAFile, a.CAFile)
 		}
 		cfg.RootCAs = pool
 	}
