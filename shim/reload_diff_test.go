@@ -47,6 +47,11 @@ func TestReloadNamesEverySetting(t *testing.T) {
 		"sender_rate_day":        {func(c *config.Config) { c.SenderRateDay = 7 }, applied},
 		"rate_limit_loopback":    {func(c *config.Config) { c.RateLimitLoopback = true }, applied},
 		"keychain_timeout":       {func(c *config.Config) { c.KeychainTimeout = config.Duration(7 * time.Second) }, restart},
+		"default_domain":         {func(c *config.Config) { c.DefaultDomain = "example.org" }, applied},
+		"default_from":           {func(c *config.Config) { c.DefaultFrom = "bob@example.org" }, applied},
+		"log_file":               {func(c *config.Config) { c.LogFile = "/var/tmp/smtpshim.log" }, restart},
+		"log_file_max_size":      {func(c *config.Config) { c.LogFileMaxSize = 7 << 20 }, restart},
+		"log_file_keep":          {func(c *config.Config) { c.LogFileKeep = 7 }, restart},
 		"oauth_provider": {func(c *config.Config) {
 			c.OAuthProviders = append(c.OAuthProviders, config.OAuthProvider{Name: "corp", ClientID: "smtpshim"})
 		}, restart},

@@ -335,6 +335,9 @@ func reloadDiff(started, old, cfg *config.Config, authChanged bool) api.ReloadRe
 		{"max_age", old.EffectiveMaxAge() != cfg.EffectiveMaxAge()},
 		{"min_free_space", old.EffectiveMinFreeSpace() != cfg.EffectiveMinFreeSpace()},
 		{"require_tls_for_auth", old.RequireTLSForAuth != cfg.RequireTLSForAuth},
+		// Read by each "smtpshim send", which loads the config itself.
+		{"default_domain", old.DefaultDomain != cfg.DefaultDomain},
+		{"default_from", old.DefaultFrom != cfg.DefaultFrom},
 	}
 	for _, s := range live {
 		if s.changed {
@@ -361,6 +364,10 @@ func reloadDiff(started, old, cfg *config.Config, authChanged bool) api.ReloadRe
 		// An account's token session is made with its pool, which a
 		// reload keeps while the account itself is unchanged.
 		{"oauth_provider", !reflect.DeepEqual(started.OAuthProviders, cfg.OAuthProviders)},
+		// "smtpshim serve" opens its log file once, at start.
+		{"log_file", started.LogFile != cfg.LogFile},
+		{"log_file_max_size", started.LogFileMaxSize != cfg.LogFileMaxSize},
+		{"log_file_keep", started.LogFileKeep != cfg.LogFileKeep},
 	}
 	for _, s := range restart {
 		if s.changed {
