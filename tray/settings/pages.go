@@ -313,7 +313,7 @@ func (s *Server) accountSave(w http.ResponseWriter, r *http.Request) {
 	}
 	s.reload(r)
 	s.o.Log.Info("settings page: account saved", "account", acct.Key(), "added", added)
-	s.renderTest(w, r, cfg, acct.Key(), form.Setup, false)
+	s.renderTest(w, r, cfg, acct.Key(), form.Setup, 0)
 }
 
 func (s *Server) reload(r *http.Request) {
@@ -325,7 +325,9 @@ func (s *Server) reload(r *http.Request) {
 }
 
 // renderTest tests the account and shows the result in plain words.
-func (s *Server) renderTest(w http.ResponseWriter, r *http.Request, cfg *config.Config, key string, setup, release bool) {
+// held is how many messages were waiting for the account before a new
+// password was stored; they are sent on when the test passes.
+func (s *Server) renderTest(w http.ResponseWriter, r *http.Request, cfg *config.Config, key string, setup bool, held int) {
 	_, acct := cfg.Find(key)
 	if acct == nil {
 		http.Redirect(w, r, "/accounts", http.StatusSeeOther)
@@ -348,12 +350,15 @@ func (s *Server) renderTest(w http.ResponseWriter, r *http.Request, cfg *config.
 			sec = "without encryption (security = insecure)"
 		}
 		tr.Summary = fmt.Sprintf("It works: smtpshim reached %s %s, and the server accepted the login for %s.", acct.Server, sec, res.Info.Username)
-		if release {
+		if held > 0 {
+			// The reload after the new password usually sends them
+			// already, so Retry's count (what was still waiting) says
+			// nothing about how many went on; held does.
 			rctx, cancel := s.ctx(r)
-			n, err := s.o.Engine.Retry(rctx, "")
+			_, err := s.o.Engine.Retry(rctx, "")
 			cancel()
 			if err == nil {
-				tr.Sent = n
+				tr.Sent = held
 			}
 		}
 	}
@@ -366,7 +371,7 @@ func (s *Server) accountTest(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.renderTest(w, r, cfg, r.PathValue("key"), false, false)
+	s.renderTest(w, r, cfg, r.PathValue("key"), false, 0)
 }
 
 // accountPassword stores a new password for an account whose password
@@ -386,12 +391,31 @@ func (s *Server) accountPassword(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, "message", page{Title: "Nothing changed", Error: "Type the new password, then press Save."})
 		return
 	}
+	held := s.waitingFor(r, acct.Key())
 	if _, err := accounts.Save(r.Context(), cfg, s.o.Store, *acct, pw); err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	s.reload(r)
-	s.renderTest(w, r, cfg, acct.Key(), false, true)
+	s.renderTest(w, r, cfg, acct.Key(), false, held)
+}
+
+// waitingFor counts the queued messages of an account (0 when the
+// engine does not answer).
+func (s *Server) waitingFor(r *http.Request, key string) int {
+	ctx, cancel := s.ctx(r)
+	defer cancel()
+	q, err := s.o.Engine.Queue(ctx)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range q {
+		if e.Account == key {
+			n++
+		}
+	}
+	return n
 }
 
 func (s *Server) accountRemove(w http.ResponseWriter, r *http.Request) {

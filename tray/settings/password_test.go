@@ -33,7 +33,7 @@ func TestANewPasswordForARejectedAccountSendsTheHeldMail(t *testing.T) {
 		Key: "alice@example.com", State: api.AccountNeedsAttention, Problem: "password rejected", Queued: 2,
 		LastError: "535 5.7.8 Username and Password not accepted", Hint: "the provider refused the password",
 	}}
-	eng.queue = []api.QueueEntry{{ID: "m1", Held: true}, {ID: "m2", Held: true}}
+	eng.queue = []api.QueueEntry{{ID: "m1", Account: "alice@example.com", Held: true}, {ID: "m2", Account: "alice@example.com", Held: true}, {ID: "m3", Account: "bob@example.org"}}
 	eng.mu.Unlock()
 
 	c := login(t, s, "/accounts/alice@example.com")
