@@ -60,6 +60,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./shim/config/
 	$(GO) test -run XXX -fuzz '^FuzzLookup$$' -fuzztime $(FUZZTIME) ./shim/route/
 	$(GO) test -run XXX -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME) ./shim/crlf/
+	$(GO) test -run XXX -fuzz '^FuzzBlockwiseConvert$$' -fuzztime $(FUZZTIME) ./shim/crlf/
 	$(GO) test -run XXX -fuzz '^FuzzBuild$$' -fuzztime $(FUZZTIME) ./shim/dsn/
 	cd shim/third_party/go-smtp && for f in FuzzDataReader FuzzDotWriter FuzzStuffedWriter; do \
 		$(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) . || exit 1; done
