@@ -5,7 +5,8 @@
 #                    legacy-client and keychain tests (installs their
 #                    Debian packages first when run as root or with sudo)
 #   make build       the binary, in bin/
-#   make lint        go vet and gofmt
+#   make lint        go vet, gofmt and govulncheck (skipped, saying so,
+#                    when it or its database cannot be fetched)
 #   make fuzz        each fuzz target for FUZZTIME (default 20s)
 #
 # shim/third_party/go-smtp is a patched go-smtp (see its PATCH.md), a
@@ -52,6 +53,7 @@ lint:
 	GOOS=windows $(GO) vet $(PKGS)
 	GOOS=darwin $(GO) vet $(PKGS)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@GO=$(GO) .ci/govulncheck
 
 # Each fuzz target for a short, bounded time; the regular tests replay the
 # committed corpora under testdata/fuzz.
@@ -59,6 +61,7 @@ FUZZTIME ?= 20s
 fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./shim/config/
 	$(GO) test -run XXX -fuzz '^FuzzLookup$$' -fuzztime $(FUZZTIME) ./shim/route/
+	$(GO) test -run XXX -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./shim/addr/
 	$(GO) test -run XXX -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME) ./shim/crlf/
 	$(GO) test -run XXX -fuzz '^FuzzBlockwiseConvert$$' -fuzztime $(FUZZTIME) ./shim/crlf/
 	$(GO) test -run XXX -fuzz '^FuzzBuild$$' -fuzztime $(FUZZTIME) ./shim/dsn/
@@ -69,7 +72,7 @@ fuzz:
 # provider, an old-style load client), then the package microbenchmarks.
 bench:
 	$(GO) run ./cmd/shimbench
-	$(GO) test -run XXX -bench . -benchtime 200x ./shim/crlf/ ./shim/spool/ ./shim/route/
+	$(GO) test -run XXX -bench . -benchtime 200x ./shim/crlf/ ./shim/spool/ ./shim/route/ ./shim/events/
 
 clean:
 	rm -rf bin

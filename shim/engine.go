@@ -123,6 +123,7 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 	e.queue = queue.New(queue.Options{
 		Spool:    e.spool,
 		Pool:     e.pool,
+		Routes:   e.currentRoutes,
 		Bus:      e.bus,
 		Logger:   e.log,
 		Hostname: cfg.HostnameOrDefault(),
@@ -252,9 +253,11 @@ func (e *Engine) upstreamOptions(cfg *config.Config) upstream.Options {
 }
 
 // LocalTLSConfig is the TLS offered to local clients: a generated
-// certificate kept next to the config file, and TLS 1.0 and later with
-// the older cipher suites, because scan-to-email printers and 2000s-era
-// clients speak nothing newer. The upstream side never goes below 1.2.
+// certificate kept next to the config file, naming localhost and the
+// listen addresses (and the host name, when clients come from the LAN),
+// and TLS 1.2 and later. With local_tls_legacy, TLS 1.0 and 1.1 with the
+// older cipher suites too, for scan-to-email printers and 2000s-era
+// clients that speak nothing newer. The upstream side never goes below 1.2.
 func LocalTLSConfig(cfg *config.Config) (*tls.Config, error) {
 	dir := filepath.Dir(cfg.Path())
 	if cfg.Path() == "" {
@@ -264,9 +267,12 @@ func LocalTLSConfig(cfg *config.Config) (*tls.Config, error) {
 		}
 		dir = filepath.Dir(d)
 	}
-	pair, err := localcert.LoadOrCreate(dir, nil)
+	pair, err := localcert.LoadOrCreate(dir, localTLSNames(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("local TLS certificate: %w", err)
+	}
+	if !cfg.LocalTLSLegacy {
+		return &tls.Config{Certificates: []tls.Certificate{pair.Cert}, MinVersion: tls.VersionTLS12}, nil
 	}
 	suites := []uint16{}
 	for _, cs := range tls.CipherSuites() {

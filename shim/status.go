@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -71,6 +72,10 @@ func (e *Engine) enrich(st *api.Status) {
 	}
 	counts, oldest := e.queue.Counts()
 	st.OldestQueued = oldest
+	st.Queued = 0
+	for _, n := range counts {
+		st.Queued += n
+	}
 	for i := range st.Accounts {
 		st.Accounts[i].Queued = counts[st.Accounts[i].Key]
 	}
@@ -238,44 +243,52 @@ func (e *Engine) Reload() (api.ReloadResult, error) {
 	e.mu.RLock()
 	old := e.cfg
 	e.mu.RUnlock()
-	// config.Load reads a missing file as an empty config: right for a
-	// first start, but a reload would drop every account.
 	if old.Path() == "" {
 		return api.ReloadResult{}, errors.New("this smtpshim was started without a config file; there is nothing to reload")
 	}
-	if _, err := os.Stat(old.Path()); err != nil {
-		err = fmt.Errorf("cannot read the config file: %w; keeping the old configuration", err)
-		e.log.Error("reload failed", "err", err)
-		return api.ReloadResult{}, err
-	}
-	cfg, err := config.Load(old.Path())
+	// Everything that can fail comes before anything is applied.
+	cfg, check, las, allowed, err := e.loadForReload(old.Path())
 	if err != nil {
 		e.log.Error("reload failed; keeping the old configuration", "err", err)
 		return api.ReloadResult{}, err
 	}
-	// Everything that can fail comes before anything is applied.
-	allowed, err := allowFunc(cfg)
-	if err == nil {
-		var check listener.CheckFunc
-		var las localAuthState
-		if check, las, err = e.localAuthCheck(cfg); err == nil {
-			res := reloadDiff(e.started, old, cfg, las != e.localAuth)
-			e.srv.Apply(cfg, listener.Live{LocalAuth: check, AuthChanged: las != e.localAuth, Allowed: allowed})
-			e.localAuth = las
-			e.apply(cfg)
-			lo, hi := cfg.EffectiveRetry()
-			e.queue.SetTiming(lo, hi, cfg.EffectiveMaxAge())
-			for _, s := range res.NeedsRestart {
-				e.log.Warn(s)
-			}
-			e.log.Info("configuration reloaded", "accounts", len(cfg.Accounts), "applied", strings.Join(res.Applied, ", "))
-			e.bus.Publish(events.Event{Kind: events.Reloaded, Reload: &res})
-			e.queue.RetryNow("")
-			return res, nil
-		}
+	authChanged := las != e.localAuth
+	res := reloadDiff(e.started, old, cfg, authChanged)
+	e.srv.Apply(cfg, listener.Live{LocalAuth: check, AuthChanged: authChanged, Allowed: allowed})
+	e.localAuth = las
+	e.apply(cfg)
+	lo, hi := cfg.EffectiveRetry()
+	e.queue.SetTiming(lo, hi, cfg.EffectiveMaxAge())
+	for _, s := range res.NeedsRestart {
+		e.log.Warn(s)
 	}
-	e.log.Error("reload failed; keeping the old configuration", "err", err)
-	return api.ReloadResult{}, err
+	e.log.Info("configuration reloaded", "accounts", len(cfg.Accounts), "applied", strings.Join(res.Applied, ", "))
+	e.bus.Publish(events.Event{Kind: events.Reloaded, Reload: &res})
+	e.queue.RetryNow("") // a fixed account may send at once
+	return res, nil
+}
+
+// loadForReload reads and checks the config file, and prepares what the
+// listener needs from it.
+func (e *Engine) loadForReload(path string) (*config.Config, listener.CheckFunc, localAuthState, func(netip.Addr) bool, error) {
+	// config.Load reads a missing file as an empty config: right for a
+	// first start, but a reload would drop every account.
+	if _, err := os.Stat(path); err != nil {
+		return nil, nil, localAuthState{}, nil, fmt.Errorf("cannot read the config file: %w", err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, nil, localAuthState{}, nil, err
+	}
+	allowed, err := allowFunc(cfg)
+	if err != nil {
+		return nil, nil, localAuthState{}, nil, err
+	}
+	check, las, err := e.localAuthCheck(cfg)
+	if err != nil {
+		return nil, nil, localAuthState{}, nil, err
+	}
+	return cfg, check, las, allowed, nil
 }
 
 // reloadDiff names the live settings that changed from old to cfg, and

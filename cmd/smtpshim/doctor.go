@@ -42,6 +42,10 @@ func (a *app) doctor(args []string) error {
 		report(false, false, "config location: %v", err)
 		return exit(exConfig, "1 check failed")
 	}
+	if err := config.CheckFile(p); err != nil {
+		report(false, false, "%v", err)
+		return exit(exConfig, "smtpshim will not use this config until that is fixed")
+	}
 	cfg, err := config.Load(p)
 	if err != nil {
 		report(false, false, "%v", err)
@@ -70,8 +74,20 @@ func (a *app) doctor(args []string) error {
 				report(true, false, "smtpshim is running: %d message(s) queued, %d delivered since start", st.Queued, st.Delivered)
 			}
 		}
-		serr := checkSpool(dir)
-		report(serr == nil, false, "spool %s: %s", dir, errOr(serr, "writable, fsync works"))
+		if uerr := spool.Check(dir); uerr != nil {
+			report(false, false, "%v", uerr)
+		} else {
+			serr := checkSpool(dir)
+			report(serr == nil, false, "spool %s: %s", dir, errOr(serr, "private, writable, fsync works"))
+		}
+		if free, ferr := spool.FreeSpaceAt(dir); ferr == nil {
+			floor := cfg.EffectiveMinFreeSpace()
+			if free < uint64(floor) {
+				report(false, false, "spool disk: %d MB free, below min_free_space (%d MB): new mail is refused with 452 until you free disk space (or lower min_free_space)", free>>20, floor>>20)
+			} else {
+				report(true, false, "spool disk: %d MB free (new mail is refused below %d MB, min_free_space)", free>>20, floor>>20)
+			}
+		}
 		if since, paused := spool.PausedIn(dir); paused {
 			report(false, true, "delivery is paused (since %s): mail is queued and nothing is sent; run smtpshim resume", since.Local().Format(time.RFC1123))
 		}

@@ -147,14 +147,14 @@ func printQueue(w io.Writer, ms []api.QueueEntry, now time.Time) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tAGE\tFROM\tRCPTS\tSIZE\tATTEMPTS\tNEXT TRY\tSUBJECT\tLAST ERROR")
+	fmt.Fprintln(tw, "ID\tAGE\tFROM\tRCPTS\tSIZE\tATTEMPTS\tNEXT TRY\tLAST ERROR")
 	held := false
 	for _, m := range ms {
 		next := until(m.NextTry, now)
 		if m.Held {
 			next, held = "paused", true
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", m.ID, human(now.Sub(m.Created)), m.From, len(m.Rcpts), m.Size, m.Attempts, next, clip(m.Subject, 30), clip(m.LastError, 70))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", m.ID, human(now.Sub(m.Created)), m.From, len(m.Rcpts), m.Size, m.Attempts, next, clip(m.LastError, 70))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "%d message(s) queued\n", len(ms))

@@ -12,10 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
-	"github.com/smtpshim/smtpshim/shim"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/crlf"
 	"github.com/smtpshim/smtpshim/shim/hints"
@@ -210,6 +208,9 @@ func (a *app) send(args []string) error {
 	if len(o.rcpts) == 0 {
 		return exit(exUsage, "no recipients: list them as arguments, or use -t to read To/Cc/Bcc")
 	}
+	if err := checkEnvelope(o); err != nil {
+		return err
+	}
 	msg := io.MultiReader(bytes.NewReader(hdr), body)
 	if err := a.sendViaListener(cfg, o, msg); !errors.Is(err, errNoListener) {
 		return err
@@ -238,15 +239,8 @@ func (a *app) sendViaListener(cfg *config.Config, o *sendOptions, msg io.Reader)
 		return errNoListener
 	}
 	if cfg.EffectiveLocalAuth() == config.LocalAuthRequire {
-		// The relay wants its local password, kept in the keychain.
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.EffectiveKeychainTimeout()+time.Second)
-		pw, err := keychain(cfg).Get(ctx, shim.LocalAuthKey)
-		cancel()
-		if err != nil {
-			return exit(exTempFail, "local_auth = \"require\", but the local password could not be read: %v", err)
-		}
-		if err := c.Auth(sasl.NewPlainClient("", "smtpshim", pw)); err != nil {
-			return sendError("local login", err)
+		if err := a.relayLogin(cfg, conn, c); err != nil {
+			return err
 		}
 	}
 	if err := c.Mail(o.from, nil); err != nil {
@@ -314,6 +308,9 @@ func (a *app) sendDirect(cfg *config.Config, o *sendOptions, msg io.Reader) erro
 		return exit(exTempFail, "smtpshim's listener does not answer and the spool is not usable: %v", err)
 	}
 	defer sp.Close()
+	if err := checkFreeSpace(cfg, sp); err != nil {
+		return err
+	}
 	w, err := sp.Create()
 	if err != nil {
 		return exit(exTempFail, "%v", err)

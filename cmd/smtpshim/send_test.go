@@ -81,3 +81,24 @@ func TestDotReaderStopsAtLoneDot(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckEnvelopeRefusesQuotedAddresses(t *testing.T) {
+	// The From: header of a web form, as net/mail gives it back.
+	o := &sendOptions{}
+	if _, err := readHeader(bufio.NewReader(strings.NewReader("From: \"bob@other.com> X=\"@example.org\n\nbody\n")), o); err != nil {
+		t.Fatal(err)
+	}
+	o.rcpts = []string{"bob@example.net"}
+	if err := checkEnvelope(o); err == nil || !strings.Contains(err.Error(), "more than one @") {
+		t.Fatalf("checkEnvelope(from %q) = %v, want a refusal", o.from, err)
+	}
+	for _, rc := range []string{"x@example.net> NOTIFY=NEVER", "x@example.net.", "x"} {
+		o := &sendOptions{from: "alice@example.com", rcpts: []string{"bob@example.net", rc}}
+		if err := checkEnvelope(o); err == nil {
+			t.Errorf("checkEnvelope accepted recipient %q", rc)
+		}
+	}
+	if err := checkEnvelope(&sendOptions{from: "alice@example.com", rcpts: []string{"bob@example.net"}}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/api"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/control"
+	"github.com/smtpshim/smtpshim/shim/spool"
 )
 
 // running returns a client for the relay that serves cfg's spool, or an
@@ -29,7 +30,11 @@ func (a *app) running(cfg *config.Config) (*control.Client, error) {
 	}
 	c, err := control.Dial(dir)
 	if err != nil {
-		return nil, exit(exUnavailable, "smtpshim is not running (nothing answers on %s); start it with \"smtpshim serve\"", control.SocketPath(dir))
+		msg := fmt.Sprintf("smtpshim is not running (nothing answers on %s); start it with \"smtpshim serve\"", control.SocketPath(dir))
+		if _, paused := spool.PausedIn(dir); paused {
+			msg += "; delivery is paused, and stays paused when it starts"
+		}
+		return nil, exit(exUnavailable, "%s", msg)
 	}
 	return c, nil
 }
@@ -159,7 +164,11 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 				}
 				problem += clip(ac.LastError, 80)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", ac.Key, accountState(ac.State), ac.Server, ac.Queued, ac.Delivered, problem)
+			state := accountState(ac.State)
+			if ac.State != api.AccountOK && ac.State != api.AccountUnused && !ac.Since.IsZero() {
+				state += " for " + human(now.Sub(ac.Since))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", ac.Key, state, ac.Server, ac.Queued, ac.Delivered, problem)
 		}
 		tw.Flush()
 		for _, ac := range st.Accounts {

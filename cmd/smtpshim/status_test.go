@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -230,8 +231,13 @@ func TestPauseAndResumeCommands(t *testing.T) {
 		t.Errorf("status while paused:\n%s", out)
 	}
 	_, out, _ = r.cli(t, "", "queue", "list")
-	if !strings.Contains(out, "paused") || !strings.Contains(out, "while paused") {
+	if !strings.Contains(out, "paused") {
 		t.Errorf("queue list while paused:\n%s", out)
+	}
+	if ids := regexp.MustCompile(`(?m)^(\d{8}T\d{6}-[0-9a-v]+)\s`).FindStringSubmatch(out); ids == nil {
+		t.Errorf("no queue entry in:\n%s", out)
+	} else if _, show, _ := r.cli(t, "", "queue", "show", ids[1]); !strings.Contains(show, "Subject:     while paused\n") || !strings.Contains(show, "Next try:    when smtpshim resumes") {
+		t.Errorf("queue show while paused:\n%s", show)
 	}
 	code, out, _ = r.cli(t, "", "resume")
 	if code != 0 || !strings.Contains(out, "resumed") {

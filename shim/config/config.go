@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/smtpshim/smtpshim/shim/addr"
 )
 
 // Defaults for settings left out of the file.
@@ -36,6 +38,7 @@ const (
 	DefaultMaxConnsPerIP     = 10
 	DefaultSenderRateMinute  = 30
 	DefaultSenderRateDay     = 1000
+	DefaultMinFreeSpace      = 100 << 20
 	defaultConfigFileName    = "config.toml"
 	defaultApplicationFolder = "smtpshim"
 )
@@ -84,6 +87,9 @@ type Config struct {
 	RetryMax Duration `toml:"retry_max,omitempty,omitzero"`
 	// SpoolDir holds queued messages.
 	SpoolDir string `toml:"spool_dir,omitempty"`
+	// MinFreeSpace is the free space below which new mail is refused
+	// with 452 4.3.1, so a full disk never loses an accepted message.
+	MinFreeSpace Size `toml:"min_free_space,omitempty,omitzero"`
 	// LocalAuth is what to do with AUTH from local clients.
 	LocalAuth string `toml:"local_auth,omitempty"`
 	// AllowNetworks lists the client networks allowed besides loopback.
@@ -93,6 +99,14 @@ type Config struct {
 	StartTLS bool `toml:"starttls,omitempty"`
 	// ListenTLS lists implicit-TLS listener addresses for local clients.
 	ListenTLS []string `toml:"listen_tls,omitempty"`
+	// LocalTLSLegacy also offers TLS 1.0 and 1.1, with RSA key exchange
+	// and 3DES, on the local listeners, for devices that have nothing
+	// newer.
+	LocalTLSLegacy bool `toml:"local_tls_legacy,omitempty"`
+	// RequireTLSForAuth refuses AUTH from non-loopback clients until they
+	// have started TLS, so the local password never crosses the LAN in
+	// the clear.
+	RequireTLSForAuth bool `toml:"require_tls_for_auth,omitempty"`
 	// MaxConnectionsPerIP caps concurrent connections from one
 	// non-loopback client.
 	MaxConnectionsPerIP int `toml:"max_connections_per_ip,omitempty,omitzero"`
@@ -210,6 +224,11 @@ func (c *Config) HostnameOrDefault() string {
 // EffectiveMaxMessageSize returns the message size cap in bytes.
 func (c *Config) EffectiveMaxMessageSize() int64 {
 	return orDefault(int64(c.MaxMessageSize), DefaultMaxMessageSize)
+}
+
+// EffectiveMinFreeSpace returns the free-space floor of the spool's disk.
+func (c *Config) EffectiveMinFreeSpace() int64 {
+	return orDefault(int64(c.MinFreeSpace), DefaultMinFreeSpace)
 }
 
 // EffectiveMaxLineLength returns the line length cap in bytes.
@@ -337,6 +356,9 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
+	if err := CheckFile(path); err != nil {
+		return nil, err
+	}
 	c, err := Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
@@ -387,9 +409,12 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("local_auth %q: must be %q or %q", c.LocalAuth, LocalAuthIgnore, LocalAuthRequire)
 	}
+	if c.RequireTLSForAuth && !c.StartTLS && len(c.ListenTLS) == 0 {
+		return errors.New("require_tls_for_auth needs local TLS: set starttls = true (or listen_tls), or clients on other computers cannot log in at all")
+	}
 	for _, n := range c.AllowNetworks {
-		if _, err := netip.ParsePrefix(n); err != nil {
-			return fmt.Errorf("allow_networks %q: not a network in CIDR form such as 192.168.1.0/24", n)
+		if err := validateNetwork(n); err != nil {
+			return fmt.Errorf("allow_networks %q: %w", n, err)
 		}
 	}
 	for _, v := range []struct {
@@ -469,7 +494,8 @@ func (a *Account) Validate() error {
 	return nil
 }
 
-// ValidateAddress checks that s looks like local@domain.
+// ValidateAddress checks that s is an address smtpshim can route and
+// send as: local@domain, with nothing that would need quoting.
 func ValidateAddress(s string) error {
 	at := strings.LastIndexByte(s, '@')
 	if at <= 0 || at == len(s)-1 {
@@ -478,7 +504,13 @@ func ValidateAddress(s string) error {
 	if strings.ContainsAny(s, " \t\r\n<>,;\x00") {
 		return fmt.Errorf("%q contains a space or a character not allowed in an address", s)
 	}
-	return ValidateDomain(s[at+1:])
+	if err := ValidateDomain(s[at+1:]); err != nil {
+		return err
+	}
+	if _, err := addr.Parse(s); err != nil {
+		return err
+	}
+	return nil
 }
 
 // ValidateDomain checks that s is a plausible domain name.
@@ -486,6 +518,29 @@ func ValidateDomain(s string) error {
 	if s == "" || len(s) > 253 || strings.HasPrefix(s, "@") || strings.ContainsAny(s, " \t\r\n<>@,;\x00") ||
 		strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
 		return fmt.Errorf("%q is not a domain name like example.com", s)
+	}
+	if _, err := addr.Domain(s); err != nil {
+		return fmt.Errorf("%q is not a domain name like example.com", s)
+	}
+	return nil
+}
+
+// validateNetwork refuses what would never match a client: client
+// addresses are compared in plain IPv4 or IPv6 form, without a zone.
+func validateNetwork(n string) error {
+	if strings.Contains(n, "%") {
+		return errors.New("a zone (the %... part) is not allowed: write the network alone, e.g. fe80::/10")
+	}
+	p, err := netip.ParsePrefix(n)
+	if err != nil {
+		return errors.New("not a network in CIDR form such as 192.168.1.0/24")
+	}
+	if p.Addr().Is4In6() {
+		bits := p.Bits() - 96
+		if bits < 0 {
+			return errors.New("an IPv4-mapped IPv6 network never matches: write the IPv4 network, e.g. 10.0.0.0/8")
+		}
+		return fmt.Errorf("an IPv4-mapped IPv6 network never matches: write it as %s", netip.PrefixFrom(p.Addr().Unmap(), bits).Masked())
 	}
 	return nil
 }

@@ -386,6 +386,16 @@ func TestParseErrors(t *testing.T) {
 			want: []string{`allow_networks "10.0.0.1"`, "CIDR"},
 		},
 		{
+			name: "allow_networks IPv4-mapped IPv6",
+			in:   `allow_networks = ["::ffff:10.0.0.0/104"]`,
+			want: []string{`allow_networks "::ffff:10.0.0.0/104"`, "never matches", "10.0.0.0/8"},
+		},
+		{
+			name: "allow_networks with a zone",
+			in:   `allow_networks = ["fe80::%eth0/64"]`,
+			want: []string{`allow_networks "fe80::%eth0/64"`, "zone", "fe80::/10"},
+		},
+		{
 			name: "duplicate address, case-insensitively",
 			in:   acct(`address = "Alice@example.com"`, srv) + acct(`address = "alice@EXAMPLE.com"`, srv),
 			want: []string{"account 2 (alice@example.com)", "already configured in account 1"},

@@ -93,6 +93,16 @@ func Handler(c Commands) http.Handler {
 			writeJSON(w, c.Status())
 		})
 	}
+	if ti, ok := c.(TokenIssuer); ok {
+		mux.HandleFunc("POST /v1/local-token", func(w http.ResponseWriter, r *http.Request) {
+			tok, err := ti.LocalAuthToken(r.URL.Query().Get("client"))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			writeJSON(w, tokenReply{Token: tok})
+		})
+	}
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
 		res, err := c.Reload()
 		if err != nil {

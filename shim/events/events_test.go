@@ -235,3 +235,29 @@ func TestEndWatches(t *testing.T) {
 	late.Stop()
 	w.Stop()
 }
+
+// BenchmarkPublish is the cost the mail path pays per event, with the
+// tray, the settings page, a CLI watcher and the test recorder listening.
+func BenchmarkPublish(b *testing.B) {
+	bus := &Bus{}
+	bus.SetAccounts([]AccountInfo{{Key: "a@example.com", Server: "smtp.example.com:587", Auth: "password"}})
+	var done sync.WaitGroup
+	for range 4 {
+		w := bus.Watch(4096)
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			for range w.C {
+			}
+		}()
+		defer w.Stop()
+	}
+	ev := Event{Kind: Delivered, Account: "a@example.com", MessageID: "20260101T000000-aaaa", Rcpts: []string{"b@example.net"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		bus.Publish(ev)
+	}
+	b.StopTimer()
+	bus.EndWatches()
+	done.Wait()
+}

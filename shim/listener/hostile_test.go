@@ -1062,9 +1062,11 @@ func TestSenderRateLimit(t *testing.T) {
 		c.SenderRateMinute = 2
 		c.RateLimitLoopback = true
 	}})
+	// The budget is the account's, per client address: these clients
+	// come from 127.0.0.2, so healthy() from 127.0.0.1 has its own.
 	send := func(from string) {
 		t.Helper()
-		cl := dial(t, r.addr)
+		cl := dialFrom(t, r.addr, "127.0.0.2")
 		cl.ehlo()
 		cl.do("MAIL FROM:<"+from+">", 250, "2.0.0")
 		cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
@@ -1073,19 +1075,40 @@ func TestSenderRateLimit(t *testing.T) {
 	}
 	send(alice)
 	send(alice)
-	cl := dial(t, r.addr)
+	cl := dialFrom(t, r.addr, "127.0.0.2")
 	cl.ehlo()
 	rp := cl.do("MAIL FROM:<"+alice+">", 451, "4.7.1")
 	if !strings.Contains(rp.text, "per minute") {
 		t.Fatalf("the refusal does not say which limit: %q", rp.text)
 	}
-	cl.do("MAIL FROM:<ALICE@Example.COM>", 451, "4.7.1") // case does not dodge it
+	cl.do("MAIL FROM:<ALICE@Example.COM>", 451, "4.7.1")  // case does not dodge it
+	cl.do("MAIL FROM:<alice@example.com.>", 501, "5.1.7") // nor does a trailing dot
 	cl.do("MAIL FROM:<carol@example.org>", 250, "2.0.0")
 	cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
 	cl.expect(cl.data("Subject: other\r\n\r\nother"), 250, "2.0.0")
 	cl.do("QUIT", 221, "")
 	send("dave@example.org")
+	// Every local part of a domain account shares its budget.
+	cl = dialFrom(t, r.addr, "127.0.0.2")
+	cl.ehlo()
+	cl.do("MAIL FROM:<erin@example.org>", 451, "4.7.1")
+	cl.do("QUIT", 221, "")
 	r.healthy(t)
+}
+
+// dialFrom is dial from the local address ip.
+func dialFrom(t testing.TB, addr, ip string) *client {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	cl := &client{t: t, c: c, r: bufio.NewReader(c)}
+	cl.expect(cl.mustRead(), 220, "")
+	return cl
 }
 
 // TestLocalAuth: by default any AUTH is accepted and ignored; with
@@ -1182,6 +1205,7 @@ func TestLocalTLS(t *testing.T) {
 		c.Listen = []string{freeAddr(t)}
 		c.StartTLS = true
 		c.ListenTLS = []string{freeAddr(t)}
+		c.LocalTLSLegacy = true
 	}})
 	if r.tlsAddr == "" {
 		t.Fatal("the engine bound no implicit-TLS listener")
@@ -1270,6 +1294,40 @@ func TestLocalTLS(t *testing.T) {
 			t.Fatalf("the openssl message did not arrive intact:\n%s", stdout.String())
 		}
 		r.healthy(t)
+	})
+
+	t.Run("TLS 1.0 refused without local_tls_legacy", func(t *testing.T) {
+		modern := startRig(t, rigOpts{bind: true, cfg: func(c *config.Config) {
+			c.Listen = []string{freeAddr(t)}
+			c.StartTLS = true
+		}})
+		pair, err := localcert.LoadOrCreate(modern.dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl := dial(t, modern.addr)
+		cl.ehlo()
+		cl.do("STARTTLS", 220, "2.0.0")
+		if err := tls.Client(cl.c, tls10Config(pair.Pool)).Handshake(); err == nil {
+			t.Fatal("a TLS 1.0 handshake succeeded without local_tls_legacy")
+		}
+		cl = dial(t, modern.addr)
+		cl.ehlo()
+		cl.do("STARTTLS", 220, "2.0.0")
+		tc := tls.Client(cl.c, &tls.Config{RootCAs: pair.Pool, ServerName: "localhost"})
+		if err := tc.Handshake(); err != nil {
+			t.Fatalf("TLS 1.2+: %v", err)
+		}
+		if v := tc.ConnectionState().Version; v < tls.VersionTLS12 {
+			t.Fatalf("negotiated %s", tls.VersionName(v))
+		}
+		tcl := &client{t: t, c: tc, r: bufio.NewReader(tc)}
+		tcl.ehlo()
+		tcl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+		tcl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
+		tcl.expect(tcl.data("Subject: modern\r\n\r\nover TLS 1.2+"), 250, "2.0.0")
+		tcl.do("QUIT", 221, "")
+		modern.healthy(t)
 	})
 
 	t.Run("TLS 1.0 refused without local TLS", func(t *testing.T) {

@@ -70,6 +70,8 @@ type Server struct {
 	idle  time.Duration
 	conns atomic.Int64
 	log   *slog.Logger
+	// authGuard slows local password guessing (see checkLocal).
+	authGuard *authGuard
 
 	ipMu    sync.Mutex
 	ipConns map[netip.Addr]int
@@ -93,6 +95,7 @@ func New(o Options) *Server {
 		idle:    cfg.EffectiveIdleTimeout(),
 		ipConns: map[netip.Addr]int{},
 	}
+	s.authGuard = newAuthGuard()
 	s.Apply(cfg, Live{LocalAuth: o.LocalAuth, Allowed: o.Allowed})
 	srv := smtp.NewServer(s)
 	srv.Domain = cfg.HostnameOrDefault()
@@ -218,6 +221,8 @@ type countedConn struct {
 	// (UnixNano; 0 outside DATA).
 	dataEnd  atomic.Int64
 	timedOut atomic.Bool
+	// closeAfterReply ends the connection after the next write.
+	closeAfterReply atomic.Bool
 	// Only Read touches these.
 	lineStart bool // the last byte read ended a line
 	tls       bool // the client speaks TLS: no plaintext reply possible
@@ -362,6 +367,8 @@ type session struct {
 	ip      netip.Addr
 	authed  bool
 	authGen uint64 // the local_auth generation authed was set under
+	// authFails counts failed AUTH on this connection (see checkLocal).
+	authFails int
 
 	acct     *config.Account
 	pool     *upstream.Pool
@@ -382,9 +389,17 @@ func smtpErr(code int, enh smtp.EnhancedCode, msg string) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: msg}
 }
 
-func (s *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
+func (s *session) AuthMechanisms() []string {
+	if s.authNeedsTLS() {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
 
 func (s *session) Auth(mech string) (sasl.Server, error) {
+	if s.authNeedsTLS() {
+		return nil, errAuthNeedsTLS
+	}
 	check := func(user, pass string) error {
 		live := s.s.cur()
 		if live.localAuth == nil {
@@ -393,12 +408,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 			s.authed, s.authGen = true, live.authGen
 			return nil
 		}
-		if err := live.localAuth(user, pass); err != nil {
-			s.s.log.Warn("local AUTH failed", "client", s.remote)
-			return err
-		}
-		s.authed, s.authGen = true, live.authGen
-		return nil
+		return s.checkLocal(live, user, pass)
 	}
 	switch strings.ToUpper(mech) {
 	case sasl.Plain:
@@ -466,21 +476,25 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if live.localAuth != nil && (!s.authed || s.authGen != live.authGen) {
 		return smtpErr(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required: configure your mail client with the local smtpshim user name and password")
 	}
-	if strings.ContainsFunc(from, func(r rune) bool { return r < ' ' || r == 0x7f }) {
-		return smtpErr(501, smtp.EnhancedCode{5, 1, 7}, "bad sender address syntax: control characters")
+	if err := checkSender(from); err != nil {
+		return err
+	}
+	if err := s.checkFreeSpace(live); err != nil {
+		return err
 	}
 	acct, err := s.s.o.Routes().Lookup(from)
 	if err != nil {
 		s.s.log.Warn("refused sender without an account", "client", s.remote, "from", from)
 		return smtpErr(550, smtp.EnhancedCode{5, 7, 1}, err.Error())
 	}
+	s.acct, s.from = acct, from
 	if s.limited(live) {
-		if over := live.rate.check(from, time.Now()); over != "" {
-			s.s.log.Warn("sender over its rate limit", "client", s.remote, "from", from, "limit", over)
-			return smtpErr(451, smtp.EnhancedCode{4, 7, 1}, fmt.Sprintf("sender <%s> has reached its limit of messages %s; try again later", from, over))
+		if over := live.rate.check(s.rateKey(), time.Now()); over != "" {
+			s.s.log.Warn("sender over its rate limit", "client", s.remote, "from", from, "account", acct.Key(), "limit", over)
+			s.acct, s.from = nil, ""
+			return smtpErr(451, smtp.EnhancedCode{4, 7, 1}, fmt.Sprintf("your address has reached its limit of messages %s for account %s; try again later", over, acct.Key()))
 		}
 	}
-	s.acct, s.from = acct, from
 	s.pool = s.s.o.Pool(acct.Key())
 	if s.pool == nil {
 		// The accounts were reloaded between the lookup and now.
@@ -579,6 +593,8 @@ func (s *session) liveFailure(err error) error {
 	}
 	if isTLSTrustProblem(err) {
 		s.logRefusal("the upstream's TLS could not be verified", err)
+		// TLS's own words (a version or certificate problem of the
+		// provider's) are the provider's truth, not local detail.
 		msg := "smtpshim refused to send the password: " + oneLine(err.Error())
 		if h := hints.For(err); h != "" {
 			msg += " (" + h + ")"
@@ -618,8 +634,11 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if s.cutShort() {
 		return errCutShort
 	}
-	if strings.ContainsFunc(to, func(r rune) bool { return r < ' ' || r == 0x7f }) || !strings.Contains(to, "@") {
-		return smtpErr(501, smtp.EnhancedCode{5, 1, 3}, "bad recipient address syntax")
+	if s.acct == nil {
+		return errNoSender
+	}
+	if err := checkRecipient(to); err != nil {
+		return err
 	}
 	if max := s.s.cur().maxRcpts; max > 0 && len(s.live)+len(s.deferred) >= max {
 		return smtpErr(452, smtp.EnhancedCode{4, 5, 3}, fmt.Sprintf("Maximum limit of %v recipients reached", max))
@@ -696,11 +715,14 @@ type commitResult struct {
 func (s *session) Data(r io.Reader) error {
 	s.dataMu.Lock()
 	defer s.dataMu.Unlock()
-	from := s.from // data ends the transaction and forgets it
+	if s.acct == nil {
+		return errNoSender
+	}
+	key := s.rateKey() // data ends the transaction and forgets it
 	err := s.data(r)
 	if live := s.s.cur(); s.limited(live) {
 		if se, ok := err.(*smtp.SMTPError); ok && se.Code == 250 {
-			live.rate.record(from, time.Now())
+			live.rate.record(key, time.Now())
 		}
 	}
 	return err
@@ -895,7 +917,7 @@ func (s *session) queueWhileWaiting(sw *spool.Writer, spoolOK bool, done <-chan 
 		log.Info("late upstream answer", "id", id, "err", res.err)
 		q.Settle(id, o)
 	}()
-	return queuedReply(id, fmt.Errorf("the provider did not answer within %s", waited))
+	return queuedReply(id, ownWords{fmt.Errorf("the provider did not answer within %s", waited)})
 }
 
 // okReply passes the upstream's acceptance text (often its queue ID) on
@@ -914,7 +936,8 @@ func queuedReply(id string, why error) error {
 	if errors.Is(why, ErrPaused) {
 		msg = "queued as " + id + " (smtpshim is paused)"
 	} else if why != nil {
-		msg = "queued as " + id + " for a later try (" + truncate(oneLine(why.Error()), 200) + ")"
+		// The log's "message queued" line has the detail under the ID.
+		msg = "queued as " + id + " for a later try (" + publicReason(why) + ")"
 	}
 	return smtpErr(250, smtp.EnhancedCode{2, 0, 0}, msg)
 }

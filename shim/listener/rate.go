@@ -1,13 +1,13 @@
 package listener
 
 import (
-	"strings"
 	"sync"
 	"time"
 )
 
-// rateLimiter counts messages per sender in fixed minute and day windows.
-// Fixed windows are coarse, but cheap and easy to explain in a reply.
+// rateLimiter counts messages per key (an account and a client address,
+// see rateKey) in fixed minute and day windows. Fixed windows are coarse,
+// but cheap and easy to explain in a reply.
 type rateLimiter struct {
 	perMinute, perDay int
 
@@ -24,11 +24,18 @@ func newRateLimiter(perMinute, perDay int) *rateLimiter {
 	return &rateLimiter{perMinute: perMinute, perDay: perDay, senders: map[string]*senderCount{}}
 }
 
-// check reports why sender may not send now, or "" when it may.
-func (r *rateLimiter) check(sender string, now time.Time) string {
+// rateKey is what the limits count: the account and the client's
+// address. Keyed on the sender, every spelling of an address and every
+// local part under a domain account would get a fresh budget.
+func (s *session) rateKey() string {
+	return s.acct.Key() + " " + s.ip.String()
+}
+
+// check reports why key may not send now, or "" when it may.
+func (r *rateLimiter) check(key string, now time.Time) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	c := r.senders[strings.ToLower(sender)]
+	c := r.senders[key]
 	if c == nil {
 		return ""
 	}
@@ -42,11 +49,10 @@ func (r *rateLimiter) check(sender string, now time.Time) string {
 	return ""
 }
 
-// record counts one message from sender.
-func (r *rateLimiter) record(sender string, now time.Time) {
+// record counts one message for key.
+func (r *rateLimiter) record(k string, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	k := strings.ToLower(sender)
 	c := r.senders[k]
 	if c == nil {
 		if len(r.senders) > 10000 {

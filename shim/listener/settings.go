@@ -24,6 +24,9 @@ type settings struct {
 	localAuth CheckFunc
 	authGen   uint64
 	allowed   func(netip.Addr) bool
+	minFree   uint64 // refuse new mail below this much free spool space
+	// tlsForAuth refuses AUTH before TLS from non-loopback clients.
+	tlsForAuth bool
 }
 
 // Live is what a reload hands the listener besides the config.
@@ -41,14 +44,16 @@ type Live struct {
 
 func newSettings(cfg *config.Config, l Live, old *settings) *settings {
 	st := &settings{
-		syncWait:  cfg.EffectiveSyncWait(),
-		dataLimit: cfg.EffectiveDataTimeout(),
-		maxConns:  int64(cfg.EffectiveMaxConnections()),
-		perIP:     cfg.EffectiveMaxConnectionsPerIP(),
-		maxRcpts:  cfg.EffectiveMaxRecipients(),
-		rateLocal: cfg.RateLimitLoopback,
-		localAuth: l.LocalAuth,
-		allowed:   l.Allowed,
+		syncWait:   cfg.EffectiveSyncWait(),
+		dataLimit:  cfg.EffectiveDataTimeout(),
+		maxConns:   int64(cfg.EffectiveMaxConnections()),
+		perIP:      cfg.EffectiveMaxConnectionsPerIP(),
+		maxRcpts:   cfg.EffectiveMaxRecipients(),
+		rateLocal:  cfg.RateLimitLoopback,
+		localAuth:  l.LocalAuth,
+		allowed:    l.Allowed,
+		minFree:    uint64(cfg.EffectiveMinFreeSpace()),
+		tlsForAuth: cfg.RequireTLSForAuth,
 	}
 	if st.allowed == nil {
 		st.allowed = func(a netip.Addr) bool { return a.IsLoopback() }

@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -111,6 +112,16 @@ func generate(org string, names []string, validFor time.Duration, rsaKey bool) (
 	return p, err
 }
 
+// covers reports whether leaf is valid for every name.
+func covers(leaf *x509.Certificate, names []string) bool {
+	for _, n := range names {
+		if leaf.VerifyHostname(n) != nil {
+			return false
+		}
+	}
+	return true
+}
+
 func serial() *big.Int {
 	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	return n
@@ -125,7 +136,9 @@ const (
 
 // LoadOrCreate reads the pair stored in dir, or generates an RSA pair for
 // localhost and the given extra names and stores it (the key with mode
-// 0600). Clients that want to verify the listener trust the CA file.
+// 0600). Clients that want to verify the listener trust the CA file. A
+// stored pair that has expired or does not name all of names is replaced
+// (the CA's key is not kept, so the CA is new too).
 func LoadOrCreate(dir string, names []string) (*Pair, error) {
 	caPEM, err1 := os.ReadFile(filepath.Join(dir, CAFile))
 	certPEM, err2 := os.ReadFile(filepath.Join(dir, CertFile))
@@ -138,7 +151,7 @@ func LoadOrCreate(dir string, names []string) (*Pair, error) {
 		if p.Cert, err = tls.X509KeyPair(certPEM, keyPEM); err != nil {
 			return nil, fmt.Errorf("local TLS certificate in %s: %w; delete the local-tls-*.pem files to make new ones", dir, err)
 		}
-		if leaf, err := x509.ParseCertificate(p.Cert.Certificate[0]); err == nil && time.Now().Before(leaf.NotAfter) {
+		if leaf, err := x509.ParseCertificate(p.Cert.Certificate[0]); err == nil && time.Now().Before(leaf.NotAfter) && covers(leaf, names) {
 			return p, nil
 		}
 	} else {
@@ -148,7 +161,12 @@ func LoadOrCreate(dir string, names []string) (*Pair, error) {
 			}
 		}
 	}
-	all := append([]string{"localhost", "127.0.0.1", "::1"}, names...)
+	all := []string{"localhost", "127.0.0.1", "::1"}
+	for _, n := range names {
+		if !slices.Contains(all, n) {
+			all = append(all, n)
+		}
+	}
 	p, err := GenerateRSA("smtpshim", all, 10*365*24*time.Hour)
 	if err != nil {
 		return nil, err

@@ -22,9 +22,11 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/smtpshim/smtpshim/shim/addr"
 	"github.com/smtpshim/smtpshim/shim/dsn"
 	"github.com/smtpshim/smtpshim/shim/events"
 	"github.com/smtpshim/smtpshim/shim/hints"
+	"github.com/smtpshim/smtpshim/shim/route"
 	"github.com/smtpshim/smtpshim/shim/spool"
 	"github.com/smtpshim/smtpshim/shim/upstream"
 )
@@ -34,7 +36,11 @@ type Options struct {
 	Spool *spool.Spool
 	// Pool returns the upstream pool of an account key, or nil when the
 	// account no longer exists.
-	Pool     func(account string) *upstream.Pool
+	Pool func(account string) *upstream.Pool
+	// Routes returns the current routing table. When set, a message's
+	// sender must still route to the message's account before each
+	// attempt (see recheck); nil skips that check.
+	Routes   func() *route.Table
 	Bus      *events.Bus
 	Logger   *slog.Logger
 	Hostname string
@@ -221,6 +227,10 @@ type Outcome struct {
 	Err       error            // the error behind Temp, for the log
 	Remote    string           // the upstream server
 	Health    *upstream.Health // set when the account's server failed
+	// Held means the message was not tried because it must not go out as
+	// it is (see recheck): it waits for the user and never expires into
+	// a bounce, which would go out on the same doubtful account.
+	Held bool
 }
 
 // Settle applies the outcome of an attempt on a busy entry.
@@ -245,7 +255,7 @@ func (q *Queue) settle(e *entry, o Outcome) {
 	m.Rcpts = o.Temp
 	m.Attempts++
 	maxAge := q.timing.Load().maxAge
-	if len(m.Rcpts) > 0 && now.Sub(m.Created) >= maxAge {
+	if len(m.Rcpts) > 0 && !o.Held && now.Sub(m.Created) >= maxAge {
 		reason := statusExpired
 		diag := fmt.Sprintf("smtpshim gave up after %s of retries", maxAge)
 		if o.Err != nil {
@@ -283,7 +293,10 @@ func (q *Queue) settle(e *entry, o Outcome) {
 		// Done with this message. A bounce is made durable before the
 		// original goes, so a crash between the two duplicates, never loses.
 		if len(m.Failed) > 0 {
-			q.bounce(m)
+			if err := q.bounce(m); err != nil {
+				q.keepForBounce(e, err, now)
+				return
+			}
 		}
 		if err := q.o.Spool.Remove(m.ID); err != nil {
 			q.log.Error("removing a finished message from the spool", "id", m.ID, "err", err)
@@ -310,8 +323,32 @@ func (q *Queue) settle(e *entry, o Outcome) {
 // statusExpired is the DSN status of a message that ran out of retries.
 const statusExpired = "4.4.7"
 
-// bounce queues a delivery status notification to the sender.
-func (q *Queue) bounce(m *spool.Meta) {
+// keepForBounce keeps a finished message whose bounce could not be made
+// durable (a full disk, most likely): removing it would lose the only
+// record of the failure. It is tried again with backoff; attempt sees no
+// recipients left and goes straight back to the bounce.
+func (q *Queue) keepForBounce(e *entry, err error, now time.Time) {
+	q.mu.Lock()
+	e.m.LastError = "the bounce to the sender could not be written, so the message is kept and the bounce tried again: " + err.Error()
+	e.m.LastHint = "free disk space on the spool's disk (smtpshim doctor shows where it is)"
+	e.m.NextTry = now.Add(q.Backoff(e.m.Attempts))
+	snap := *e.m
+	q.mu.Unlock()
+	if uerr := q.o.Spool.Update(&snap); uerr != nil {
+		q.log.Error("updating a message whose bounce failed", "id", snap.ID, "err", uerr)
+	}
+	q.o.Bus.Publish(events.Event{Kind: events.Problem, Account: snap.Account, MessageID: snap.ID, Error: snap.LastError, Hint: snap.LastHint})
+	q.log.Error("a bounce could not be written; keeping the message", "id", snap.ID, "err", err, "next_try", snap.NextTry.Format(time.RFC3339))
+	q.mu.Lock()
+	e.busy = false
+	q.mu.Unlock()
+	q.kick()
+}
+
+// bounce queues a delivery status notification to the sender. It fails
+// only when the bounce could not be made durable; the caller then keeps
+// the original.
+func (q *Queue) bounce(m *spool.Meta) error {
 	ev := events.Event{Kind: events.Bounced, Account: m.Account, MessageID: m.ID}
 	for _, f := range m.Failed {
 		ev.Rcpts = append(ev.Rcpts, f.Rcpt)
@@ -324,20 +361,19 @@ func (q *Queue) bounce(m *spool.Meta) {
 		ev.Error = "a bounce to " + strings.Join(ev.Rcpts, ", ") + " could not be delivered and was dropped: " + ev.Error
 		q.o.Bus.Publish(ev)
 		q.log.Error("a bounce could not be delivered; dropping it (bounces are never bounced)", "id", m.ID, "to", ev.Rcpts, "err", m.Failed[0].Diagnostic)
-		return
+		return nil
 	}
-	q.o.Bus.Publish(ev)
 	q.log.Warn("message refused permanently; bouncing to the sender", "id", m.ID, "from", m.From, "failed", len(m.Failed), "err", ev.Error)
 	body, err := q.o.Spool.Body(m.ID)
 	if err != nil {
+		q.o.Bus.Publish(ev)
 		q.log.Error("opening the refused message to bounce it", "id", m.ID, "err", err)
-		return
+		return nil // nothing to bounce with, now or later
 	}
 	defer body.Close()
 	w, err := q.o.Spool.Create()
 	if err != nil {
-		q.log.Error("creating a bounce", "id", m.ID, "err", err)
-		return
+		return fmt.Errorf("creating the bounce: %w", err)
 	}
 	rep := dsn.Report{
 		ReportingMTA: q.o.Hostname,
@@ -356,13 +392,14 @@ func (q *Queue) bounce(m *spool.Meta) {
 	}
 	if err := dsn.Build(w, rep, body); err != nil {
 		w.Discard()
-		q.log.Error("building a bounce", "id", m.ID, "err", err)
-		return
+		return fmt.Errorf("writing the bounce: %w", err)
 	}
 	bm := &spool.Meta{Account: m.Account, From: m.From, Rcpts: []string{m.From}, Bounce: true, NextTry: q.o.Now()}
 	if err := q.Add(w, bm, false); err != nil {
-		q.log.Error("queueing a bounce", "id", m.ID, "err", err)
+		return fmt.Errorf("queueing the bounce: %w", err)
 	}
+	q.o.Bus.Publish(ev)
+	return nil
 }
 
 // Run delivers due messages until ctx ends, then waits for attempts in
@@ -458,8 +495,14 @@ func (q *Queue) dispatch(ctx context.Context) time.Time {
 func (q *Queue) attempt(ctx context.Context, e *entry, pool *upstream.Pool) {
 	defer q.wg.Done()
 	var o Outcome
-	if pool == nil {
+	if len(e.m.Rcpts) == 0 {
+		// Every recipient is settled; only the bounce is left to write
+		// (see keepForBounce).
+	} else if pool == nil {
 		o = Outcome{Temp: e.m.Rcpts, Err: fmt.Errorf("account %s is no longer configured: add it again, or delete the message with \"smtpshim queue delete %s\"", e.m.Account, e.m.ID)}
+	} else if err := q.recheck(e.m); err != nil {
+		q.log.Error("queued message held", "id", e.m.ID, "account", e.m.Account, "err", err)
+		o = Outcome{Temp: e.m.Rcpts, Err: err, Held: true}
 	} else {
 		actx, cancel := context.WithTimeout(ctx, q.o.AttemptTimeout)
 		o = q.deliver(actx, e.m, pool)
@@ -484,6 +527,37 @@ func (q *Queue) attempt(ctx context.Context, e *entry, pool *upstream.Pool) {
 		q.deferAccount(e.m.Account, o.Health.NextProbe)
 	}
 	q.settle(e, o)
+}
+
+// recheck refuses to send a queued message whose envelope the listener
+// would not have accepted: the spool is checked at start-up (see
+// spool.Open), but what a message says about itself is still not taken on
+// trust. Its sender must route to the account it names, as the accounts
+// are now, and every address must pass addr.Parse, so nothing a metadata
+// file says can choose another account's login or inject SMTP parameters.
+func (q *Queue) recheck(m *spool.Meta) error {
+	held := func(format string, v ...any) error {
+		return fmt.Errorf("held, not sent: "+format+"; fix the accounts, or delete the message with \"smtpshim queue delete %s\"", append(v, m.ID)...)
+	}
+	if _, err := addr.Parse(m.From); err != nil {
+		return held("the sender %v", err)
+	}
+	for _, r := range m.Rcpts {
+		if _, err := addr.Parse(r); err != nil {
+			return held("the recipient %v", err)
+		}
+	}
+	if q.o.Routes == nil {
+		return nil
+	}
+	acct, err := q.o.Routes().Lookup(m.From)
+	if err != nil {
+		return held("the sender <%s> no longer has an account", m.From)
+	}
+	if acct.Key() != m.Account {
+		return held("the sender <%s> is now sent through account %s, not %s", m.From, acct.Key(), m.Account)
+	}
+	return nil
 }
 
 // deferAccount pushes an account's due messages back to its next probe.

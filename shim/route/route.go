@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/smtpshim/smtpshim/shim/addr"
 	"github.com/smtpshim/smtpshim/shim/config"
 )
 
@@ -52,20 +53,22 @@ func New(accounts []config.Account) *Table {
 	return t
 }
 
-// Lookup returns the account for sender, matched case-insensitively.
+// Lookup returns the account for sender, matched by addr.Key: ASCII
+// case-insensitively, with IDN domains in their ASCII form. A sender that
+// addr.Parse refuses gets its *addr.Error: it is never routed.
 func (t *Table) Lookup(sender string) (*config.Account, error) {
 	if sender == "" {
 		return nil, ErrNullSender
 	}
-	addr := canonical(sender)
-	if a, ok := t.byAddress[addr]; ok {
-		return a, nil
+	a, err := addr.Parse(sender)
+	if err != nil {
+		return nil, err
 	}
-	at := strings.LastIndexByte(addr, '@')
-	if at >= 0 {
-		if a, ok := t.byDomain[addr[at+1:]]; ok {
-			return a, nil
-		}
+	if acct, ok := t.byAddress[a.Key()]; ok {
+		return acct, nil
+	}
+	if acct, ok := t.byDomain[a.ASCIIDomain]; ok {
+		return acct, nil
 	}
 	return nil, &NoAccountError{Sender: sender}
 }
@@ -73,17 +76,23 @@ func (t *Table) Lookup(sender string) (*config.Account, error) {
 // Len returns the number of accounts.
 func (t *Table) Len() int { return len(t.byAddress) + len(t.byDomain) }
 
-func canonical(addr string) string {
-	addr = strings.TrimSpace(addr)
-	at := strings.LastIndexByte(addr, '@')
-	if at < 0 {
-		return strings.ToLower(addr)
+// canonical is an account address's key; config validation has refused
+// addresses addr.Parse would not take, so the fallback only keeps a
+// hand-built table usable.
+func canonical(address string) string {
+	address = strings.TrimSpace(address)
+	if k, err := addr.Key(strings.TrimSuffix(address, ".")); err == nil {
+		return k
 	}
-	return strings.ToLower(addr[:at]) + "@" + canonicalDomain(addr[at+1:])
+	return addr.FoldASCII(address)
 }
 
 func canonicalDomain(d string) string {
-	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
+	d = strings.TrimSpace(d)
+	if a, err := addr.Domain(d); err == nil {
+		return a
+	}
+	return addr.FoldASCII(strings.TrimSuffix(d, "."))
 }
 
 func domainOf(addr string) string {

@@ -6,16 +6,18 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/smtpshim/smtpshim/shim/addr"
 	"github.com/smtpshim/smtpshim/shim/config"
 )
 
 // testAccounts holds one of each kind of account the table must tell apart.
 func testAccounts() []config.Account {
 	return []config.Account{
-		{Address: "alice@example.com", Server: "smtp.example.com:587"},                          // 0
-		{Domain: "example.com", Username: "relay@example.com", Server: "smtp.example.com:587"},  // 1
-		{Domain: "Example.NET.", Username: "relay@example.net", Server: "smtp.example.net:587"}, // 2: trailing dot, mixed case
-		{Address: "Carol@Only.Example", Server: "smtp.only.example:587"},                        // 3: no domain account for only.example
+		{Address: "alice@example.com", Server: "smtp.example.com:587"},                           // 0
+		{Domain: "example.com", Username: "relay@example.com", Server: "smtp.example.com:587"},   // 1
+		{Domain: "Example.NET.", Username: "relay@example.net", Server: "smtp.example.net:587"},  // 2: trailing dot, mixed case
+		{Address: "Carol@Only.Example", Server: "smtp.only.example:587"},                         // 3: no domain account for only.example
+		{Domain: "Bücher.example", Username: "relay@bücher.example", Server: "smtp.example:587"}, // 4: IDN
 	}
 }
 
@@ -28,24 +30,30 @@ func TestLookup(t *testing.T) {
 	tests := []struct {
 		name   string
 		sender string
-		want   int // index into accounts; -1 for NoAccountError, -2 for ErrNullSender
+		want   int // index into accounts; -1 for NoAccountError, -2 for ErrNullSender, -3 for a syntax error
 	}{
 		{"exact address wins over domain", "alice@example.com", 0},
 		{"address case-insensitive", "ALICE@Example.COM", 0},
-		{"address with trailing dot in domain", "alice@example.com.", 0},
+		{"address with trailing dot in domain is refused", "alice@example.com.", -3},
 		{"address account written in mixed case", "carol@only.example", 3},
 		{"domain fallback", "bob@example.com", 1},
 		{"domain fallback case-insensitive", "BOB@EXAMPLE.COM", 1},
-		{"domain fallback with trailing dot in sender", "bob@example.com.", 1},
+		{"domain fallback with trailing dot in sender is refused", "bob@example.com.", -3},
 		{"domain account written with trailing dot", "x@example.net", 2},
-		{"domain account written with trailing dot, sender too", "X@Example.Net.", 2},
+		{"domain account written with trailing dot, sender too", "X@Example.Net.", -3},
+		{"domain account written with trailing dot, sender in capitals", "X@EXAMPLE.NET", 2},
+		{"Unicode case folding does not reach an address account", "alİce@example.com", 1},
+		{"Kelvin sign is not k", "\u212aarol@only.example", -1},
+		{"IDN domain in Unicode", "x@bücher.example", 4},
+		{"IDN domain in ASCII", "Y@XN--BCHER-KVA.example", 4},
 		{"subdomain does not match parent domain", "x@sub.example.com", -1},
 		{"parent domain does not match", "x@com", -1},
 		{"address account does not serve its domain", "dave@only.example", -1},
 		{"unknown domain", "nobody@unknown.test", -1},
 		{"local part is not a domain", "example.com@unknown.test", -1},
-		{"last @ decides the domain", "alice@example.com@evil.test", -1},
-		{"no @ at all", "postmaster", -1},
+		{"two @ are refused", "alice@example.com@evil.test", -3},
+		{"quoted local part as go-smtp hands it on", "bob@other.com> X=@example.com", -3},
+		{"no @ at all", "postmaster", -3},
 		{"null sender", "", -2},
 	}
 	for _, tt := range tests {
@@ -55,6 +63,11 @@ func TestLookup(t *testing.T) {
 			case -2:
 				if !errors.Is(err, ErrNullSender) || a != nil {
 					t.Fatalf("Lookup(%q) = %+v, %v; want nil, ErrNullSender", tt.sender, a, err)
+				}
+			case -3:
+				var ae *addr.Error
+				if !errors.As(err, &ae) || a != nil {
+					t.Fatalf("Lookup(%q) = %+v, %v; want nil, *addr.Error", tt.sender, a, err)
 				}
 			case -1:
 				var nae *NoAccountError

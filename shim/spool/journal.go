@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -122,7 +123,7 @@ func openJournal(s *Spool) (*journal, error) {
 		return nil, fmt.Errorf("spool: reading the journal: %w", err)
 	}
 	j.seq = last + 1
-	if j.f, err = os.OpenFile(journalPath(j.dir, j.seq), os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600); err == nil {
+	if j.f, err = os.OpenFile(journalPath(j.dir, j.seq), os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND|oNoFollow, 0o600); err == nil {
 		err = syncDir(j.dir)
 	}
 	if err != nil {
@@ -203,7 +204,7 @@ func (j *journal) replay() (uint64, error) {
 		}
 	}
 	for _, seq := range seqs {
-		f, err := os.OpenFile(journalPath(j.dir, seq), os.O_RDWR, 0)
+		f, err := os.OpenFile(journalPath(j.dir, seq), os.O_RDWR|oNoFollow, 0)
 		if err != nil {
 			return 0, err
 		}
@@ -227,7 +228,12 @@ func (j *journal) replay() (uint64, error) {
 // that parses and names it, and a body the size and checksum of its
 // journal record.
 func (s *Spool) filesMatch(id string, size int, crc uint32) bool {
-	data, err := os.ReadFile(s.metaPath(id))
+	f, err := openTrusted(s.metaPath(id))
+	if err != nil {
+		return false
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxMeta))
+	f.Close()
 	if err != nil {
 		return false
 	}
@@ -235,8 +241,14 @@ func (s *Spool) filesMatch(id string, size int, crc uint32) bool {
 	if json.Unmarshal(data, &m) != nil || m.ID != id {
 		return false
 	}
-	body, err := os.ReadFile(s.bodyPath(id))
-	return err == nil && len(body) == size && crc32.Checksum(body, castagnoli) == crc
+	f, err = openTrusted(s.bodyPath(id))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	h := crc32.New(castagnoli)
+	n, err := io.Copy(h, io.LimitReader(f, int64(size)+1))
+	return err == nil && n == int64(size) && h.Sum32() == crc
 }
 
 func parseRecord(p []byte) (kind byte, id string, meta, body []byte, ok bool) {
@@ -285,7 +297,7 @@ func appendRecord(dst []byte, kind byte, id string, meta, body []byte) []byte {
 }
 
 func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := os.OpenFile(path, os.O_RDWR|oNoFollow, 0)
 	if err != nil {
 		return err
 	}
@@ -297,7 +309,7 @@ func syncFile(path string) error {
 }
 
 func writeDirect(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|oNoFollow, 0o600)
 	if err != nil {
 		return err
 	}
@@ -310,7 +322,7 @@ func writeDirect(path string, data []byte) error {
 
 func writeFileVia(s *Spool, path, name string, data []byte, doSync bool) error {
 	tmp := filepath.Join(s.tmp, name)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|oNoFollow, 0o600)
 	if err != nil {
 		return err
 	}
@@ -454,7 +466,7 @@ func (j *journal) removeLocked(id string) {
 // rotate starts a new segment. Called with j.mu held and no write in
 // progress.
 func (j *journal) rotate() {
-	nf, err := os.OpenFile(journalPath(j.dir, j.seq+1), os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	nf, err := os.OpenFile(journalPath(j.dir, j.seq+1), os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND|oNoFollow, 0o600)
 	if err == nil {
 		err = syncDir(j.dir)
 	}

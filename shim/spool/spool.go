@@ -65,7 +65,8 @@ type Spool struct {
 var ErrLocked = errors.New("the spool is in use by a running smtpshim")
 
 // Open prepares dir and takes its lock. Leftover temp files from a crash
-// are removed: nothing was promised for them.
+// are removed: nothing was promised for them. A spool that other users
+// could write is refused with an *UnsafeError (see Check).
 func Open(dir string) (*Spool, error) {
 	s, err := openNoLock(dir)
 	if err != nil {
@@ -89,9 +90,15 @@ func Open(dir string) (*Spool, error) {
 
 func openNoLock(dir string) (*Spool, error) {
 	s := &Spool{dir: dir, tmp: filepath.Join(dir, "tmp"), msg: filepath.Join(dir, "msg")}
+	if err := checkParent(dir); err != nil {
+		return nil, err
+	}
 	for _, d := range []string{dir, s.tmp, s.msg} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
+		}
+		if err := checkDir(d); err != nil {
+			return nil, err
 		}
 	}
 	s.dirSync.path = s.msg
@@ -190,7 +197,7 @@ func (s *Spool) CreateLazy(memLimit int) *Writer {
 var memPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
 func (w *Writer) open() error {
-	f, err := os.OpenFile(filepath.Join(w.s.tmp, w.id+".eml"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(filepath.Join(w.s.tmp, w.id+".eml"), os.O_WRONLY|os.O_CREATE|os.O_EXCL|oNoFollow, 0o600)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
@@ -321,7 +328,12 @@ func (s *Spool) writeMeta(m *Meta, syncDir bool) error {
 		return err
 	}
 	tmp := filepath.Join(s.tmp, m.ID+".json")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|oNoFollow, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		// Left by an update that failed before its rename.
+		os.Remove(tmp)
+		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|oNoFollow, 0o600)
+	}
 	if err != nil {
 		return err
 	}
@@ -384,12 +396,20 @@ func (s *Spool) Get(id string) (*Meta, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("spool: bad message ID %q", id)
 	}
-	data, err := os.ReadFile(s.metaPath(id))
+	f, err := openTrusted(s.metaPath(id))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no queued message %s", id)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxMeta+1))
+	f.Close()
+	if err == nil && len(data) > maxMeta {
+		err = errors.New("metadata file too large")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("spool: %s: %w", id, err)
 	}
 	var m Meta
 	if err := json.Unmarshal(data, &m); err != nil {
@@ -398,12 +418,16 @@ func (s *Spool) Get(id string) (*Meta, error) {
 	return &m, nil
 }
 
-// Body opens an entry's body for reading.
+// maxMeta bounds a metadata file (a message's recipients fit easily).
+const maxMeta = 16 << 20
+
+// Body opens an entry's body for reading; it must be a regular file of
+// ours, never a link.
 func (s *Spool) Body(id string) (*os.File, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("spool: bad message ID %q", id)
 	}
-	return os.Open(s.bodyPath(id))
+	return openTrusted(s.bodyPath(id))
 }
 
 // List returns every entry, oldest first. Unreadable metadata is reported
