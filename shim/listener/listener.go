@@ -69,7 +69,9 @@ type Server struct {
 	live  atomic.Pointer[settings] // what a reload may change
 	idle  time.Duration
 	conns atomic.Int64
-	log   *slog.Logger
+	// waiting: the open connections, for the overload rules (overload.go)
+	waiting waiters
+	log     *slog.Logger
 	// authGuard slows local password guessing (see checkLocal).
 	authGuard *authGuard
 
@@ -191,6 +193,11 @@ func (g *guardListener) Accept() (net.Conn, error) {
 		}
 		if g.s.conns.Add(1) > live.maxConns {
 			g.s.conns.Add(-1)
+			// At the cap: a client that speaks takes the place of the
+			// connection that has been idle longest.
+			if g.s.relieve(live.maxConns, true) && g.s.conns.Add(1) <= live.maxConns {
+				return g.s.accepted(c, addr, g.tls), nil
+			}
 			g.s.log.Warn("too many connections; refused a client", "client", c.RemoteAddr().String(), "limit", live.maxConns)
 			go refuse(c, "421 4.7.0 too many connections to smtpshim, try again later")
 			continue
@@ -201,8 +208,15 @@ func (g *guardListener) Accept() (net.Conn, error) {
 			go refuse(c, "421 4.7.0 too many connections from your address, try again later")
 			continue
 		}
-		return &countedConn{Conn: c, s: g.s, ip: addr, tls: g.tls, lineStart: true}, nil
+		g.s.relieve(live.maxConns, false)
+		return g.s.accepted(c, addr, g.tls), nil
 	}
+}
+
+func (s *Server) accepted(c net.Conn, addr netip.Addr, tls bool) *countedConn {
+	cc := &countedConn{Conn: c, s: s, ip: addr, tls: tls, lineStart: true}
+	s.waiting.add(cc)
+	return cc
 }
 
 func refuse(c net.Conn, reply string) {
@@ -223,6 +237,7 @@ type countedConn struct {
 	timedOut atomic.Bool
 	// closeAfterReply ends the connection after the next write.
 	closeAfterReply atomic.Bool
+	idle            idleState
 	// Only Read touches these.
 	lineStart bool // the last byte read ended a line
 	tls       bool // the client speaks TLS: no plaintext reply possible
@@ -263,6 +278,10 @@ func (c *countedConn) Read(p []byte) (int, error) {
 	}
 	var n int
 	var err error
+	if c.dataEnd.Load() == 0 {
+		c.beginWait()
+		defer c.endWait()
+	}
 	if len(p) >= readAhead {
 		n, err = c.Conn.Read(p)
 	} else {
@@ -285,6 +304,8 @@ func (c *countedConn) Read(p []byte) (int, error) {
 			msg := "421 4.4.2 smtpshim timed out waiting for the client; closing the connection\r\n"
 			if c.dataEnd.Load() != 0 {
 				msg = "421 4.4.2 timed out while receiving the message; it was not sent\r\n"
+			} else if c.idle.evicted.Load() {
+				msg = busyReply
 			}
 			c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			io.WriteString(c.Conn, msg)
@@ -316,13 +337,19 @@ func countedOf(c net.Conn) *countedConn {
 }
 
 func (c *countedConn) Close() error {
+	c.release()
+	return c.Conn.Close()
+}
+
+// release gives up the connection's place in the limits, once.
+func (c *countedConn) release() {
 	c.once.Do(func() {
+		c.s.waiting.remove(c)
 		c.s.conns.Add(-1)
 		if !c.ip.IsLoopback() {
 			c.s.releaseIP(c.ip)
 		}
 	})
-	return c.Conn.Close()
 }
 
 // remoteIP is the client's address; an unparsable one counts as not
