@@ -28,6 +28,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/listener"
 	"github.com/smtpshim/smtpshim/shim/localcert"
 	"github.com/smtpshim/smtpshim/shim/queue"
+	"github.com/smtpshim/smtpshim/shim/relay"
 	"github.com/smtpshim/smtpshim/shim/route"
 	"github.com/smtpshim/smtpshim/shim/secrets"
 	"github.com/smtpshim/smtpshim/shim/spool"
@@ -54,6 +55,20 @@ type Options struct {
 	Trace io.Writer
 	// Version is shown in the status.
 	Version string
+	// Authenticator builds each account's credential; nil means
+	// DefaultAuthenticator over Secrets.
+	Authenticator func(*config.Account) (upstream.Authenticator, error)
+}
+
+// DefaultAuthenticator returns the factory of account credentials: the one
+// place that knows which kind of credential an account has.
+func DefaultAuthenticator(store secrets.Store, keychainTimeout time.Duration) func(*config.Account) (upstream.Authenticator, error) {
+	return func(a *config.Account) (upstream.Authenticator, error) {
+		switch {
+		default:
+			return upstream.NewPasswordAuth(a, store, keychainTimeout), nil
+		}
+	}
 }
 
 // Engine is a running smtpshim.
@@ -64,9 +79,14 @@ type Engine struct {
 	spool *spool.Spool
 	queue *queue.Queue
 	srv   *listener.Server
+	relay *relay.Relay
 	lns   []net.Listener
 	tlns  []net.Listener // implicit TLS
 	ctl   net.Listener
+
+	// wg tracks the goroutines the engine starts besides the listeners,
+	// the queue and the control server; Run waits for them.
+	wg sync.WaitGroup
 
 	mu     sync.RWMutex
 	cfg    *config.Config
@@ -97,6 +117,9 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 	}
 	if o.Secrets == nil {
 		o.Secrets = secrets.NewKeychain(cfg.EffectiveKeychainTimeout())
+	}
+	if o.Authenticator == nil {
+		o.Authenticator = DefaultAuthenticator(o.Secrets, cfg.EffectiveKeychainTimeout())
 	}
 	e := &Engine{o: o, log: o.Logger, bus: &events.Bus{}, started: cfg}
 	e.bus.SetState(api.Starting)
@@ -135,6 +158,15 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 	if err := e.queue.Load(); err != nil {
 		e.log.Error("some queued messages could not be read", "err", err)
 	}
+	e.relay = relay.New(relay.Options{
+		Pool:     e.pool,
+		Queue:    e.queue,
+		Spool:    e.spool,
+		Bus:      e.bus,
+		Logger:   e.log,
+		SyncWait: cfg.EffectiveSyncWait(),
+		Paused:   e.paused.Load,
+	})
 	check, las, err := e.localAuthCheck(cfg)
 	if err != nil {
 		e.spool.Close()
@@ -153,14 +185,12 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 		Trace:     o.Trace,
 		Config:    cfg,
 		Routes:    e.currentRoutes,
-		Pool:      e.pool,
-		Queue:     e.queue,
+		Relay:     e.relay,
 		Spool:     e.spool,
 		Bus:       e.bus,
 		Logger:    e.log,
 		LocalAuth: check,
 		Allowed:   allowed,
-		Paused:    e.paused.Load,
 	})
 	e.lns = o.Listeners
 	if len(e.lns) == 0 {
@@ -244,6 +274,7 @@ func (e *Engine) upstreamOptions(cfg *config.Config) upstream.Options {
 	return upstream.Options{
 		Hostname:        cfg.HostnameOrDefault(),
 		Secrets:         e.o.Secrets,
+		Authenticator:   e.o.Authenticator,
 		Dialer:          e.o.Dialer,
 		Logger:          e.log,
 		TLSConfig:       e.o.UpstreamTLS,
@@ -322,12 +353,21 @@ func (e *Engine) apply(cfg *config.Config) {
 }
 
 func (e *Engine) healthChanged(account string, h upstream.Health) {
-	ev := events.Event{Kind: events.AccountHealth, Account: account, Healthy: h.Healthy}
+	ev := events.Event{Kind: events.AccountHealth, Account: account, Healthy: h.Healthy, Problem: h.Problem, Attention: h.Attention()}
 	if h.LastError != nil {
 		ev.Error = h.LastError.Error()
-		ev.Hint = hints.For(h.LastError)
+		ev.Hint = strings.ReplaceAll(hints.For(h.LastError), "ADDRESS", account)
+	}
+	switch {
+	case h.Held:
+		e.log.Error("the provider refused the account's credential; its mail is held until it is updated", "account", account,
+			"problem", h.Problem, "err", h.LastError, "hint", ev.Hint, "fix", "smtpshim account add "+account)
+	case h.Problem != "":
+		e.log.Warn("cannot get the account's credential; its mail is kept", "account", account,
+			"problem", h.Problem, "err", h.LastError, "hint", ev.Hint, "next_try", h.NextProbe.Format(time.RFC3339))
+	case h.LastError != nil:
 		e.log.Warn("account's server unreachable", "account", account, "err", h.LastError, "hint", ev.Hint, "next_try", h.NextProbe.Format(time.RFC3339))
-	} else {
+	default:
 		e.log.Info("account's server reachable again", "account", account)
 	}
 	e.bus.Publish(ev)
@@ -343,6 +383,20 @@ func (e *Engine) pool(account string) *upstream.Pool {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	return e.pools[account]
+}
+
+// credentialsChanged lifts every credential hold: a reload is how a new
+// password reaches a running relay ("smtpshim account add" asks for one),
+// so the held mail goes out at once, and is held again if the provider
+// still refuses.
+func (e *Engine) credentialsChanged() {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for key, p := range e.pools {
+		if p.CredentialChanged() {
+			e.log.Info("trying the account's credential again", "account", key)
+		}
+	}
 }
 
 // Addrs returns the addresses the listener serves.
@@ -372,7 +426,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	var ctlSrv *http.Server
 	if e.ctl != nil {
 		ctlSrv = &http.Server{Handler: control.Handler(e), ReadHeaderTimeout: 10 * time.Second}
-		go ctlSrv.Serve(e.ctl)
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			ctlSrv.Serve(e.ctl)
+		}()
 	}
 	errc := make(chan error, len(e.lns)+len(e.tlns))
 	for _, l := range e.lns {
@@ -383,16 +441,36 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.log.Info("listening with implicit TLS", "addr", l.Addr().String())
 		go func(l net.Listener) { errc <- e.srv.ServeTLS(l) }(l)
 	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.checkCredentials(ctx)
+	}()
 	var err error
+	serving := len(e.lns) + len(e.tlns)
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+		serving--
 	}
 	e.stopping.Store(true)
 	e.bus.SetState(api.Stopping)
+	e.log.Info("shutting down: waiting for client sessions to end (up to 10s), then for provider answers and queue attempts in flight",
+		"sessions", e.srv.Sessions(), "deliveries_in_flight", e.relay.InFlight())
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	e.srv.Shutdown(sctx)
+	if err := e.srv.Shutdown(sctx); err != nil {
+		e.log.Warn("client sessions did not end in time; closed them", "err", err)
+	}
 	cancel()
+	for ; serving > 0; serving-- {
+		<-errc // every Serve has returned
+	}
+	// Late answers and early MAIL FROMs settle into the queue: they end
+	// before it stops.
+	if n := e.relay.InFlight(); n > 0 {
+		e.log.Info("shutting down: cutting provider answers still awaited; their messages stay queued", "count", n)
+	}
+	e.relay.Close()
 	if ctlSrv != nil {
 		// Watchers get the last events and a clean end of their stream.
 		e.bus.EndWatches()
@@ -403,13 +481,46 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	stopQueue()
 	<-qdone
+	e.wg.Wait()
 	e.mu.RLock()
 	for _, p := range e.pools {
 		p.Close()
 	}
 	e.mu.RUnlock()
 	e.spool.Close()
+	e.log.Info("stopped")
 	return err
+}
+
+// checkCredentials reads every account's credential once at start, so that
+// a locked or missing keychain (a system service, an SSH login) is said at
+// once, naming the account and what to do, and the account's status says
+// "keychain unavailable" rather than "server down" when mail arrives.
+func (e *Engine) checkCredentials(ctx context.Context) {
+	e.mu.RLock()
+	timeout := e.cfg.EffectiveKeychainTimeout() + time.Second
+	pools := make(map[string]*upstream.Pool, len(e.pools))
+	for k, p := range e.pools {
+		pools[k] = p
+	}
+	e.mu.RUnlock()
+	for key, p := range pools {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		err := p.CheckCredential(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			continue
+		}
+		what := "unlock the keychain, or set password_command for the account"
+		if errors.Is(err, secrets.ErrNotFound) {
+			what = "store its password with \"smtpshim account add " + key + "\""
+		}
+		e.log.Warn("cannot get the password of an account; its mail cannot go out until this is fixed",
+			"account", key, "problem", upstream.CredentialProblem(err), "err", err, "fix", what)
+	}
 }
 
 func (e *Engine) closeListeners() {

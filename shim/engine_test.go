@@ -1,4 +1,4 @@
-package shim
+package shim_test
 
 // Engine-level tests of the data path: a real Engine with its listener,
 // spool and retry queue, a go-smtp client in front, and upstreamsim (a
@@ -13,15 +13,12 @@ package shim
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime"
 	"mime/multipart"
 	"net"
@@ -33,16 +30,16 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/smtpshim/smtpshim/shim"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/control"
 	"github.com/smtpshim/smtpshim/shim/events"
-	"github.com/smtpshim/smtpshim/shim/internal/testlog"
+	"github.com/smtpshim/smtpshim/shim/internal/rig"
 	"github.com/smtpshim/smtpshim/shim/secrets"
 	"github.com/smtpshim/smtpshim/shim/upstreamsim"
 )
@@ -63,13 +60,7 @@ const (
 
 func startSim(tb testing.TB, hashOnly bool) *upstreamsim.Server {
 	tb.Helper()
-	testlog.Secret(simPass)
-	sim, err := upstreamsim.Start(upstreamsim.Options{Users: map[string]string{simUser: simPass}, HashOnly: hashOnly})
-	if err != nil {
-		tb.Fatalf("starting the simulated provider: %v", err)
-	}
-	tb.Cleanup(func() { sim.Close() })
-	return sim
+	return rig.Sim(tb, upstreamsim.Options{Users: map[string]string{simUser: simPass}, HashOnly: hashOnly})
 }
 
 type rigOptions struct {
@@ -77,16 +68,20 @@ type rigOptions struct {
 	control  bool                 // serve the control socket
 	quiet    bool                 // discard the log (benchmarks)
 	tune     func(*config.Config) // adjusts the test config
+	password string               // the stored password, if not simPass
+	store    secrets.Store        // replaces the keychain (then password is unused)
+	onLog    map[string]func()    // log hooks registered before Run starts
 	// wrap, when set, stands between the engine and its listener.
 	wrap func(net.Listener) net.Listener
 }
 
-type rig struct {
+// engineRig is an engine with one account, alice, whose provider is sim.
+type engineRig struct {
 	sim      *upstreamsim.Server
-	eng      *Engine
+	eng      *shim.Engine
 	addr     string
 	spoolDir string
-	hooks    *logHooks
+	hooks    *rig.LogHooks
 	store    secrets.Store
 	// stop cancels Run and waits for it; safe to call more than once.
 	stop func()
@@ -103,7 +98,7 @@ func testConfig(sim *upstreamsim.Server, spoolDir string) *config.Config {
 	}
 }
 
-func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *rig {
+func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *engineRig {
 	tb.Helper()
 	if o.spoolDir == "" {
 		o.spoolDir = tb.TempDir()
@@ -112,221 +107,34 @@ func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *rig {
 	if o.tune != nil {
 		o.tune(cfg)
 	}
-	store := secrets.NewMemory()
-	if err := store.Set(context.Background(), simUser, simPass); err != nil {
-		tb.Fatal(err)
+	pw := simPass
+	if o.password != "" {
+		pw = o.password
 	}
-	hooks := &logHooks{}
-	var logger *slog.Logger
-	// Every log line also goes to the secret scan of `make test`.
-	var h slog.Handler = slog.DiscardHandler
-	if f := testlog.Writer(); f != nil {
-		h = slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug})
-	}
-	if !o.quiet {
-		w := &tbWriter{tb: tb}
-		tb.Cleanup(w.close) // runs after the engine stopped
-		var out io.Writer = w
-		if f := testlog.Writer(); f != nil {
-			out = io.MultiWriter(w, f)
-		}
-		h = slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug})
-	}
-	logger = slog.New(hookHandler{h, hooks})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	eng, err := New(cfg, Options{
-		Secrets:     store,
-		Logger:      logger,
-		UpstreamTLS: &tls.Config{RootCAs: sim.Cert.Pool},
-		Listeners:   []net.Listener{wrapListener(ln, o.wrap)},
-		NoControl:   !o.control,
-	})
-	if err != nil {
-		ln.Close()
-		tb.Fatalf("shim.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- eng.Run(ctx) }()
-	r := &rig{sim: sim, eng: eng, addr: ln.Addr().String(), spoolDir: o.spoolDir, hooks: hooks, store: store}
-	r.stop = sync.OnceFunc(func() {
+	e := rig.Start(tb, cfg, rig.Options{
+		Secrets:     map[string]string{simUser: pw},
+		Store:       o.store,
+		UpstreamCAs: sim.Cert.Pool,
+		Control:     o.control,
+		Quiet:       o.quiet,
+		OnLog:       o.onLog,
+		Wrap:        o.wrap,
 		// Release a stalled provider first: an attempt waiting on it
 		// must not hold up Run's return.
-		if sim.Fault() == upstreamsim.Stall {
-			sim.SetFault(upstreamsim.None)
-		}
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				tb.Errorf("Engine.Run: %v", err)
+		BeforeStop: func() {
+			if sim.Fault() == upstreamsim.Stall {
+				sim.SetFault(upstreamsim.None)
 			}
-		case <-time.After(30 * time.Second):
-			tb.Errorf("Engine.Run did not return within 30s of cancel")
-		}
+		},
 	})
-	tb.Cleanup(r.stop)
+	r := &engineRig{sim: sim, eng: e.Engine, addr: e.Addr, spoolDir: o.spoolDir, hooks: e.Hooks, store: o.store, stop: e.Stop}
+	if e.Memory != nil {
+		r.store = e.Memory
+	}
 	return r
 }
 
-func wrapListener(l net.Listener, wrap func(net.Listener) net.Listener) net.Listener {
-	if wrap == nil {
-		return l
-	}
-	return wrap(l)
-}
-
-// tbWriter sends the engine's log to t.Log until the test is over.
-type tbWriter struct {
-	mu   sync.RWMutex
-	tb   testing.TB
-	done bool
-}
-
-func (w *tbWriter) Write(p []byte) (int, error) {
-	w.mu.RLock()
-	defer w.mu.RUnlock()
-	if !w.done {
-		w.tb.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (w *tbWriter) close() {
-	w.mu.Lock()
-	w.done = true
-	w.mu.Unlock()
-}
-
-// logHooks run a function, synchronously and once, when the engine logs
-// a given message. Tests use it where they must act at an exact point of
-// the engine's work that no event marks synchronously.
-type logHooks struct {
-	mu    sync.Mutex
-	hooks []*logHook
-}
-
-type logHook struct {
-	msg  string
-	fn   func()
-	once sync.Once
-}
-
-func (h *logHooks) on(msg string, fn func()) {
-	h.mu.Lock()
-	h.hooks = append(h.hooks, &logHook{msg: msg, fn: fn})
-	h.mu.Unlock()
-}
-
-func (h *logHooks) fire(msg string) {
-	h.mu.Lock()
-	hs := slices.Clone(h.hooks)
-	h.mu.Unlock()
-	for _, k := range hs {
-		if k.msg == msg {
-			k.once.Do(k.fn)
-		}
-	}
-}
-
-type hookHandler struct {
-	slog.Handler
-	hooks *logHooks
-}
-
-func (h hookHandler) Handle(ctx context.Context, r slog.Record) error {
-	h.hooks.fire(r.Message)
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h hookHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return hookHandler{h.Handler.WithAttrs(as), h.hooks}
-}
-
-func (h hookHandler) WithGroup(name string) slog.Handler {
-	return hookHandler{h.Handler.WithGroup(name), h.hooks}
-}
-
-// ---- events ----
-
-type recorder struct {
-	mu  sync.Mutex
-	evs []events.Event
-}
-
-// record subscribes to bus; call it before the action whose events count.
-func record(tb testing.TB, bus *events.Bus) *recorder {
-	r := &recorder{}
-	ch, cancel := bus.Subscribe(4096)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for e := range ch {
-			r.mu.Lock()
-			r.evs = append(r.evs, e)
-			r.mu.Unlock()
-		}
-	}()
-	tb.Cleanup(func() { cancel(); <-done })
-	return r
-}
-
-func (r *recorder) all() []events.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.evs)
-}
-
-func (r *recorder) find(pred func(events.Event) bool) (int, bool) {
-	for i, e := range r.all() {
-		if pred(e) {
-			return i, true
-		}
-	}
-	return -1, false
-}
-
-func (r *recorder) count(pred func(events.Event) bool) int {
-	n := 0
-	for _, e := range r.all() {
-		if pred(e) {
-			n++
-		}
-	}
-	return n
-}
-
-func (r *recorder) waitFor(tb testing.TB, what string, pred func(events.Event) bool) events.Event {
-	tb.Helper()
-	var ev events.Event
-	waitUntil(tb, outcomeWait, what, func() bool {
-		i, ok := r.find(pred)
-		if ok {
-			ev = r.all()[i]
-		}
-		return ok
-	})
-	return ev
-}
-
-func isEvent(kind events.Kind, id string) func(events.Event) bool {
-	return func(e events.Event) bool { return e.Kind == kind && (id == "" || e.MessageID == id) }
-}
-
-// waitUntil polls cond until it holds or d passes.
-func waitUntil(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+const eventWait = outcomeWait
 
 // ---- the client side ----
 
@@ -493,9 +301,9 @@ func spoolFiles(tb testing.TB, dir string) []string {
 	return out
 }
 
-func waitSpoolEmpty(tb testing.TB, r *rig) {
+func waitSpoolEmpty(tb testing.TB, r *engineRig) {
 	tb.Helper()
-	waitUntil(tb, outcomeWait, "the queue and the spool to be empty", func() bool {
+	rig.WaitUntil(tb, outcomeWait, "the queue and the spool to be empty", func() bool {
 		return r.eng.Queue().Len() == 0 && len(spoolFiles(tb, r.spoolDir)) == 0
 	})
 }
@@ -597,7 +405,7 @@ func TestEngineHealthyDelivery(t *testing.T) {
 	t.Parallel()
 	sim := startSim(t, false)
 	r := startRig(t, sim, rigOptions{})
-	rec := record(t, r.eng.Bus())
+	rec := rig.Record(t, r.eng.Bus())
 
 	body := message("healthy", 4000)
 	s := send(t, r.addr, simUser, []string{"bob@example.net"}, body)
@@ -620,8 +428,8 @@ func TestEngineHealthyDelivery(t *testing.T) {
 	if n := r.eng.Queue().Len(); n != 0 {
 		t.Fatalf("queue length %d, want 0", n)
 	}
-	rec.waitFor(t, "a Delivered event", isEvent(events.Delivered, ""))
-	if n := rec.count(isEvent(events.Queued, "")); n != 0 {
+	rec.WaitFor(t, eventWait, "a Delivered event", rig.IsEvent(events.Delivered, ""))
+	if n := rec.Count(rig.IsEvent(events.Queued, "")); n != 0 {
 		t.Fatalf("%d Queued events for a live delivery", n)
 	}
 }
@@ -630,7 +438,7 @@ func TestEngineHealthyDelivery(t *testing.T) {
 
 // checkQueuedEntry checks that id is on disk (body and metadata) and in
 // the queue with the reason it waits.
-func checkQueuedEntry(t *testing.T, r *rig, id string, rcpts []string, errContains string) {
+func checkQueuedEntry(t *testing.T, r *engineRig, id string, rcpts []string, errContains string) {
 	t.Helper()
 	want := []string{"msg/" + id + ".eml", "msg/" + id + ".json"}
 	if got := spoolFiles(t, r.spoolDir); !slices.Equal(got, want) {
@@ -650,9 +458,9 @@ func checkQueuedEntry(t *testing.T, r *rig, id string, rcpts []string, errContai
 
 // checkDeliveredOnce waits for body to reach the provider, and for the
 // queue to empty, then checks there is exactly one copy.
-func checkDeliveredOnce(t *testing.T, r *rig, body []byte) {
+func checkDeliveredOnce(t *testing.T, r *engineRig, body []byte) {
 	t.Helper()
-	waitUntil(t, outcomeWait, "the queued message to reach the provider", func() bool { return messagesWith(r.sim, body) > 0 })
+	rig.WaitUntil(t, outcomeWait, "the queued message to reach the provider", func() bool { return messagesWith(r.sim, body) > 0 })
 	waitSpoolEmpty(t, r)
 	if n := messagesWith(r.sim, body); n != 1 {
 		t.Fatalf("the provider got %d copies, want 1", n)
@@ -663,7 +471,7 @@ func TestEngineQueuesWhenUpstreamRefuses(t *testing.T) {
 	t.Parallel()
 	sim := startSim(t, false)
 	r := startRig(t, sim, rigOptions{})
-	rec := record(t, r.eng.Bus())
+	rec := rig.Record(t, r.eng.Bus())
 	sim.SetFault(upstreamsim.Refuse)
 
 	body := message("refused", 3000)
@@ -675,10 +483,10 @@ func TestEngineQueuesWhenUpstreamRefuses(t *testing.T) {
 
 	sim.SetFault(upstreamsim.None)
 	checkDeliveredOnce(t, r, body)
-	q, _ := rec.find(isEvent(events.Queued, id))
-	d, _ := rec.find(isEvent(events.Delivered, id))
+	q, _ := rec.Find(rig.IsEvent(events.Queued, id))
+	d, _ := rec.Find(rig.IsEvent(events.Delivered, id))
 	if q < 0 || d < 0 || q > d {
-		t.Fatalf("events: Queued at %d, Delivered at %d; want Queued then Delivered for %s: %+v", q, d, id, rec.all())
+		t.Fatalf("events: Queued at %d, Delivered at %d; want Queued then Delivered for %s: %+v", q, d, id, rec.All())
 	}
 }
 
@@ -703,7 +511,7 @@ func TestEnginePassesPermFailAtData(t *testing.T) {
 	t.Parallel()
 	sim := startSim(t, false)
 	r := startRig(t, sim, rigOptions{})
-	rec := record(t, r.eng.Bus())
+	rec := rig.Record(t, r.eng.Bus())
 	sim.SetFault(upstreamsim.PermFail)
 
 	s := send(t, r.addr, simUser, []string{"bob@example.net"}, message("554 at DATA", 3000))
@@ -714,9 +522,9 @@ func TestEnginePassesPermFailAtData(t *testing.T) {
 	if n := r.eng.Queue().Len(); n != 0 {
 		t.Fatalf("queue length %d, want 0", n)
 	}
-	rec.waitFor(t, "a Rejected event", isEvent(events.Rejected, ""))
-	if n := rec.count(isEvent(events.Queued, "")) + rec.count(isEvent(events.Bounced, "")); n != 0 {
-		t.Fatalf("a refusal the client heard was queued or bounced: %+v", rec.all())
+	rec.WaitFor(t, eventWait, "a Rejected event", rig.IsEvent(events.Rejected, ""))
+	if n := rec.Count(rig.IsEvent(events.Queued, "")) + rec.Count(rig.IsEvent(events.Bounced, "")); n != 0 {
+		t.Fatalf("a refusal the client heard was queued or bounced: %+v", rec.All())
 	}
 }
 
@@ -824,7 +632,7 @@ func TestEngineTempFailOneRcptLive(t *testing.T) {
 	}
 
 	sim.SetFault(upstreamsim.None)
-	waitUntil(t, outcomeWait, "later@ to get its copy", func() bool { return len(messagesTo(sim, "later@example.net")) > 0 })
+	rig.WaitUntil(t, outcomeWait, "later@ to get its copy", func() bool { return len(messagesTo(sim, "later@example.net")) > 0 })
 	waitSpoolEmpty(t, r)
 	for _, rc := range []string{"bob@example.net", "later@example.net"} {
 		got := messagesTo(sim, rc)
@@ -848,7 +656,7 @@ func TestEngineBounceAfterQueued(t *testing.T) {
 	t.Parallel()
 	sim := startSim(t, false)
 	r := startRig(t, sim, rigOptions{})
-	rec := record(t, r.eng.Bus())
+	rec := rig.Record(t, r.eng.Bus())
 
 	// (a) Queued while the provider is down; the retry gets 554; the
 	// DSN reaches the sender through the same account. The bounce is
@@ -857,10 +665,10 @@ func TestEngineBounceAfterQueued(t *testing.T) {
 	sim.SetFault(upstreamsim.Refuse)
 	body := message("Please bounce me", 3000)
 	id := mustQueued(t, send(t, r.addr, simUser, []string{"bob@example.net"}, body))
-	r.hooks.on(bounceLog, func() { sim.SetFault(upstreamsim.None) })
+	r.hooks.On(bounceLog, func() { sim.SetFault(upstreamsim.None) })
 	sim.SetFault(upstreamsim.PermFail)
 
-	waitUntil(t, outcomeWait, "the bounce to reach alice", func() bool { return len(messagesTo(sim, simUser)) > 0 })
+	rig.WaitUntil(t, outcomeWait, "the bounce to reach alice", func() bool { return len(messagesTo(sim, simUser)) > 0 })
 	waitSpoolEmpty(t, r)
 	if n := len(messagesTo(sim, "bob@example.net")); n != 0 {
 		t.Fatalf("bob got %d copies of a refused message", n)
@@ -883,21 +691,21 @@ func TestEngineBounceAfterQueued(t *testing.T) {
 	if strings.Contains(rep.origHeaders, "quick brown fox") {
 		t.Errorf("the bounce carries the original body")
 	}
-	b := rec.waitFor(t, "a Bounced event", isEvent(events.Bounced, id))
+	b := rec.WaitFor(t, eventWait, "a Bounced event", rig.IsEvent(events.Bounced, id))
 	if !slices.Equal(b.Rcpts, []string{"bob@example.net"}) || !strings.Contains(b.Error, "554") {
 		t.Errorf("Bounced event = %+v", b)
 	}
 
 	// (b) With the provider refusing everything for good, the bounce
 	// fails too, and is dropped: no bounce of the bounce.
-	before := len(rec.all())
+	before := len(rec.All())
 	sim.SetFault(upstreamsim.TempFailData)
 	id2 := mustQueued(t, send(t, r.addr, simUser, []string{"carol@example.net"}, message("bounce me too", 3000)))
 	sim.SetFault(upstreamsim.PermFail)
-	rec.waitFor(t, "the second message to bounce", isEvent(events.Bounced, id2))
+	rec.WaitFor(t, eventWait, "the second message to bounce", rig.IsEvent(events.Bounced, id2))
 	var dsnID string
-	waitUntil(t, outcomeWait, "the second bounce to be queued", func() bool {
-		for _, e := range rec.all()[before:] {
+	rig.WaitUntil(t, outcomeWait, "the second bounce to be queued", func() bool {
+		for _, e := range rec.All()[before:] {
 			if e.Kind == events.Queued && e.MessageID != id2 {
 				dsnID = e.MessageID
 				return true
@@ -907,10 +715,10 @@ func TestEngineBounceAfterQueued(t *testing.T) {
 	})
 	// A dropped bounce reaches no one by mail, so it is reported as a
 	// Problem, not counted as a bounce delivered to the sender.
-	rec.waitFor(t, "the bounce's own refusal", isEvent(events.Problem, dsnID))
+	rec.WaitFor(t, eventWait, "the bounce's own refusal", rig.IsEvent(events.Problem, dsnID))
 	waitSpoolEmpty(t, r)
 	var queued []string
-	for _, e := range rec.all()[before:] {
+	for _, e := range rec.All()[before:] {
 		if e.Kind == events.Queued {
 			queued = append(queued, e.MessageID)
 		}
@@ -927,14 +735,14 @@ func TestEnginePartialRefusalOnRetry(t *testing.T) {
 	t.Parallel()
 	sim := startSim(t, false)
 	r := startRig(t, sim, rigOptions{})
-	rec := record(t, r.eng.Bus())
+	rec := rig.Record(t, r.eng.Bus())
 	sim.SetFault(upstreamsim.Refuse)
 
 	body := message("Half of it", 3000)
 	id := mustQueued(t, send(t, r.addr, simUser, []string{"bob@example.net", "reject1@example.net"}, body))
 	sim.SetFault(upstreamsim.RejectSomeRcpt)
 
-	waitUntil(t, outcomeWait, "the bounce to reach alice", func() bool { return len(messagesTo(sim, simUser)) > 0 })
+	rig.WaitUntil(t, outcomeWait, "the bounce to reach alice", func() bool { return len(messagesTo(sim, simUser)) > 0 })
 	waitSpoolEmpty(t, r)
 	good := messagesTo(sim, "bob@example.net")
 	if len(good) != 1 || !bytes.Equal(good[0].Data, body) || !slices.Equal(good[0].To, []string{"bob@example.net"}) {
@@ -952,10 +760,10 @@ func TestEnginePartialRefusalOnRetry(t *testing.T) {
 	if !strings.Contains(rep.origHeaders, "Subject: Half of it") {
 		t.Errorf("original headers:\n%s", rep.origHeaders)
 	}
-	rec.waitFor(t, "bob's Delivered event", func(e events.Event) bool {
+	rec.WaitFor(t, eventWait, "bob's Delivered event", func(e events.Event) bool {
 		return e.Kind == events.Delivered && e.MessageID == id && slices.Equal(e.Rcpts, []string{"bob@example.net"})
 	})
-	b := rec.waitFor(t, "the Bounced event", isEvent(events.Bounced, id))
+	b := rec.WaitFor(t, eventWait, "the Bounced event", rig.IsEvent(events.Bounced, id))
 	if !slices.Equal(b.Rcpts, []string{"reject1@example.net"}) {
 		t.Fatalf("Bounced event rcpts = %v", b.Rcpts)
 	}
@@ -966,7 +774,7 @@ func TestEngineMaxAgeExpiry(t *testing.T) {
 	const maxAge = 300 * time.Millisecond
 	sim := startSim(t, false)
 	r := startRig(t, sim, rigOptions{tune: func(c *config.Config) { c.MaxAge = config.Duration(maxAge) }})
-	rec := record(t, r.eng.Bus())
+	rec := rig.Record(t, r.eng.Bus())
 	sim.SetFault(upstreamsim.Refuse)
 
 	body := message("Too old", 3000)
@@ -979,16 +787,16 @@ func TestEngineMaxAgeExpiry(t *testing.T) {
 	// an attempt at once (as "smtpshim queue retry" does) rather than wait
 	// for the account's next probe, seconds away.
 	time.Sleep(time.Until(m.Created.Add(maxAge)))
-	waitUntil(t, outcomeWait, "an expiring attempt", func() bool {
-		if _, ok := rec.find(isEvent(events.Bounced, id)); ok {
+	rig.WaitUntil(t, outcomeWait, "an expiring attempt", func() bool {
+		if _, ok := rec.Find(rig.IsEvent(events.Bounced, id)); ok {
 			return true
 		}
 		r.eng.RetryNow(id)
 		return false
 	})
 	var dsnID string
-	waitUntil(t, outcomeWait, "the bounce to be queued", func() bool {
-		for _, e := range rec.all() {
+	rig.WaitUntil(t, outcomeWait, "the bounce to be queued", func() bool {
+		for _, e := range rec.All() {
 			if e.Kind == events.Queued && e.MessageID != id {
 				dsnID = e.MessageID
 				return true
@@ -998,7 +806,7 @@ func TestEngineMaxAgeExpiry(t *testing.T) {
 	})
 	// The provider comes back; the bounce goes out, the original doesn't.
 	sim.SetFault(upstreamsim.None)
-	waitUntil(t, outcomeWait, "the bounce to reach alice", func() bool {
+	rig.WaitUntil(t, outcomeWait, "the bounce to reach alice", func() bool {
 		if len(messagesTo(sim, simUser)) > 0 {
 			return true
 		}
@@ -1018,7 +826,7 @@ func TestEngineMaxAgeExpiry(t *testing.T) {
 	if !strings.Contains(rep.origHeaders, "Subject: Too old") {
 		t.Errorf("original headers:\n%s", rep.origHeaders)
 	}
-	if _, ok := rec.find(isEvent(events.Delivered, dsnID)); !ok {
+	if _, ok := rec.Find(rig.IsEvent(events.Delivered, dsnID)); !ok {
 		t.Errorf("no Delivered event for the bounce %s", dsnID)
 	}
 }
@@ -1049,7 +857,7 @@ func TestEngineRestartRecovery(t *testing.T) {
 		c.RetryMin = config.Duration(time.Hour)
 		c.RetryMax = config.Duration(time.Hour)
 	}})
-	waitUntil(t, 10*time.Second, "the 3 queued messages to be delivered after the restart", func() bool {
+	rig.WaitUntil(t, 10*time.Second, "the 3 queued messages to be delivered after the restart", func() bool {
 		return len(sim.Messages()) >= 3
 	})
 	t.Logf("delivered %s after the restart", time.Since(start).Round(time.Millisecond))
@@ -1137,7 +945,7 @@ func TestEngineSpoolNotWritable(t *testing.T) {
 	t.Parallel()
 	// breakSpool turns tmp/ into a regular file: every new spool file
 	// fails (as root, permissions would not stop us).
-	breakSpool := func(t *testing.T, r *rig) {
+	breakSpool := func(t *testing.T, r *engineRig) {
 		tmp := filepath.Join(r.spoolDir, "tmp")
 		if err := os.RemoveAll(tmp); err != nil {
 			t.Fatal(err)
@@ -1154,7 +962,7 @@ func TestEngineSpoolNotWritable(t *testing.T) {
 		t.Parallel()
 		sim := startSim(t, false)
 		r := startRig(t, sim, rigOptions{})
-		rec := record(t, r.eng.Bus())
+		rec := rig.Record(t, r.eng.Bus())
 		breakSpool(t, r)
 		small := message("no spool, healthy", 3000)
 		mustProviderOK(t, send(t, r.addr, simUser, []string{"bob@example.net"}, small))
@@ -1165,23 +973,23 @@ func TestEngineSpoolNotWritable(t *testing.T) {
 				t.Fatalf("the provider got %d copies of a %d-byte message, want 1", n, len(b))
 			}
 		}
-		rec.waitFor(t, "a Problem event about the spool", isEvent(events.Problem, ""))
+		rec.WaitFor(t, eventWait, "a Problem event about the spool", rig.IsEvent(events.Problem, ""))
 	})
 	// Nothing can be made durable: 452 4.3.1, and the client keeps its copy.
 	t.Run("provider down", func(t *testing.T) {
 		t.Parallel()
 		sim := startSim(t, false)
 		r := startRig(t, sim, rigOptions{})
-		rec := record(t, r.eng.Bus())
+		rec := rig.Record(t, r.eng.Bus())
 		breakSpool(t, r)
 		sim.SetFault(upstreamsim.Refuse)
 		s := send(t, r.addr, simUser, []string{"bob@example.net"}, message("no spool, down", 3000))
 		mustSMTPError(t, s.err, 452, smtp.EnhancedCode{4, 3, 1}, "")
-		rec.waitFor(t, "a Problem event about the spool", isEvent(events.Problem, ""))
+		rec.WaitFor(t, eventWait, "a Problem event about the spool", rig.IsEvent(events.Problem, ""))
 		if n := r.eng.Queue().Len(); n != 0 {
 			t.Fatalf("queue length %d, want 0", n)
 		}
-		if n := rec.count(isEvent(events.Queued, "")); n != 0 {
+		if n := rec.Count(rig.IsEvent(events.Queued, "")); n != 0 {
 			t.Fatalf("%d Queued events without a spool", n)
 		}
 	})
@@ -1193,12 +1001,12 @@ func TestEngineControlSocket(t *testing.T) {
 	t.Parallel()
 	sim := startSim(t, false)
 	r := startRig(t, sim, rigOptions{control: true})
-	rec := record(t, r.eng.Bus())
+	rec := rig.Record(t, r.eng.Bus())
 	sim.SetFault(upstreamsim.Refuse)
 
 	id := mustQueued(t, send(t, r.addr, simUser, []string{"bob@example.net"}, message("via control", 3000)))
 	// Let the queue's first retry fail; after it the account waits >= 5 s.
-	rec.waitFor(t, "the first retry to fail", isEvent(events.Deferred, id))
+	rec.WaitFor(t, eventWait, "the first retry to fail", rig.IsEvent(events.Deferred, id))
 
 	c, err := control.Dial(r.spoolDir)
 	if err != nil {
@@ -1219,12 +1027,12 @@ func TestEngineControlSocket(t *testing.T) {
 	// Retry makes it due at once: a new connection attempt, long before
 	// the scheduled one.
 	refused := sim.Refused()
-	deferred := rec.count(isEvent(events.Deferred, id))
+	deferred := rec.Count(rig.IsEvent(events.Deferred, id))
 	if n, err := c.Retry(id); err != nil || n != 1 {
 		t.Fatalf("Retry(%s) = %d, %v", id, n, err)
 	}
-	waitUntil(t, 3*time.Second, "the retried message to be attempted", func() bool {
-		return sim.Refused() > refused && rec.count(isEvent(events.Deferred, id)) > deferred
+	rig.WaitUntil(t, 3*time.Second, "the retried message to be attempted", func() bool {
+		return sim.Refused() > refused && rec.Count(rig.IsEvent(events.Deferred, id)) > deferred
 	})
 	if _, err := c.Retry("20000101T000000-nosuchmessage"); err == nil {
 		t.Error("Retry of an unknown ID succeeded")
@@ -1260,13 +1068,13 @@ func TestEngineQueueCommandsDuringRetries(t *testing.T) {
 	t.Parallel()
 	sim := startSim(t, false)
 	r := startRig(t, sim, rigOptions{})
-	rec := record(t, r.eng.Bus())
+	rec := rig.Record(t, r.eng.Bus())
 	sim.SetFault(upstreamsim.TempFailData) // the account stays healthy: retries every 50-200 ms
 	var ids []string
 	for i := range 5 {
 		ids = append(ids, mustQueued(t, send(t, r.addr, simUser, []string{"bob@example.net"}, message(fmt.Sprintf("busy %d", i), 2000))))
 	}
-	waitUntil(t, outcomeWait, "several retries", func() bool {
+	rig.WaitUntil(t, outcomeWait, "several retries", func() bool {
 		for _, m := range r.eng.List() {
 			if m.LastError == "" {
 				t.Fatalf("queued entry %s without its last error", m.ID)
@@ -1279,7 +1087,7 @@ func TestEngineQueueCommandsDuringRetries(t *testing.T) {
 		}
 		r.eng.RetryNow(ids[0])
 		_ = r.eng.Status()
-		return rec.count(isEvent(events.Deferred, "")) >= 20
+		return rec.Count(rig.IsEvent(events.Deferred, "")) >= 20
 	})
 	sim.SetFault(upstreamsim.None)
 	waitSpoolEmpty(t, r)

@@ -257,6 +257,7 @@ func (e *Engine) Reload() (api.ReloadResult, error) {
 	e.srv.Apply(cfg, listener.Live{LocalAuth: check, AuthChanged: authChanged, Allowed: allowed})
 	e.localAuth = las
 	e.apply(cfg)
+	e.credentialsChanged()
 	lo, hi := cfg.EffectiveRetry()
 	e.queue.SetTiming(lo, hi, cfg.EffectiveMaxAge())
 	for _, s := range res.NeedsRestart {

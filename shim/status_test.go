@@ -1,4 +1,4 @@
-package shim
+package shim_test
 
 // Engine tests of the status API, pause and reload, through the control
 // socket as the CLI and the tray use it.
@@ -20,12 +20,14 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/smtpshim/smtpshim/shim"
 	"github.com/smtpshim/smtpshim/shim/api"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/control"
+	"github.com/smtpshim/smtpshim/shim/internal/rig"
 )
 
-func dialControl(t *testing.T, r *rig) *control.Client {
+func dialControl(t *testing.T, r *engineRig) *control.Client {
 	t.Helper()
 	c, err := control.Dial(r.spoolDir)
 	if err != nil {
@@ -58,7 +60,7 @@ func TestStatusListsEveryAccountBeforeAnyMail(t *testing.T) {
 			config.Account{Address: "carol@example.net", Server: "127.0.0.1:1", Security: config.SecurityStartTLS})
 	}})
 	c := dialControl(t, r)
-	waitUntil(t, 5*time.Second, "the engine to run", func() bool {
+	rig.WaitUntil(t, 5*time.Second, "the engine to run", func() bool {
 		st, err := c.Status()
 		return err == nil && st.State == api.Running
 	})
@@ -142,7 +144,7 @@ func TestPauseHoldsMailAcrossARestartAndResumeSendsIt(t *testing.T) {
 	dir := shortSpool(t)
 	r := startRig(t, sim, rigOptions{control: true, spoolDir: dir})
 	c := dialControl(t, r)
-	rec := record(t, r.eng.Bus())
+	rec := rig.Record(t, r.eng.Bus())
 	st, err := c.Pause()
 	if err != nil || st.State != api.Paused || st.PausedSince.IsZero() {
 		t.Fatalf("Pause = %+v, %v", st, err)
@@ -171,13 +173,15 @@ func TestPauseHoldsMailAcrossARestartAndResumeSendsIt(t *testing.T) {
 	if n := sim.Connections(); n != conns || len(sim.Messages()) != 0 {
 		t.Fatalf("while paused the provider saw %d new connections and %d messages", n-conns, len(sim.Messages()))
 	}
-	rec.waitFor(t, "the retry request's event", isEvent("retry", ""))
+	if rec.Count(rig.IsEvent("retry", "")) != 1 {
+		t.Errorf("the retry request published no event")
+	}
 
 	// A restart keeps the pause.
 	r.stop()
 	r = startRig(t, sim, rigOptions{control: true, spoolDir: dir})
 	c = dialControl(t, r)
-	waitUntil(t, 5*time.Second, "the restarted engine to run", func() bool {
+	rig.WaitUntil(t, 5*time.Second, "the restarted engine to run", func() bool {
 		st, err := c.Status()
 		return err == nil && st.State != api.Starting
 	})
@@ -190,11 +194,11 @@ func TestPauseHoldsMailAcrossARestartAndResumeSendsIt(t *testing.T) {
 		t.Fatalf("after a restart while paused the provider saw %d connections and %d messages", n-conns, len(sim.Messages()))
 	}
 
-	rec = record(t, r.eng.Bus())
+	rec = rig.Record(t, r.eng.Bus())
 	if st, err := c.Resume(); err != nil || st.State != api.Running {
 		t.Fatalf("Resume = %+v, %v", st.State, err)
 	}
-	rec.waitFor(t, "the held message to be delivered", isEvent("delivered", id))
+	rec.WaitFor(t, eventWait, "the held message to be delivered", rig.IsEvent("delivered", id))
 	waitSpoolEmpty(t, r)
 	checkDeliveredOnce(t, r, body)
 	if _, err := os.Stat(filepath.Join(dir, "paused")); !errors.Is(err, os.ErrNotExist) {
@@ -251,7 +255,7 @@ func (d *configOnDisk) edit(t *testing.T, fn func(*config.Config)) {
 	}
 }
 
-func startReloadRig(t *testing.T, fromLAN *atomic.Bool) (*rig, *configOnDisk) {
+func startReloadRig(t *testing.T, fromLAN *atomic.Bool) (*engineRig, *configOnDisk) {
 	sim := startSim(t, false)
 	d := &configOnDisk{}
 	path := filepath.Join(t.TempDir(), "config.toml")
@@ -331,7 +335,7 @@ func TestReloadAppliesAccessSettingsAtOnce(t *testing.T) {
 		t.Fatalf("AUTH while ignored: %v", err)
 	}
 	const localPW = "office-local-pw-Q3x"
-	if err := r.store.Set(context.Background(), LocalAuthKey, localPW); err != nil {
+	if err := r.store.Set(context.Background(), shim.LocalAuthKey, localPW); err != nil {
 		t.Fatal(err)
 	}
 	d.edit(t, func(c *config.Config) { c.LocalAuth = config.LocalAuthRequire })
@@ -377,7 +381,7 @@ func TestReloadNamesWhatNeedsARestart(t *testing.T) {
 	var fromLAN atomic.Bool
 	r, d := startReloadRig(t, &fromLAN)
 	c := dialControl(t, r)
-	rec := record(t, r.eng.Bus())
+	rec := rig.Record(t, r.eng.Bus())
 
 	res, err := c.Reload()
 	if err != nil || len(res.Applied) != 0 || len(res.NeedsRestart) != 0 {
@@ -395,9 +399,9 @@ func TestReloadNamesWhatNeedsARestart(t *testing.T) {
 			t.Fatalf("Reload = %+v, %v; want %q", res, err, sentence)
 		}
 	}
-	waitUntil(t, 5*time.Second, "three reloaded events", func() bool { return rec.count(isEvent("reloaded", "")) == 3 })
+	rig.WaitUntil(t, 5*time.Second, "three reloaded events", func() bool { return rec.Count(rig.IsEvent("reloaded", "")) == 3 })
 	var evs []*api.ReloadResult
-	for _, e := range rec.all() {
+	for _, e := range rec.All() {
 		if e.Kind == "reloaded" {
 			evs = append(evs, e.Reload)
 		}

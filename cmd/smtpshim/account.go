@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/smtpshim/smtpshim/shim"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/control"
 	"github.com/smtpshim/smtpshim/shim/hints"
@@ -336,9 +337,11 @@ func (a *app) accountTest(args []string) error {
 // testAccount connects and logs in, and says what happened in plain words.
 func (a *app) testAccount(cfg *config.Config, acct *config.Account) error {
 	fmt.Fprintf(a.stdout, "testing %s: %s (%s) as %s\n", acct.Key(), acct.Server, acct.SecurityMode(), acct.Login())
+	store := keychain(cfg)
 	c, err := upstream.Dial(context.Background(), acct, upstream.Options{
 		Hostname:        cfg.HostnameOrDefault(),
-		Secrets:         keychain(cfg),
+		Secrets:         store,
+		Authenticator:   shim.DefaultAuthenticator(store, cfg.EffectiveKeychainTimeout()),
 		KeychainTimeout: cfg.EffectiveKeychainTimeout(),
 	})
 	if err != nil {

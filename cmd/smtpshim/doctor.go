@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/smtpshim/smtpshim/shim"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/control"
 	"github.com/smtpshim/smtpshim/shim/hints"
@@ -140,6 +141,7 @@ func (a *app) doctor(args []string) error {
 		c, err := upstream.Dial(context.Background(), ac, upstream.Options{
 			Hostname:        cfg.HostnameOrDefault(),
 			Secrets:         store,
+			Authenticator:   shim.DefaultAuthenticator(store, cfg.EffectiveKeychainTimeout()),
 			KeychainTimeout: cfg.EffectiveKeychainTimeout(),
 		})
 		if err != nil {

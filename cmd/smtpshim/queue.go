@@ -175,7 +175,7 @@ func printEntry(w io.Writer, m api.QueueEntry, now time.Time) {
 	fmt.Fprintf(w, "Queued:      %s (%s ago)\n", m.Created.Local().Format(time.RFC1123), human(now.Sub(m.Created)))
 	fmt.Fprintf(w, "Attempts:    %d\n", m.Attempts)
 	if m.Held {
-		fmt.Fprintf(w, "Next try:    when smtpshim resumes (it is paused)\n")
+		fmt.Fprintf(w, "Next try:    when smtpshim resumes (if it is paused), or when the account's problem is fixed (see smtpshim status)\n")
 	} else {
 		fmt.Fprintf(w, "Next try:    %s\n", until(m.NextTry, now))
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,10 +13,12 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/smtpshim/smtpshim/shim"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/crlf"
 	"github.com/smtpshim/smtpshim/shim/hints"
 	"github.com/smtpshim/smtpshim/shim/queue"
+	shimrelay "github.com/smtpshim/smtpshim/shim/relay"
 	"github.com/smtpshim/smtpshim/shim/route"
 	"github.com/smtpshim/smtpshim/shim/spool"
 	"github.com/smtpshim/smtpshim/shim/upstream"
@@ -291,9 +292,10 @@ func sendError(what string, err error) error {
 	return &exitError{code: code, err: errors.New(msg)}
 }
 
-// sendDirect is used when no smtpshim is running: the message goes into
-// the spool first, then straight to the provider; if that fails for now,
-// it stays queued for the next start.
+// sendDirect is used when no smtpshim is running: the message goes through
+// the same delivery unit the relay uses, straight to the provider while
+// the command waits; if the provider can't take it now, it is queued in the
+// spool and goes out when smtpshim starts.
 func (a *app) sendDirect(cfg *config.Config, o *sendOptions, msg io.Reader) error {
 	acct, err := route.New(cfg.Accounts).Lookup(o.from)
 	if err != nil {
@@ -311,61 +313,92 @@ func (a *app) sendDirect(cfg *config.Config, o *sendOptions, msg io.Reader) erro
 	if err := checkFreeSpace(cfg, sp); err != nil {
 		return err
 	}
-	w, err := sp.Create()
-	if err != nil {
-		return exit(exTempFail, "%v", err)
-	}
-	n, err := io.Copy(w, crlf.NewReader(msg))
-	if err != nil {
-		w.Discard()
-		return exit(exIOErr, "reading the message: %v", err)
-	}
-	if max := cfg.EffectiveMaxMessageSize(); n > max {
-		w.Discard()
-		return exit(exDataErr, "the message is %d bytes, over max_message_size (%d)", n, max)
-	}
-	m := &spool.Meta{Account: acct.Key(), From: o.from, Rcpts: o.rcpts, Created: time.Now(), NextTry: time.Now()}
-	if err := sp.Commit(w, m); err != nil {
-		return exit(exTempFail, "%v", err)
-	}
-	if _, paused := sp.Paused(); paused {
-		fmt.Fprintf(a.stderr, "smtpshim is paused: the message is queued as %s and goes out after \"smtpshim serve\" and \"smtpshim resume\"\n", m.ID)
-		return nil
-	}
+	store := keychain(cfg)
+	_, paused := sp.Paused()
 	pool := upstream.NewPool(acct, upstream.Options{
 		Hostname:        cfg.HostnameOrDefault(),
-		Secrets:         keychain(cfg),
+		Secrets:         store,
+		Authenticator:   shim.DefaultAuthenticator(store, cfg.EffectiveKeychainTimeout()),
 		KeychainTimeout: cfg.EffectiveKeychainTimeout(),
 	}, nil)
 	defer pool.Close()
-	body, err := sp.Body(m.ID)
-	if err != nil {
-		return exit(exIOErr, "%v", err)
-	}
-	out := queue.Deliver(context.Background(), pool, o.from, o.rcpts, &smtp.MailOptions{Size: n}, body)
-	body.Close()
-	if len(out.Temp) > 0 {
-		m.Rcpts = out.Temp
-		m.Failed = out.Failed
-		m.Attempts = 1
-		if out.Err != nil {
-			m.LastError = out.Err.Error()
+	pools := func(key string) *upstream.Pool {
+		if key == acct.Key() {
+			return pool
 		}
-		sp.Update(m)
-		fmt.Fprintf(a.stderr, "smtpshim is not running and the provider could not take the message now (%v); it is queued as %s and goes out when smtpshim starts\n", out.Err, m.ID)
 		return nil
 	}
-	sp.Remove(m.ID)
-	if len(out.Failed) > 0 {
-		var lines []string
-		for _, f := range out.Failed {
-			lines = append(lines, f.Rcpt+": "+f.Diagnostic)
+	q := queue.New(queue.Options{Spool: sp, Pool: pools, Hostname: cfg.HostnameOrDefault()})
+	rl := shimrelay.New(shimrelay.Options{
+		Pool:  pools,
+		Queue: q,
+		Spool: sp,
+		// The command waits for the provider's real answer: a script
+		// hears it in the exit code.
+		SyncWait: sendWait,
+		// A paused relay (its pause is kept in the spool) sends nothing,
+		// and neither does sendmail mode while it is not running.
+		Paused: func() bool { return paused },
+	})
+	defer rl.Close()
+
+	d, err := rl.Start(acct, o.from, shimrelay.StartOptions{Client: "smtpshim send"})
+	if err != nil {
+		return sendError("sender "+o.from, err)
+	}
+	var refused []string
+	for _, r := range o.rcpts {
+		if err := d.AddRcpt(r); err != nil {
+			refused = append(refused, r+": "+oneLine(err.Error()))
 		}
-		code := exUnavailable
-		if len(out.Delivered) > 0 {
-			code = exNoUser
-		}
-		return exit(code, "the provider refused the message:\n  %s", strings.Join(lines, "\n  "))
+	}
+	if len(refused) == len(o.rcpts) {
+		d.Abort()
+		return exit(exUnavailable, "the provider refused the message:\n  %s", strings.Join(refused, "\n  "))
+	}
+	max := cfg.EffectiveMaxMessageSize()
+	rec, err := d.Body(&capReader{r: crlf.NewReader(msg), left: max})
+	var re *shimrelay.ReadError
+	switch {
+	case errors.As(err, &re) && errors.Is(err, errTooBig):
+		return exit(exDataErr, "the message is over max_message_size (%d bytes)", max)
+	case errors.As(err, &re):
+		return exit(exIOErr, "reading the message: %v", re.Err)
+	case err != nil:
+		return sendError("message", err)
+	}
+	if rec.Queued && paused {
+		fmt.Fprintf(a.stderr, "smtpshim is paused: the message is queued as %s and goes out after \"smtpshim serve\" and \"smtpshim resume\"\n", rec.ID)
+	} else if rec.Queued {
+		fmt.Fprintf(a.stderr, "smtpshim is not running and the provider could not take the message now; it is %s, and goes out when smtpshim starts\n", rec.Text)
+	}
+	if len(refused) > 0 {
+		return exit(exNoUser, "the provider refused the message:\n  %s", strings.Join(refused, "\n  "))
 	}
 	return nil
+}
+
+// sendWait is how long "smtpshim send" waits for the provider's answer
+// before it leaves the message queued.
+const sendWait = 5 * time.Minute
+
+var errTooBig = errors.New("message too large")
+
+// capReader fails once more than left bytes were read.
+type capReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	if c.left < 0 {
+		return n, errTooBig
+	}
+	return n, err
+}
+
+func oneLine(s string) string {
+	return strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
 }

@@ -18,7 +18,7 @@ import (
 // syntaxError is a 500, 501 or 502 with a 5.5.x enhanced code: the reply
 // to a command the server cannot parse or does not know.
 func syntaxError(r reply) bool {
-	return (r.Code == 500 || r.Code == 501 || r.Code == 502) && strings.HasPrefix(r.Text(), "5.5.")
+	return (r.Code == 500 || r.Code == 501 || r.Code == 502) && strings.HasPrefix(r.LastText(), "5.5.")
 }
 
 func TestBadInput(t *testing.T) {
@@ -56,7 +56,7 @@ func TestBadInput(t *testing.T) {
 		cl.expect("MAIL FROM:<alice@example.com>", 250)
 		cl.expect("RCPT TO:<after-garbage@example.net>", 250)
 		msg := message("alice@example.com", "after-garbage@example.net", "4-after-garbage")
-		if rep := cl.data(msg); rep.Code != 250 || !strings.Contains(rep.Text(), "Ok: queued as") {
+		if rep := cl.data(msg); rep.Code != 250 || !strings.Contains(rep.LastText(), "Ok: queued as") {
 			t.Fatalf("message after garbage: %s", rep)
 		}
 		cl.expect("QUIT", 221)
@@ -71,8 +71,8 @@ func TestBadInput(t *testing.T) {
 		// The server answers and hangs up before it has read it all, so
 		// write from the side and read the reply meanwhile.
 		go func() {
-			cl.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-			cl.conn.Write(line)
+			cl.Conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			cl.Conn.Write(line)
 		}()
 		rep := cl.read()
 		if rep.Code != 500 {
@@ -99,14 +99,14 @@ func TestBadInput(t *testing.T) {
 			big.WriteString(strings.Repeat("0123456789", 7) + "abcdef\r\n")
 		}
 		rep := cl.data(big.Bytes())
-		if rep.Code != 552 || !strings.HasPrefix(rep.Text(), "5.3.4 ") {
+		if rep.Code != 552 || !strings.HasPrefix(rep.LastText(), "5.3.4 ") {
 			t.Errorf("a 1.5 MB message with max_message_size = 1MB: %s, want 552 5.3.4", rep)
 		}
 		// The same session carries on with the next message.
 		cl.expect("MAIL FROM:<alice@example.com>", 250)
 		cl.expect("RCPT TO:<small@example.net>", 250)
 		msg := message("alice@example.com", "small@example.net", "4-small-after-big")
-		if rep := cl.data(msg); rep.Code != 250 || !strings.Contains(rep.Text(), "Ok: queued as") {
+		if rep := cl.data(msg); rep.Code != 250 || !strings.Contains(rep.LastText(), "Ok: queued as") {
 			t.Fatalf("message after the refused one: %s", rep)
 		}
 		cl.expect("QUIT", 221)
@@ -134,7 +134,7 @@ func TestBadInput(t *testing.T) {
 		cl := dialSMTP(t, r.Addr)
 		cl.expect("HELO oldclient", 250)
 		rep := cl.cmd("MAIL FROM:<" + nopw + ">")
-		if rep.Code != 454 || !strings.HasPrefix(rep.Text(), "4.7.0 ") || !strings.Contains(rep.Text(), `"smtpshim account add `+nopw+`"`) {
+		if rep.Code != 454 || !strings.HasPrefix(rep.LastText(), "4.7.0 ") || !strings.Contains(rep.LastText(), `"smtpshim account add `+nopw+`"`) {
 			t.Errorf("MAIL FROM for an account without a stored password: %s; want 454 4.7.0 naming \"smtpshim account add %s\"", rep, nopw)
 		}
 		cl.expect("QUIT", 221)
@@ -147,7 +147,7 @@ func TestBadInput(t *testing.T) {
 		cl.expect("RCPT TO:<later@example.net>", 250)
 		rep := cl.data(message("down@example.com", "later@example.net", "4-queued"))
 		cl.expect("QUIT", 221)
-		mm := regexp.MustCompile(`^2\.0\.0 queued as (\S+) for a later try \((.*)\)$`).FindStringSubmatch(rep.Text())
+		mm := regexp.MustCompile(`^2\.0\.0 queued as (\S+) for a later try \((.*)\)$`).FindStringSubmatch(rep.LastText())
 		if rep.Code != 250 || mm == nil || !strings.Contains(mm[2], "connection refused") {
 			t.Fatalf("a message for an unreachable server: %s; want 250 2.0.0 queued as ID for a later try (... connection refused)", rep)
 		}
@@ -170,7 +170,7 @@ func TestBadInput(t *testing.T) {
 		cl := dialSMTP(t, r.Addr)
 		cl.expect("HELO oldclient", 250)
 		rep := cl.cmd("MAIL FROM:<untrusted@example.com>")
-		if rep.Code != 454 || !strings.HasPrefix(rep.Text(), "4.7.0 ") || !strings.Contains(rep.Text(), "certificate") {
+		if rep.Code != 454 || !strings.HasPrefix(rep.LastText(), "4.7.0 ") || !strings.Contains(rep.LastText(), "certificate") {
 			t.Errorf("MAIL FROM for a server whose certificate is not trusted: %s; want 454 4.7.0 about the certificate", rep)
 		}
 		cl.expect("QUIT", 221)
@@ -178,7 +178,7 @@ func TestBadInput(t *testing.T) {
 		// having its message queued for retries that cannot succeed.
 		cl = dialSMTP(t, r.Addr)
 		cl.expect("HELO oldclient", 250)
-		if again := cl.cmd("MAIL FROM:<untrusted@example.com>"); again.Code != 454 || again.Text() != rep.Text() {
+		if again := cl.cmd("MAIL FROM:<untrusted@example.com>"); again.Code != 454 || again.LastText() != rep.LastText() {
 			t.Errorf("MAIL FROM for the same account again: %s; want the same 454 as before: %s", again, rep)
 		}
 		cl.expect("QUIT", 221)

@@ -13,7 +13,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -33,6 +32,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/smtpshim/smtpshim/shim/internal/realpeer"
+	"github.com/smtpshim/smtpshim/shim/internal/rig"
 	"github.com/smtpshim/smtpshim/shim/internal/testbin"
 	"github.com/smtpshim/smtpshim/shim/secrets"
 )
@@ -326,8 +326,15 @@ func (r *relay) Log() string { return r.stderr.String() }
 // stderr is printed if the test failed.
 func startRelay(t testing.TB, c *shimConfig) *relay {
 	t.Helper()
+	return startRelayEnv(t, c, nil)
+}
+
+// startRelayEnv is startRelay with the environment env (nil: this
+// process's).
+func startRelayEnv(t testing.TB, c *shimConfig, env []string) *relay {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		r, err := tryStartRelay(t, c)
+		r, err := tryStartRelay(t, c, env)
 		if err == nil {
 			return r
 		}
@@ -341,9 +348,10 @@ func startRelay(t testing.TB, c *shimConfig) *relay {
 	}
 }
 
-func tryStartRelay(t testing.TB, c *shimConfig) (*relay, error) {
+func tryStartRelay(t testing.TB, c *shimConfig, env []string) (*relay, error) {
 	r := &relay{cfg: c, Addr: c.Addr, stderr: &testbin.Buffer{}, exited: make(chan struct{})}
 	r.cmd = exec.Command(shimBin, "--config", c.Path, "serve")
+	r.cmd.Env = env
 	r.cmd.Stdout = r.stderr
 	r.cmd.Stderr = r.stderr
 	if err := r.cmd.Start(); err != nil {
@@ -473,95 +481,46 @@ var (
 // ---- a raw SMTP client, as an old mail client talks ----
 
 // reply is one (possibly multi-line) SMTP reply.
-type reply struct {
-	Code  int
-	Lines []string // full lines, e.g. "250-PIPELINING", without CRLF
-}
+type reply = rig.Reply
 
-func (r reply) String() string { return strings.Join(r.Lines, " | ") }
-
-// Text is the reply text of the last line, without the code.
-func (r reply) Text() string {
-	if len(r.Lines) == 0 {
-		return ""
-	}
-	l := r.Lines[len(r.Lines)-1]
-	if len(l) > 4 {
-		return l[4:]
-	}
-	return ""
-}
-
-type smtpClient struct {
-	t    testing.TB
-	conn net.Conn
-	r    *bufio.Reader
-}
+// smtpClient is the rig's raw client with the habits of these tests: a
+// closed connection reads as Code 0, and every read and write has a fresh
+// 60 s deadline (a real provider can be slow).
+type smtpClient struct{ *rig.Client }
 
 // dialSMTP connects and reads the greeting, which must be a 220.
 func dialSMTP(t testing.TB, addr string) *smtpClient {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	if err != nil {
-		t.Fatalf("connecting to %s: %v", addr, err)
-	}
-	c := &smtpClient{t: t, conn: conn, r: bufio.NewReader(conn)}
-	t.Cleanup(func() { conn.Close() })
-	if g := c.read(); g.Code != 220 {
-		t.Fatalf("greeting from %s: %s", addr, g)
-	}
-	return c
+	return &smtpClient{rig.Dial(t, addr)}
 }
-
-func (c *smtpClient) Close() { c.conn.Close() }
 
 // read reads one reply; a closed connection gives Code 0.
 func (c *smtpClient) read() reply {
-	c.t.Helper()
-	c.conn.SetReadDeadline(time.Now().Add(60 * time.Second))
-	var r reply
-	for {
-		line, err := c.r.ReadString('\n')
-		if err != nil {
-			if len(r.Lines) == 0 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
-				return reply{}
-			}
-			c.t.Fatalf("reading a reply: %v (so far %q)", err, r.Lines)
-		}
-		line = strings.TrimRight(line, "\r\n")
-		r.Lines = append(r.Lines, line)
-		if len(line) < 3 {
-			c.t.Fatalf("malformed reply line %q", line)
-		}
-		fmt.Sscanf(line[:3], "%d", &r.Code)
-		if len(line) == 3 || line[3] != '-' {
-			return r
-		}
-	}
+	c.T.Helper()
+	c.Conn.SetDeadline(time.Now().Add(60 * time.Second))
+	return c.ReadOrClosed()
 }
 
 // write sends raw bytes.
 func (c *smtpClient) write(b []byte) {
-	c.t.Helper()
-	c.conn.SetWriteDeadline(time.Now().Add(60 * time.Second))
-	if _, err := c.conn.Write(b); err != nil {
-		c.t.Fatalf("writing to the server: %v", err)
-	}
+	c.T.Helper()
+	c.Conn.SetDeadline(time.Now().Add(60 * time.Second))
+	c.WriteBytes(b)
 }
 
 // cmd sends one command line and returns the reply.
 func (c *smtpClient) cmd(line string) reply {
-	c.t.Helper()
+	c.T.Helper()
 	c.write([]byte(line + "\r\n"))
 	return c.read()
 }
 
 // expect sends a command and fails unless the reply has the given code.
 func (c *smtpClient) expect(line string, code int) reply {
-	c.t.Helper()
+	c.T.Helper()
 	r := c.cmd(line)
 	if r.Code != code {
-		c.t.Fatalf("%s: got %s, want %d", line, r, code)
+		c.T.Fatalf("%s: got %s, want %d", line, r, code)
 	}
 	return r
 }
@@ -569,28 +528,11 @@ func (c *smtpClient) expect(line string, code int) reply {
 // data sends DATA and the message (CRLF line endings; it is dot-stuffed
 // here) and returns the final reply.
 func (c *smtpClient) data(msg []byte) reply {
-	c.t.Helper()
+	c.T.Helper()
 	c.expect("DATA", 354)
-	c.write(dotStuff(msg))
+	c.write(rig.DotStuff(msg))
 	c.write([]byte(".\r\n"))
 	return c.read()
-}
-
-// dotStuff doubles each leading dot and makes sure msg ends with CRLF.
-func dotStuff(msg []byte) []byte {
-	var b bytes.Buffer
-	start := true
-	for _, ch := range msg {
-		if start && ch == '.' {
-			b.WriteByte('.')
-		}
-		b.WriteByte(ch)
-		start = ch == '\n'
-	}
-	if !bytes.HasSuffix(b.Bytes(), []byte("\r\n")) {
-		b.WriteString("\r\n")
-	}
-	return b.Bytes()
 }
 
 // sendMail runs one HELO-only transaction and returns the DATA reply.

@@ -67,7 +67,7 @@ func TestKeychainAccount(t *testing.T) {
 	r := startRelay(t, c)
 	msg := message(carol, "dave@example.net", "3-keychain")
 	rep := sendMail(t, r.Addr, carol, []string{"dave@example.net"}, msg)
-	if rep.Code != 250 || !strings.Contains(rep.Text(), "Ok: queued as") {
+	if rep.Code != 250 || !strings.Contains(rep.LastText(), "Ok: queued as") {
 		t.Fatalf("end of DATA: %s; want Postfix's 250 2.0.0 Ok: queued as ...", rep)
 	}
 	m := waitMessage(t, p, "dave@example.net", "3-keychain")
@@ -91,7 +91,7 @@ func TestKeychainAccount(t *testing.T) {
 	// The running relay was told to reload: carol is refused now.
 	cl := dialSMTP(t, r.Addr)
 	cl.expect("HELO oldclient", 250)
-	if rep := cl.cmd("MAIL FROM:<" + carol + ">"); rep.Code != 550 || !strings.Contains(rep.Text(), "smtpshim account add "+carol) {
+	if rep := cl.cmd("MAIL FROM:<" + carol + ">"); rep.Code != 550 || !strings.Contains(rep.LastText(), "smtpshim account add "+carol) {
 		t.Errorf("MAIL FROM carol after account remove: %s, want 550 5.7.1", rep)
 	}
 	cl.cmd("QUIT")
@@ -101,5 +101,45 @@ func TestKeychainAccount(t *testing.T) {
 		if strings.Contains(o, password) || strings.Contains(o, "pa#ss") {
 			t.Errorf("the password appears in smtpshim's output:\n%s", o)
 		}
+	}
+}
+
+// TestServeWithoutKeychain: `smtpshim serve` where there is no session bus
+// (a system service, an SSH login) says at start, naming the account, that
+// its password cannot be read and what to do; the account's status says
+// "keychain unavailable", not that its server is down; and mail for it is
+// kept, not refused and not lost.
+func TestServeWithoutKeychain(t *testing.T) {
+	t.Parallel()
+	const dora = "dora@example.com"
+	c := newConfig(t, "", account{Address: dora, Server: closedPort(t)})
+	env := append(envWithout("DBUS_SESSION_BUS_ADDRESS", "DISPLAY", "WAYLAND_DISPLAY"), "DBUS_SESSION_BUS_ADDRESS=")
+	r := startRelayEnv(t, c, env)
+
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(r.Log(), "cannot get the password of an account") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no start-up warning about the password:\n%s", r.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	warn := regexp.MustCompile(`(?m)^.*cannot get the password of an account.*$`).FindString(r.Log())
+	if !strings.Contains(warn, "account="+dora) || !strings.Contains(warn, `problem="keychain unavailable"`) ||
+		!strings.Contains(warn, "password_command") {
+		t.Errorf("start-up warning %q: want the account, \"keychain unavailable\" and what to do", warn)
+	}
+	if strings.Contains(r.Log(), "unreachable") {
+		t.Errorf("the log calls the server unreachable:\n%s", r.Log())
+	}
+
+	st := shim(t, c.Path, "", "status", "--json")
+	if st.Code != 0 || !regexp.MustCompile(`"key":\s*"`+regexp.QuoteMeta(dora)+`"`).MatchString(st.Stdout) ||
+		!strings.Contains(st.Stdout, `"problem": "keychain unavailable"`) || !strings.Contains(st.Stdout, `"state": "needs_attention"`) {
+		t.Errorf("status --json: want %s needing attention with \"keychain unavailable\":\n%s", dora, st)
+	}
+
+	rep := sendMail(t, r.Addr, dora, []string{"eve@example.net"}, message(dora, "eve@example.net", "5-no-keychain"))
+	if rep.Code != 250 || !strings.Contains(rep.LastText(), "queued as ") {
+		t.Errorf("a message for an account whose password can't be read: %s; want 250 queued", rep)
 	}
 }

@@ -31,7 +31,7 @@ func TestQuotedAddressesNeverReachPostfix(t *testing.T) {
 		`MAIL FROM:<"` + forged + `> X="@example.org>`,
 		`MAIL FROM:<"` + forged + `"@example.org>`,
 	} {
-		if rep := cl.cmd(mail); rep.Code != 501 || !strings.HasPrefix(rep.Text(), "5.1.7") {
+		if rep := cl.cmd(mail); rep.Code != 501 || !strings.HasPrefix(rep.LastText(), "5.1.7") {
 			t.Errorf("%s: got %s, want 501 5.1.7", mail, rep)
 		}
 	}
@@ -41,7 +41,7 @@ func TestQuotedAddressesNeverReachPostfix(t *testing.T) {
 		`RCPT TO:<"` + victim + `> ORCPT=rfc822;x"@example.net>`,
 		`RCPT TO:<"` + victim + `"@example.net>`,
 	} {
-		if rep := cl.cmd(rcpt); rep.Code != 501 || !strings.HasPrefix(rep.Text(), "5.1.3") {
+		if rep := cl.cmd(rcpt); rep.Code != 501 || !strings.HasPrefix(rep.LastText(), "5.1.3") {
 			t.Errorf("%s: got %s, want 501 5.1.3", rcpt, rep)
 		}
 	}

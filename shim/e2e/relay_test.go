@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/smtp"
 	"net/textproto"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -93,7 +95,7 @@ func TestRelayToPostfix(t *testing.T) {
 		cl.expect("MAIL FROM:<alice@example.com>", 250)
 		cl.expect("RCPT TO:<bob@example.net>", 250)
 		rep := cl.data(msg)
-		if rep.Code != 250 || !strings.HasPrefix(rep.Text(), "2.0.0 Ok: queued as ") {
+		if rep.Code != 250 || !strings.HasPrefix(rep.LastText(), "2.0.0 Ok: queued as ") {
 			t.Fatalf("end of DATA: %s; want Postfix's 250 2.0.0 Ok: queued as ...", rep)
 		}
 		cl.expect("QUIT", 221)
@@ -105,7 +107,7 @@ func TestRelayToPostfix(t *testing.T) {
 		sameBytes(t, "delivered message", asSubmitted(t, m), msg)
 		// Postfix's queue ID in the client's reply is the one in the
 		// Received header: the client heard Postfix's own answer.
-		id := strings.TrimPrefix(rep.Text(), "2.0.0 Ok: queued as ")
+		id := strings.TrimPrefix(rep.LastText(), "2.0.0 Ok: queued as ")
 		if !strings.Contains(string(m.Raw), "with ESMTPSA id "+id+"\n") {
 			t.Errorf("queue ID %q from the reply is not in the Received header:\n%s", id, m.Raw)
 		}
@@ -120,7 +122,7 @@ func TestRelayToPostfix(t *testing.T) {
 			marker := "1b-" + strings.ToLower(strings.Split(tc.from, "@")[0])
 			rcpt := marker + "@example.net"
 			rep := sendMail(t, r.Addr, tc.from, []string{rcpt}, message(tc.from, rcpt, marker))
-			if rep.Code != 250 || !strings.Contains(rep.Text(), "Ok: queued as") {
+			if rep.Code != 250 || !strings.Contains(rep.LastText(), "Ok: queued as") {
 				t.Errorf("%s: end of DATA: %s", tc.from, rep)
 				continue
 			}
@@ -136,7 +138,7 @@ func TestRelayToPostfix(t *testing.T) {
 
 	t.Run("implicit-tls", func(t *testing.T) {
 		rep := sendMail(t, r.Addr, "implicit@example.com", []string{"smtps@example.net"}, message("implicit@example.com", "smtps@example.net", "1c-smtps"))
-		if rep.Code != 250 || !strings.Contains(rep.Text(), "Ok: queued as") {
+		if rep.Code != 250 || !strings.Contains(rep.LastText(), "Ok: queued as") {
 			t.Fatalf("end of DATA: %s", rep)
 		}
 		m := waitMessage(t, p, "smtps@example.net", "1c-smtps")
@@ -151,22 +153,55 @@ func TestRelayToPostfix(t *testing.T) {
 		}
 	})
 
-	t.Run("wrong-password-535-unchanged", func(t *testing.T) {
+	t.Run("wrong-password-held-with-postfix-535", func(t *testing.T) {
 		want := postfixReply(t, p, "alice@example.com", "not-alices-password", "x@example.net")
 		if !strings.HasPrefix(want, "535 5.7.8 ") {
 			t.Fatalf("Postfix itself answers %q; want a 535 5.7.8", want)
 		}
+		// A refused password is not the message's fault: as Postfix's
+		// smtp_sasl_auth_soft_bounce, the message is kept and the client
+		// hears 250 queued with what to do; the provider's own 535 is the
+		// queued message's last error.
 		cl := dialSMTP(t, r.Addr)
 		cl.expect("HELO oldclient", 250)
-		rep := cl.cmd("MAIL FROM:<wrongpw@example.com>")
-		if got := rep.Lines[len(rep.Lines)-1]; len(rep.Lines) != 1 || got != want {
-			t.Errorf("MAIL FROM with a wrong upstream password: %s\nwant Postfix's own reply: %s", rep, want)
+		cl.expect("MAIL FROM:<wrongpw@example.com>", 250)
+		cl.expect("RCPT TO:<held@example.net>", 250)
+		rep := cl.data(message("wrongpw@example.com", "held@example.net", "1d-held"))
+		mm := regexp.MustCompile(`^2\.0\.0 queued as (\S+): the provider refused the password for wrongpw@example\.com; update it with "smtpshim account add wrongpw@example\.com"$`).FindStringSubmatch(rep.LastText())
+		if rep.Code != 250 || mm == nil {
+			t.Fatalf("a message with a wrong upstream password: %s\nwant 250 2.0.0 queued as ID: the provider refused the password for wrongpw@example.com; update it with \"smtpshim account add wrongpw@example.com\"", rep)
 		}
+		res := shim(t, c.Path, "", "queue", "show", mm[1])
+		// go-smtp's client keeps the reply's text and drops the enhanced
+		// code of a reply to AUTH.
+		lastErr := regexp.MustCompile(`(?m)^Last error:\s+.*SMTP error 535: (5\.7\.8 )?` + regexp.QuoteMeta(strings.TrimPrefix(want, "535 5.7.8 ")) + `$`)
+		if res.Code != 0 || !lastErr.MatchString(res.Stdout) {
+			t.Errorf("queue show %s: want Postfix's own reply %q as the last error:\n%s", mm[1], want, res)
+		}
+		noMessage(t, p, "held@example.net", "1d-held")
+
+		// The right password and a reload (what "smtpshim account add"
+		// does) send the held message at once; then the wrong password is
+		// put back for the checks further down.
+		pwFile := filepath.Join(c.Dir, "password-4")
+		setPassword := func(pw string) {
+			t.Helper()
+			if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if res := shim(t, c.Path, "", "reload"); res.Code != 0 {
+				t.Fatalf("smtpshim reload:\n%s", res)
+			}
+		}
+		setPassword(relayUsers["alice@example.com"])
+		waitMessage(t, p, "held@example.net", "1d-held")
+		setPassword("not-alices-password")
+
 		// The session goes on: the next sender works.
 		cl.expect("MAIL FROM:<alice@example.com>", 250)
 		cl.expect("RCPT TO:<after535@example.net>", 250)
 		if rep := cl.data(message("alice@example.com", "after535@example.net", "1d-after")); rep.Code != 250 {
-			t.Errorf("message after the 535: %s", rep)
+			t.Errorf("message after the refused password: %s", rep)
 		}
 		waitMessage(t, p, "after535@example.net", "1d-after")
 	})
@@ -176,8 +211,8 @@ func TestRelayToPostfix(t *testing.T) {
 		cl := dialSMTP(t, r.Addr)
 		cl.expect("HELO oldclient", 250)
 		rep := cl.cmd("MAIL FROM:<stranger@unknown.example>")
-		if rep.Code != 550 || !strings.HasPrefix(rep.Text(), "5.7.1 ") ||
-			!strings.Contains(rep.Text(), "stranger@unknown.example") || !strings.Contains(rep.Text(), "smtpshim account add") {
+		if rep.Code != 550 || !strings.HasPrefix(rep.LastText(), "5.7.1 ") ||
+			!strings.Contains(rep.LastText(), "stranger@unknown.example") || !strings.Contains(rep.LastText(), "smtpshim account add") {
 			t.Errorf("MAIL FROM an unknown sender: %s; want 550 5.7.1 naming the sender and \"smtpshim account add\"", rep)
 		}
 		if rep := cl.cmd("RCPT TO:<stranger-rcpt@example.net>"); rep.Code/100 != 5 {
@@ -199,8 +234,8 @@ func TestRelayToPostfix(t *testing.T) {
 		cl := dialSMTP(t, r.Addr)
 		cl.expect("HELO oldclient", 250)
 		rep := cl.cmd("MAIL FROM:<leak@example.com>")
-		if rep.Code != 454 || !strings.HasPrefix(rep.Text(), "4.7.0 ") || !strings.Contains(rep.Text(), "STARTTLS") ||
-			!strings.Contains(rep.Text(), "unencrypted") {
+		if rep.Code != 454 || !strings.HasPrefix(rep.LastText(), "4.7.0 ") || !strings.Contains(rep.LastText(), "STARTTLS") ||
+			!strings.Contains(rep.LastText(), "unencrypted") {
 			t.Errorf("MAIL FROM for an account whose server offers no STARTTLS: %s; want 454 4.7.0 saying STARTTLS/unencrypted", rep)
 		}
 		cl.expect("QUIT", 221)
@@ -247,7 +282,7 @@ func TestRelayToPostfix(t *testing.T) {
 		// the server is not down, it just can't be given the password.
 		cl = dialSMTP(t, r.Addr)
 		cl.expect("HELO oldclient", 250)
-		if again := cl.cmd("MAIL FROM:<leak@example.com>"); again.Code != 454 || again.Text() != rep.Text() {
+		if again := cl.cmd("MAIL FROM:<leak@example.com>"); again.Code != 454 || again.LastText() != rep.LastText() {
 			t.Errorf("MAIL FROM for the same account again: %s; want the same 454 as before: %s", again, rep)
 		}
 		cl.expect("QUIT", 221)
@@ -263,7 +298,7 @@ func TestRelayToPostfix(t *testing.T) {
 		// and the log shows it, so the check above can see an AUTH.
 		mark := markLogs(p)
 		rep := sendMail(t, r.Addr, "plainok@example.com", []string{"plainok-rcpt@example.net"}, message("plainok@example.com", "plainok-rcpt@example.net", "1f-insecure"))
-		if rep.Code != 250 || !strings.Contains(rep.Text(), "Ok: queued as") {
+		if rep.Code != 250 || !strings.Contains(rep.LastText(), "Ok: queued as") {
 			t.Fatalf("end of DATA: %s", rep)
 		}
 		m := waitMessage(t, p, "plainok-rcpt@example.net", "1f-insecure")
@@ -292,7 +327,7 @@ func TestRelayToPostfix(t *testing.T) {
 			t.Errorf("RCPT TO:<%s>: %s\nwant Postfix's own reply: %s", realpeer.RejectAddr, rep, want)
 		}
 		msg := message("alice@example.com", "good-1g@example.net, "+realpeer.RejectAddr, "1g-mixed")
-		if rep := cl.data(msg); rep.Code != 250 || !strings.Contains(rep.Text(), "Ok: queued as") {
+		if rep := cl.data(msg); rep.Code != 250 || !strings.Contains(rep.LastText(), "Ok: queued as") {
 			t.Fatalf("end of DATA: %s", rep)
 		}
 		cl.expect("QUIT", 221)

@@ -19,6 +19,8 @@ import (
 	"syscall"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/smtpshim/smtpshim/shim/secrets"
 )
 
 // Hint texts are shared by several rules, and tests compare against them.
@@ -47,12 +49,15 @@ const (
 	hintPortMismatch     = "the security setting does not match the port: use port 587 with security starttls, or port 465 with security tls"
 	hintOldTLS           = "the server only offers an outdated TLS version or cipher that smtpshim refuses: the server needs updating, or use the provider's current submission host"
 
-	hintRefused    = "nothing accepts connections at that server and port: check the server name and port (587 for starttls, 465 for tls) and that no firewall blocks it"
-	hintNoSuchHost = "the server name does not exist: check its spelling in the account settings"
-	hintDNS        = "the server name could not be looked up: check the network connection and DNS"
-	hintTimeout    = "the server did not answer in time: check the server name and port, the network, and that no firewall or ISP blocks outgoing mail ports; starttls on port 465 also looks like this, so use tls there"
-	hintUnreach    = "the network or the server is unreachable: check the network connection"
-	hintReset      = "the connection was cut off: a firewall or antivirus may be interfering, or the security setting does not match the port (587 = starttls, 465 = tls)"
+	hintNoPassword    = "no password is stored for this account: store it with `smtpshim account add ADDRESS`; its mail is kept until then"
+	hintNoKeychain    = "smtpshim could not read the password from the keychain (it is locked, or there is no desktop session, as under a system service or an SSH login): unlock the keychain, or set password_command for the account; its mail is kept meanwhile"
+	hintCommandFailed = "the account's password_command failed: run it yourself to see why and fix it (smtpshim tries it again at the next attempt); its mail is kept meanwhile"
+	hintRefused       = "nothing accepts connections at that server and port: check the server name and port (587 for starttls, 465 for tls) and that no firewall blocks it"
+	hintNoSuchHost    = "the server name does not exist: check its spelling in the account settings"
+	hintDNS           = "the server name could not be looked up: check the network connection and DNS"
+	hintTimeout       = "the server did not answer in time: check the server name and port, the network, and that no firewall or ISP blocks outgoing mail ports; starttls on port 465 also looks like this, so use tls there"
+	hintUnreach       = "the network or the server is unreachable: check the network connection"
+	hintReset         = "the connection was cut off: a firewall or antivirus may be interfering, or the security setting does not match the port (587 = starttls, 465 = tls)"
 )
 
 // For returns a one-sentence-or-two hint for err (which may wrap
@@ -61,6 +66,15 @@ const (
 func For(err error) string {
 	if err == nil {
 		return ""
+	}
+	if errors.Is(err, secrets.ErrNotFound) {
+		return hintNoPassword
+	}
+	if errors.Is(err, secrets.ErrUnavailable) {
+		return hintNoKeychain
+	}
+	if errors.Is(err, secrets.ErrCommandFailed) {
+		return hintCommandFailed
 	}
 	if code, enh, msg, ok := smtpReply(err); ok {
 		if h := forReply(code, enh, msg); h != "" {

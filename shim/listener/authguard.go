@@ -148,7 +148,7 @@ func (s *session) closeAfterReply() {
 
 // Write closes the connection after a reply when closeAfterReply asks for
 // it: go-smtp writes each reply with one Write.
-func (c *countedConn) Write(p []byte) (int, error) {
+func (c *clientConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	if c.closeAfterReply.Load() {
 		c.Close()

@@ -1,7 +1,6 @@
 package listener
 
 import (
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -27,27 +26,6 @@ var (
 // busyReply is what an idle client hears when it is closed to make room.
 const busyReply = "421 4.7.0 smtpshim is busy and closed this idle connection; connect again when you have mail to send\r\n"
 
-// waiters is the set of open connections, for the overload rules.
-type waiters struct {
-	mu    sync.Mutex
-	conns map[*countedConn]struct{}
-}
-
-func (w *waiters) add(c *countedConn) {
-	w.mu.Lock()
-	if w.conns == nil {
-		w.conns = map[*countedConn]struct{}{}
-	}
-	w.conns[c] = struct{}{}
-	w.mu.Unlock()
-}
-
-func (w *waiters) remove(c *countedConn) {
-	w.mu.Lock()
-	delete(w.conns, c)
-	w.mu.Unlock()
-}
-
 // idleState is a connection's part in the overload rules.
 type idleState struct {
 	// waitingSince is when the connection began to wait for its client's
@@ -55,6 +33,24 @@ type idleState struct {
 	waitingSince atomic.Int64
 	// evicted: closed to make room; the timeout reply says so.
 	evicted atomic.Bool
+}
+
+// takePlace counts a new connection against limit; at the cap it first
+// tries to free the place of the longest-idle connection.
+func (s *Server) takePlace(limit int64) bool {
+	if s.conns.Add(1) <= limit {
+		s.relieve(limit, false)
+		return true
+	}
+	s.conns.Add(-1)
+	if !s.relieve(limit, true) {
+		return false
+	}
+	if s.conns.Add(1) <= limit {
+		return true
+	}
+	s.conns.Add(-1)
+	return false
 }
 
 // stressed reports whether the connections are near the cap.
@@ -65,7 +61,7 @@ func (s *Server) stressed(limit int64) bool {
 // beginWait notes that c waits for its client now, and, under stress,
 // shortens how long it may wait. Called by Read before it blocks outside
 // DATA.
-func (c *countedConn) beginWait() {
+func (c *clientConn) beginWait() {
 	now := time.Now()
 	c.idle.waitingSince.Store(now.UnixNano())
 	if c.s.stressed(c.s.cur().maxConns) && stressIdle < c.s.idle {
@@ -73,7 +69,7 @@ func (c *countedConn) beginWait() {
 	}
 }
 
-func (c *countedConn) endWait() { c.idle.waitingSince.Store(0) }
+func (c *clientConn) endWait() { c.idle.waitingSince.Store(0) }
 
 // relieve applies the overload rules when a client arrives: it shortens
 // the wait of every idle connection under stress and, at the cap, evicts
@@ -83,10 +79,10 @@ func (s *Server) relieve(limit int64, atCap bool) bool {
 		return false
 	}
 	now := time.Now()
-	var oldest *countedConn
+	var oldest *clientConn
 	var oldestSince int64
-	s.waiting.mu.Lock()
-	for c := range s.waiting.conns {
+	s.mu.Lock()
+	for c := range s.open {
 		since := c.idle.waitingSince.Load()
 		if since == 0 || c.idle.evicted.Load() {
 			continue
@@ -99,7 +95,7 @@ func (s *Server) relieve(limit int64, atCap bool) bool {
 			oldest, oldestSince = c, since
 		}
 	}
-	s.waiting.mu.Unlock()
+	s.mu.Unlock()
 	if !atCap || oldest == nil || now.Sub(time.Unix(0, oldestSince)) < evictAfter {
 		return false
 	}

@@ -227,9 +227,10 @@ type Outcome struct {
 	Err       error            // the error behind Temp, for the log
 	Remote    string           // the upstream server
 	Health    *upstream.Health // set when the account's server failed
-	// Held means the message was not tried because it must not go out as
-	// it is (see recheck): it waits for the user and never expires into
-	// a bounce, which would go out on the same doubtful account.
+	// Held means the message must wait for the user: the provider refused
+	// the account's credential, or the message must not go out as it is
+	// (see recheck). It is not retried on a schedule and never expires
+	// into a bounce, which would go out on the same doubtful account.
 	Held bool
 }
 
@@ -274,6 +275,11 @@ func (q *Queue) settle(e *entry, o Outcome) {
 			m.LastHint = hints.For(o.Err)
 		}
 		m.NextTry = now.Add(q.Backoff(m.Attempts))
+		if o.Held {
+			// Nothing is tried while the account is held; the fix of the
+			// credential makes the message due at once.
+			m.NextTry = now.Add(q.timing.Load().retryMax)
+		}
 		if o.Health != nil && !o.Health.Healthy && o.Health.NextProbe.After(m.NextTry) {
 			m.NextTry = o.Health.NextProbe
 		}
@@ -466,6 +472,11 @@ func (q *Queue) dispatch(ctx context.Context) time.Time {
 			if pool != nil && pool.Health().Healthy {
 				limit = pool.Account().PoolSize()
 			}
+			if pool != nil && pool.Held() {
+				// The provider refused the credential: the account's
+				// mail waits for a new one (see upstream.ErrCredentialHeld).
+				limit = 0
+			}
 			a = &slots{pool: pool, free: limit - q.running[e.m.Account]}
 			accounts[e.m.Account] = a
 		}
@@ -597,10 +608,18 @@ func Deliver(ctx context.Context, pool *upstream.Pool, from string, rcpts []stri
 	}
 	tx, err := pool.BeginProbe(ctx, from, opts)
 	if err != nil {
-		if upstream.IsPermanent(err) && !isAuthStage(err) {
+		switch upstream.Classify(err) {
+		case upstream.Permanent:
 			for _, r := range rcpts {
 				o.Failed = append(o.Failed, FailureOf(r, err))
 			}
+			return o
+		case upstream.CredentialRefused:
+			// Not the message's fault: keep it, as Postfix's
+			// smtp_sasl_auth_soft_bounce does, until the user fixes the
+			// credential.
+			o = tempAll(err)
+			o.Held = true
 			return o
 		}
 		return tempAll(err)
@@ -616,7 +635,7 @@ func Deliver(ctx context.Context, pool *upstream.Pool, from string, rcpts []stri
 		switch {
 		case err == nil:
 			accepted = append(accepted, r)
-		case upstream.IsPermanent(err):
+		case upstream.Classify(err) == upstream.Permanent:
 			o.Failed = append(o.Failed, FailureOf(r, err))
 		default:
 			if _, isSMTP := upstream.SMTPError(err); !isSMTP {
@@ -646,7 +665,7 @@ func Deliver(ctx context.Context, pool *upstream.Pool, from string, rcpts []stri
 	}
 	if err != nil {
 		tx.Abort()
-		if upstream.IsPermanent(err) {
+		if upstream.Classify(err) == upstream.Permanent {
 			for _, r := range accepted {
 				o.Failed = append(o.Failed, FailureOf(r, err))
 			}
@@ -665,14 +684,6 @@ func Deliver(ctx context.Context, pool *upstream.Pool, from string, rcpts []stri
 const bodyWriteTimeout = 2 * time.Minute
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
-
-// isAuthStage reports a refusal of our credentials. Like Postfix's
-// smtp_sasl_auth_soft_bounce, it is retried rather than bounced: the user
-// can fix the password, and the mail should then go out.
-func isAuthStage(err error) bool {
-	var de *upstream.DialError
-	return errors.As(err, &de)
-}
 
 // FailureOf records a permanent refusal of rcpt for the bounce.
 func FailureOf(rcpt string, err error) spool.Failure {

@@ -150,6 +150,7 @@ func TestDeliver(t *testing.T) {
 		failed    []spool.Failure
 		errCode   int  // the SMTP code behind Err; -1: a non-SMTP error; 0: no error
 		down      bool // Health reports the server down
+		held      bool // the account's mail is held for a new credential
 		stored    []string
 	}{
 		{name: "accepted", fault: upstreamsim.None, rcpts: []string{bob, carol},
@@ -173,7 +174,7 @@ func TestDeliver(t *testing.T) {
 		// A refused password is the account's problem, fixed by the user:
 		// retried, never bounced.
 		{name: "password refused", fault: upstreamsim.None, password: "wrong", rcpts: []string{bob},
-			temp: []string{bob}, errCode: 535},
+			temp: []string{bob}, errCode: 535, held: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -207,6 +208,9 @@ func TestDeliver(t *testing.T) {
 			}
 			if down := o.Health != nil && !o.Health.Healthy; down != tc.down {
 				t.Errorf("Health = %+v, want down=%v", o.Health, tc.down)
+			}
+			if o.Held != tc.held {
+				t.Errorf("Held = %v, want %v", o.Held, tc.held)
 			}
 			if o.Remote != "127.0.0.1" {
 				t.Errorf("Remote = %q", o.Remote)

@@ -88,7 +88,7 @@ func (c *Command) Get(ctx context.Context, account string) (string, error) {
 		if line := stderrLine(stderr.buf.Bytes(), secret); line != "" {
 			msg += ": " + line
 		}
-		return "", errors.New(msg)
+		return "", commandFailed(msg)
 	case stdout.buf.Len() == 0:
 		return "", fmt.Errorf("password_command printed nothing; it must print the password for %s on its first line", account)
 	case secret == "":
@@ -109,6 +109,13 @@ func (c *Command) Delete(_ context.Context, account string) error {
 	return fmt.Errorf("the secret for %s is managed by password_command; remove it where that command reads it: %w",
 		account, errors.ErrUnsupported)
 }
+
+// commandFailed is a failed password_command: its text says why, and it
+// matches ErrCommandFailed.
+type commandFailed string
+
+func (e commandFailed) Error() string        { return string(e) }
+func (e commandFailed) Is(target error) bool { return target == ErrCommandFailed }
 
 // describeRunError keeps exec's wording (exit status, signal, not found)
 // but never anything the process printed.

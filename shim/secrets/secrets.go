@@ -46,6 +46,10 @@ var (
 	// worth retrying once the user has unlocked or started it, so the relay
 	// should defer mail rather than bounce it.
 	ErrUnavailable = errors.New("secret store unavailable")
+
+	// ErrCommandFailed means an account's password_command ran and failed
+	// (a non-zero exit, or it could not be started).
+	ErrCommandFailed = errors.New("password_command failed")
 )
 
 // errEmptyAccount guards against an empty key, which the Secret Service

@@ -20,7 +20,23 @@ const (
 	MechLogin = "LOGIN"
 	// MechCRAMMD5 is SASL CRAM-MD5 (RFC 2195).
 	MechCRAMMD5 = "CRAM-MD5"
+	// MechXOAUTH2 is Google's and Microsoft's XOAUTH2 (a bearer token).
+	MechXOAUTH2 = "XOAUTH2"
+	// MechOAuthBearer is SASL OAUTHBEARER (RFC 7628).
+	MechOAuthBearer = "OAUTHBEARER"
 )
+
+// knownMechanisms is every mechanism name smtpshim knows, for parsing
+// configured and advertised names.
+var knownMechanisms = []string{MechPlain, MechLogin, MechCRAMMD5, MechXOAUTH2, MechOAuthBearer}
+
+// PasswordMechanisms are the mechanisms a password can do, best first
+// over TLS.
+var PasswordMechanisms = []string{MechPlain, MechLogin, MechCRAMMD5}
+
+// revealsSecret reports whether a mechanism sends the secret itself (or a
+// bearer token that works as one), so that it comes last without TLS.
+func revealsSecret(mech string) bool { return mech != MechCRAMMD5 }
 
 // ErrNoAuth is returned by ChooseMechanism when the server advertises no AUTH
 // mechanisms at all, so callers can tell "wrong port or server" apart from
@@ -145,42 +161,37 @@ func (c *cramMD5Client) Next(challenge []byte) ([]byte, error) {
 	return []byte(c.username + " " + hex.EncodeToString(mac.Sum(nil))), nil
 }
 
-// mechanismOrder lists the automatic preference. Over TLS the password is
-// protected anyway, so the simplest and most widely implemented mechanisms
-// come first; without TLS CRAM-MD5 leads because it never sends the password.
-func mechanismOrder(tls bool) []string {
-	if tls {
-		return []string{MechPlain, MechLogin, MechCRAMMD5}
-	}
-	return []string{MechCRAMMD5, MechPlain, MechLogin}
-}
-
 // normalizeMechanism maps a configured or advertised name onto one of the
-// Mech constants, or "" when smtpshim does not implement it.
+// Mech constants, or "" when smtpshim does not know it.
 func normalizeMechanism(name string) string {
-	switch strings.ToUpper(strings.TrimSpace(name)) {
-	case MechPlain:
-		return MechPlain
-	case MechLogin:
-		return MechLogin
-	case MechCRAMMD5:
-		return MechCRAMMD5
+	name = strings.ToUpper(strings.TrimSpace(name))
+	for _, m := range knownMechanisms {
+		if name == m {
+			return m
+		}
 	}
 	return ""
 }
 
-// ChooseMechanism picks the AUTH mechanism to use from what the server
-// advertised (the EHLO AUTH parameter, space separated, any case).
-//
-// override is the account's configured mechanism ("" = automatic; otherwise
-// plain, login or cram-md5 in any case). If it is set but not advertised the
-// error names what the server offers, so the user can fix the setting.
-//
-// Automatic preference is PLAIN, LOGIN, CRAM-MD5 over TLS; without TLS (only
-// possible for an account explicitly marked insecure) CRAM-MD5 comes first
-// because it does not reveal the password. An empty advertised list yields
-// ErrNoAuth.
+// ChooseMechanism picks the password AUTH mechanism to use from what the
+// server advertised; see ChooseMechanismFor.
 func ChooseMechanism(advertised string, tls bool, override string) (string, error) {
+	return ChooseMechanismFor(advertised, tls, override, PasswordMechanisms)
+}
+
+// ChooseMechanismFor picks the AUTH mechanism to use from what the server
+// advertised (the EHLO AUTH parameter, space separated, any case) and what
+// the account's credential can do (supported, best first).
+//
+// override is the account's configured mechanism ("" = automatic). If it is
+// set but not advertised the error names what the server offers, so the
+// user can fix the setting.
+//
+// Over TLS the credential's own order wins. Without TLS (only possible for
+// an account explicitly marked insecure) the mechanisms that do not reveal
+// the secret (CRAM-MD5) come first. An empty advertised list yields
+// ErrNoAuth.
+func ChooseMechanismFor(advertised string, tls bool, override string, supported []string) (string, error) {
 	offered := strings.Fields(strings.ToUpper(advertised))
 	// Some old servers advertise "AUTH=LOGIN PLAIN" and callers may pass the
 	// raw text; the prefix is not part of any mechanism name.
@@ -192,11 +203,20 @@ func ChooseMechanism(advertised string, tls bool, override string) (string, erro
 		has[m] = true
 	}
 	offeredText := strings.Join(offered, " ")
+	can := func(m string) bool {
+		for _, s := range supported {
+			if s == m {
+				return true
+			}
+		}
+		return false
+	}
+	names := listNames(supported)
 
 	if strings.TrimSpace(override) != "" {
 		want := normalizeMechanism(override)
-		if want == "" {
-			return "", fmt.Errorf("auth mechanism %q is not supported: use plain, login or cram-md5", strings.TrimSpace(override))
+		if want == "" || !can(want) {
+			return "", fmt.Errorf("auth mechanism %q is not supported for this account: use %s", strings.TrimSpace(override), strings.ToLower(strings.ReplaceAll(names, " and ", " or ")))
 		}
 		if len(offered) == 0 {
 			return "", fmt.Errorf("auth is set to %s, but %w", strings.ToLower(want), ErrNoAuth)
@@ -210,12 +230,37 @@ func ChooseMechanism(advertised string, tls bool, override string) (string, erro
 	if len(offered) == 0 {
 		return "", ErrNoAuth
 	}
-	for _, m := range mechanismOrder(tls) {
+	order := supported
+	if !tls {
+		order = make([]string, 0, len(supported))
+		for _, m := range supported {
+			if !revealsSecret(m) {
+				order = append(order, m)
+			}
+		}
+		for _, m := range supported {
+			if revealsSecret(m) {
+				order = append(order, m)
+			}
+		}
+	}
+	for _, m := range order {
 		if has[m] {
 			return m, nil
 		}
 	}
-	return "", fmt.Errorf("the server offers AUTH %s, but smtpshim supports PLAIN, LOGIN and CRAM-MD5", offeredText)
+	return "", fmt.Errorf("the server offers AUTH %s, but smtpshim supports %s for this account", offeredText, names)
+}
+
+// listNames joins mechanism names as a person writes a list: "A, B and C".
+func listNames(names []string) string {
+	switch len(names) {
+	case 0:
+		return "no mechanism"
+	case 1:
+		return names[0]
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
 
 // NewSASLClient builds the client for a mechanism returned by
@@ -231,5 +276,5 @@ func NewSASLClient(mech, username, password string) (sasl.Client, error) {
 	case MechCRAMMD5:
 		return NewCRAMMD5Client(username, password), nil
 	}
-	return nil, fmt.Errorf("auth mechanism %q is not supported: smtpshim supports PLAIN, LOGIN and CRAM-MD5", mech)
+	return nil, fmt.Errorf("auth mechanism %q is not supported with a password: smtpshim supports PLAIN, LOGIN and CRAM-MD5", mech)
 }

@@ -34,6 +34,9 @@ type Options struct {
 	Hostname string
 	// Secrets supplies passwords for accounts without a password_command.
 	Secrets secrets.Store
+	// Authenticator builds an account's credential; nil means a password
+	// from the account's password_command or Secrets.
+	Authenticator func(*config.Account) (Authenticator, error)
 	// Dialer opens TCP connections; nil means a net.Dialer.
 	Dialer Dialer
 	// ConnectTimeout bounds TCP connect, TLS handshake, EHLO and AUTH.
@@ -86,6 +89,12 @@ func (o *Options) withDefaults() Options {
 	if v.Logger == nil {
 		v.Logger = slog.New(slog.DiscardHandler)
 	}
+	if v.Authenticator == nil {
+		store, timeout := v.Secrets, v.KeychainTimeout
+		v.Authenticator = func(a *config.Account) (Authenticator, error) {
+			return NewPasswordAuth(a, store, timeout), nil
+		}
+	}
 	return v
 }
 
@@ -98,21 +107,27 @@ const (
 	StepTLS      Step = "tls"
 	StepGreeting Step = "greeting"
 	StepStartTLS Step = "starttls"
-	StepPassword Step = "password"
-	StepAuth     Step = "auth"
+	// StepCredential is getting the credential: the keychain is locked or
+	// missing, the password_command failed, a token endpoint is down. It
+	// says nothing about the server.
+	StepCredential Step = "credential"
+	StepAuth       Step = "auth"
 )
 
 // DialError is a failed connection attempt, with the stage it failed in.
 type DialError struct {
 	Server string
 	Step   Step
-	Err    error
+	// Mechanism is the AUTH mechanism tried, at StepAuth and
+	// StepCredential.
+	Mechanism string
+	Err       error
 }
 
 // Error says which server and stage failed.
 func (e *DialError) Error() string {
 	switch e.Step {
-	case StepPassword:
+	case StepCredential:
 		return e.Err.Error()
 	case StepAuth:
 		return fmt.Sprintf("%s: authentication failed: %v", e.Server, e.Err)
@@ -197,22 +212,24 @@ func TLSConfigFor(a *config.Account, base *tls.Config) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// Password fetches the account's password from its password_command or
-// the store.
-func Password(ctx context.Context, a *config.Account, store secrets.Store, timeout time.Duration) (string, error) {
-	if a.PasswordCommand != "" {
-		return secrets.NewCommand(a.PasswordCommand, timeout).Get(ctx, a.Key())
-	}
-	if store == nil {
-		return "", fmt.Errorf("no keychain available for account %s: set password_command", a.Key())
-	}
-	return store.Get(ctx, a.Key())
-}
-
 // Dial connects to the account's server, secures the connection as
-// configured, and authenticates.
+// configured, and authenticates with the credential o.Authenticator builds.
 func Dial(ctx context.Context, a *config.Account, o Options) (*Conn, error) {
 	o = o.withDefaults()
+	auth, err := o.Authenticator(a)
+	if err != nil {
+		return nil, &DialError{Server: a.Server, Step: StepCredential, Err: err}
+	}
+	return dial(ctx, a, auth, o)
+}
+
+// ErrCredentialHeld is returned without dialing while the provider's last
+// answer to the account's credential was a refusal: trying the same
+// credential again would only be refused again (and some providers lock
+// an account after a few tries). A reload with a new credential lifts it.
+var ErrCredentialHeld = errors.New("the provider refused this account's credential; its mail is held until the credential is updated")
+
+func dial(ctx context.Context, a *config.Account, auth Authenticator, o Options) (*Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
 	defer cancel()
 	mode := a.SecurityMode()
@@ -260,6 +277,9 @@ func Dial(ctx context.Context, a *config.Account, o Options) (*Conn, error) {
 		// goes in the EHLO after it, where no one on the path can read it.
 		c, err = smtp.NewClientStartTLS(conn, tlsCfg)
 		if err != nil {
+			// go-smtp has no typed error for a server without STARTTLS
+			// (and no exported StartTLS to check the extension first), so
+			// its text is the only way to know.
 			if strings.Contains(err.Error(), "doesn't support STARTTLS") {
 				return nil, fail(StepStartTLS, ErrNoTLS)
 			}
@@ -281,20 +301,26 @@ func Dial(ctx context.Context, a *config.Account, o Options) (*Conn, error) {
 		info.TLSVersion = tls.VersionName(st.Version)
 	}
 	_, advertised := c.Extension("AUTH")
-	mech, err := ChooseMechanism(advertised, info.TLSVersion != "", a.Auth)
+	mech, err := ChooseMechanismFor(advertised, info.TLSVersion != "", a.Auth, auth.Mechanisms())
 	if err != nil {
 		return nil, fail(StepAuth, err)
 	}
-	pw, err := Password(ctx, a, o.Secrets, o.KeychainTimeout)
+	sc, err := auth.Client(ctx, mech)
 	if err != nil {
-		return nil, fail(StepPassword, err)
-	}
-	sc, err := NewSASLClient(mech, a.Login(), pw)
-	if err != nil {
-		return nil, fail(StepAuth, err)
+		return nil, &DialError{Server: a.Server, Step: StepCredential, Mechanism: mech, Err: err}
 	}
 	if err := c.Auth(sc); err != nil {
-		return nil, fail(StepAuth, scrub(err, pw))
+		if s, ok := sc.(Scrubber); ok {
+			err = s.Scrub(err)
+		}
+		de := &DialError{Server: a.Server, Step: StepAuth, Mechanism: mech, Err: err}
+		if isTLSError(err) {
+			de.Step = StepTLS
+		}
+		if Classify(de) == CredentialRefused {
+			auth.Refused()
+		}
+		return nil, de
 	}
 	info.Mechanism = mech
 	raw.SetDeadline(time.Time{})
@@ -317,7 +343,8 @@ func isTLSError(err error) bool {
 	// A TLS alert from the server, such as "protocol version" from one
 	// that stops at TLS 1.1, arrives as a *net.OpError "remote error"
 	// (tls.AlertError is only for QUIC); crypto/tls's own handshake
-	// failures, such as a server choosing TLS 1.1, start with "tls: ".
+	// failures, such as a server choosing TLS 1.1, start with "tls: ":
+	// crypto/tls has no typed error for them, so the text is all there is.
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Op == "remote error" {
 		return true
@@ -352,12 +379,6 @@ func SMTPError(err error) (*smtp.SMTPError, bool) {
 		return se, true
 	}
 	return nil, false
-}
-
-// IsPermanent reports whether err is a 5xx reply from the upstream.
-func IsPermanent(err error) bool {
-	se, ok := SMTPError(err)
-	return ok && se.Code >= 500 && se.Code < 600
 }
 
 // IsCredentialMissing reports whether err says no password is stored.

@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/smtpshim/smtpshim/shim/config"
+	"github.com/smtpshim/smtpshim/shim/secrets"
 )
 
 // ErrAccountDown is returned without dialing while an account's server is
@@ -20,18 +22,32 @@ var ErrAccountDown = errors.New("the account's server was unreachable moments ag
 
 // Health is an account's upstream state.
 type Health struct {
+	// Healthy: the server was reachable at the last attempt.
 	Healthy   bool
 	LastError error
 	Failures  int       // consecutive connection failures
 	NextProbe time.Time // no new connection before this, while unhealthy
+	// Problem names credential trouble that needs a person ("password
+	// rejected", "keychain unavailable", ...; see CredentialProblem), ""
+	// for a plain outage.
+	Problem string
+	// Held: the provider refused the credential. No connection is tried
+	// and the account's mail waits until CredentialChanged.
+	Held bool
 }
+
+// Attention reports whether a person must act (fix a password, unlock
+// the keychain) before the account works again.
+func (h Health) Attention() bool { return h.Problem != "" }
 
 // Pool keeps authenticated connections to one account's server and caps
 // how many are open at once.
 type Pool struct {
-	acct *config.Account
-	opts Options
-	sem  chan struct{}
+	acct    *config.Account
+	opts    Options
+	auth    Authenticator
+	authErr error // from building auth; every dial reports it
+	sem     chan struct{}
 
 	mu     sync.Mutex
 	idle   []*Conn
@@ -39,18 +55,78 @@ type Pool struct {
 	timer  *time.Timer
 	closed bool
 	notify func(Health)
+	// bgN counts connections closing in the background (bgMu).
+	bgMu   sync.Mutex
+	bgN    int
+	bgIdle *sync.Cond
 }
 
 // NewPool returns a pool for acct. notify, if not nil, is called (outside
 // locks) whenever the account's health changes.
 func NewPool(acct *config.Account, o Options, notify func(Health)) *Pool {
-	return &Pool{
+	p := &Pool{
 		acct:   acct,
 		opts:   o.withDefaults(),
 		sem:    make(chan struct{}, acct.PoolSize()),
 		health: Health{Healthy: true},
 		notify: notify,
 	}
+	p.auth, p.authErr = p.opts.Authenticator(acct)
+	return p
+}
+
+// Authenticator returns the account's credential (nil if it could not be
+// built; Dial then reports why).
+func (p *Pool) Authenticator() Authenticator { return p.auth }
+
+// CheckCredential gets the account's credential once, without connecting,
+// so that a locked keychain or a failing password_command is found at
+// start rather than by the first message. The failure is returned as a
+// *DialError at StepCredential, and recorded in the account's health,
+// except a password that is simply not stored (yet): that account stays
+// unused until mail for it arrives, which then hears what to do.
+func (p *Pool) CheckCredential(ctx context.Context) error {
+	err := p.authErr
+	mech := ""
+	if err == nil {
+		mechs := p.auth.Mechanisms()
+		if len(mechs) == 0 {
+			return nil
+		}
+		mech = mechs[0]
+		_, err = p.auth.Client(ctx, mech)
+	}
+	if err == nil {
+		return nil
+	}
+	de := &DialError{Server: p.acct.Server, Step: StepCredential, Mechanism: mech, Err: err}
+	if !errors.Is(err, secrets.ErrNotFound) {
+		p.record(de)
+	}
+	return de
+}
+
+// CredentialChanged lifts a hold or a credential problem: the credential
+// may have been fixed (a new password, an unlocked keychain), so the next
+// attempt tries it. It reports whether there was something to lift.
+func (p *Pool) CredentialChanged() bool {
+	p.mu.Lock()
+	had := p.health.Problem != ""
+	if had {
+		p.health = Health{Healthy: true}
+	}
+	h := p.health
+	p.mu.Unlock()
+	if !had {
+		return false
+	}
+	if p.auth != nil {
+		p.auth.Refused()
+	}
+	if p.notify != nil {
+		p.notify(h)
+	}
+	return true
 }
 
 // Account returns the pool's account.
@@ -75,7 +151,15 @@ func (p *Pool) Warm() bool {
 func (p *Pool) Available(now time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.health.Healthy || !now.Before(p.health.NextProbe)
+	return !p.health.Held && (p.health.Healthy || !now.Before(p.health.NextProbe))
+}
+
+// Held reports whether the account's mail is held because the provider
+// refused its credential.
+func (p *Pool) Held() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.health.Held
 }
 
 // healthBackoff is the wait after n consecutive connection failures:
@@ -86,14 +170,24 @@ func healthBackoff(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
+// record notes the result of a connection attempt in the account's
+// health. A refused credential holds the account (no backoff: nothing is
+// tried until the credential changes); a credential that could not be read
+// and a server that could not be reached back off, 5 s doubling to 5 min.
 func (p *Pool) record(err error) {
 	p.mu.Lock()
 	old := p.health
-	if err == nil {
+	switch {
+	case err == nil:
 		p.health = Health{Healthy: true}
-	} else {
+	case Classify(err) == CredentialRefused:
+		// The server is fine (it answered); the credential is not.
+		p.health = Health{Healthy: true, LastError: err, Problem: CredentialProblem(err), Held: true}
+	default:
 		p.health.Healthy = false
+		p.health.Held = false
 		p.health.LastError = err
+		p.health.Problem = CredentialProblem(err)
 		p.health.Failures++
 		p.health.NextProbe = time.Now().Add(healthBackoff(p.health.Failures))
 	}
@@ -104,19 +198,16 @@ func (p *Pool) record(err error) {
 	}
 }
 
-// countsAgainstHealth reports whether a dial error means the server (not
-// the message) is in trouble.
+// countsAgainstHealth reports whether a dial error says something about
+// the account (its server, its credential), not only this one attempt.
 func countsAgainstHealth(err error) bool {
 	var de *DialError
-	if errors.As(err, &de) {
-		switch de.Step {
-		case StepPassword:
-			return false
-		case StepAuth:
-			// A refused password is the account's problem, not an outage,
-			// but a server that hangs up during AUTH is down for us.
-			_, isSMTP := SMTPError(err)
-			return !isSMTP
+	if errors.As(err, &de) && de.Step == StepAuth {
+		// A server that hangs up during AUTH is down for us; one that
+		// answers 4xx to it is busy, not down; one that answers 5xx
+		// refused the credential.
+		if se, isSMTP := SMTPError(err); isSMTP {
+			return se.Code >= 500
 		}
 	}
 	return true
@@ -124,6 +215,9 @@ func countsAgainstHealth(err error) bool {
 
 // acquire returns a connection, reusing an idle one when possible.
 func (p *Pool) acquire(ctx context.Context, allowDown bool) (*Conn, bool, error) {
+	if h := p.Health(); h.Held {
+		return nil, false, fmt.Errorf("%w (%v)", ErrCredentialHeld, h.LastError)
+	}
 	if !allowDown && !p.Available(time.Now()) {
 		return nil, false, ErrAccountDown
 	}
@@ -140,10 +234,16 @@ func (p *Pool) acquire(ctx context.Context, allowDown bool) (*Conn, bool, error)
 			p.mu.Unlock()
 			return c, true, nil
 		}
-		go c.Close()
+		p.closeLater(c)
 	}
 	p.mu.Unlock()
-	c, err := Dial(ctx, p.acct, p.opts)
+	var c *Conn
+	var err error
+	if p.authErr != nil {
+		err = &DialError{Server: p.acct.Server, Step: StepCredential, Err: p.authErr}
+	} else {
+		c, err = dial(ctx, p.acct, p.auth, p.opts)
+	}
 	if err != nil {
 		<-p.sem
 		if countsAgainstHealth(err) {
@@ -161,13 +261,13 @@ func (p *Pool) release(c *Conn, reusable bool) {
 	c.uses++
 	c.lastUsed = time.Now()
 	if !reusable || c.uses >= p.opts.MaxReuse {
-		go c.Close()
+		p.closeLater(c)
 		return
 	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		go c.Close()
+		p.closeLater(c)
 		return
 	}
 	p.idle = append(p.idle, c)
@@ -206,8 +306,39 @@ func (p *Pool) reapIdle() {
 	}
 }
 
-// Close closes idle connections; busy ones close when released.
+// closeLater ends c in the background (QUIT has a 2 s deadline); Close
+// waits for it. It may be called with p.mu held.
+func (p *Pool) closeLater(c *Conn) {
+	p.bgMu.Lock()
+	p.bgN++
+	p.bgMu.Unlock()
+	go func() {
+		c.Close()
+		p.bgMu.Lock()
+		p.bgN--
+		if p.bgN == 0 && p.bgIdle != nil {
+			p.bgIdle.Broadcast()
+		}
+		p.bgMu.Unlock()
+	}()
+}
+
+// waitClosing waits until no connection is closing in the background.
+func (p *Pool) waitClosing() {
+	p.bgMu.Lock()
+	defer p.bgMu.Unlock()
+	if p.bgIdle == nil {
+		p.bgIdle = sync.NewCond(&p.bgMu)
+	}
+	for p.bgN > 0 {
+		p.bgIdle.Wait()
+	}
+}
+
+// Close closes idle connections and waits for connections being closed;
+// busy ones close when released.
 func (p *Pool) Close() {
+	defer p.waitClosing()
 	p.mu.Lock()
 	p.closed = true
 	idle := p.idle

@@ -1,4 +1,4 @@
-package listener_test
+package shim_test
 
 // The hostile-client suite: the real engine and listener over TCP, driven
 // by raw net.Conn clients that misbehave the way broken devices and
@@ -13,7 +13,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -31,10 +30,9 @@ import (
 
 	"github.com/smtpshim/smtpshim/shim"
 	"github.com/smtpshim/smtpshim/shim/config"
+	"github.com/smtpshim/smtpshim/shim/internal/rig"
 	"github.com/smtpshim/smtpshim/shim/internal/testbin"
-	"github.com/smtpshim/smtpshim/shim/internal/testlog"
 	"github.com/smtpshim/smtpshim/shim/localcert"
-	"github.com/smtpshim/smtpshim/shim/secrets"
 	"github.com/smtpshim/smtpshim/shim/upstreamsim"
 )
 
@@ -46,12 +44,12 @@ const (
 	bob        = "bob@example.net"
 )
 
-// rig is one running engine with a simulated provider behind it.
-type rig struct {
+// hostileRig is one running engine with a simulated provider behind it.
+type hostileRig struct {
 	t       *testing.T
 	eng     *shim.Engine
 	sim     *upstreamsim.Server // the provider of every account but aliceSim's
-	alice   *upstreamsim.Server // alice's provider: sim, unless rigOpts.aliceSim
+	alice   *upstreamsim.Server // alice's provider: sim, unless hostileOpts.aliceSim
 	cfg     *config.Config
 	dir     string
 	spool   string
@@ -62,7 +60,7 @@ type rig struct {
 	n       atomic.Int64
 }
 
-type rigOpts struct {
+type hostileOpts struct {
 	cfg     func(*config.Config)
 	sim     upstreamsim.Options // Users, ImplicitTLS and RawLog are filled in
 	secrets map[string]string
@@ -74,27 +72,22 @@ type rigOpts struct {
 	aliceSim *upstreamsim.Options
 }
 
-func startRig(t *testing.T, o rigOpts) *rig {
+// startHostile runs an engine with two accounts, alice and the
+// @example.org domain, in front of simulated providers.
+func startHostile(t *testing.T, o hostileOpts) *hostileRig {
 	t.Helper()
 	so := o.sim
 	so.Users = map[string]string{alice: alicePW, domainUser: domainPW}
 	so.RawLog = true
 	// Implicit TLS upstream, so the sim's raw log sees plaintext.
 	so.ImplicitTLS = true
-	sim, err := upstreamsim.Start(so)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
+	sim := rig.Sim(t, so)
 	aliceSim, aliceSec := sim, config.SecurityTLS
 	if o.aliceSim != nil {
 		ao := *o.aliceSim
 		ao.Users = so.Users
 		ao.RawLog = true
-		if aliceSim, err = upstreamsim.Start(ao); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { aliceSim.Close() })
+		aliceSim = rig.Sim(t, ao)
 		aliceSec = config.SecurityStartTLS
 	}
 	pool := sim.Cert.Pool.Clone()
@@ -114,241 +107,42 @@ func startRig(t *testing.T, o rigOpts) *rig {
 	if o.cfg != nil {
 		o.cfg(cfg)
 	}
-	store := secrets.NewMemory()
-	ctx := context.Background()
-	testlog.Secret(alicePW)
-	testlog.Secret(domainPW)
-	store.Set(ctx, alice, alicePW)
-	store.Set(ctx, "@example.org", domainPW)
+	stored := map[string]string{alice: alicePW, "@example.org": domainPW}
 	for k, v := range o.secrets {
-		testlog.Secret(v)
-		store.Set(ctx, k, v)
+		stored[k] = v
 	}
-	opts := shim.Options{
-		Logger:      testlog.Logger(t),
-		Secrets:     store,
-		UpstreamTLS: &tls.Config{RootCAs: pool},
-		NoControl:   true,
+	if o.bind && len(cfg.Listen) == 0 {
+		cfg.Listen = []string{freeAddr(t)} // the config wants a real port
 	}
-	if o.bind {
-		if len(cfg.Listen) == 0 {
-			cfg.Listen = []string{freeAddr(t)} // the config wants a real port
-		}
-	} else {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		opts.Listeners = []net.Listener{ln}
-	}
-	r := &rig{t: t, sim: sim, alice: aliceSim, cfg: cfg, dir: dir, spool: cfg.SpoolDir, localPW: o.localPW}
-	if o.trace {
-		r.trace = &testbin.Buffer{}
-		opts.Trace = r.trace
-	}
-	eng, err := shim.New(cfg, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.eng = eng
-	r.addr = eng.Addrs()[0].String()
-	if a := eng.TLSAddrs(); len(a) > 0 {
-		r.tlsAddr = a[0].String()
-	}
-	rctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- eng.Run(rctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("engine: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("engine did not stop")
-		}
+	e := rig.Start(t, cfg, rig.Options{
+		Secrets:     stored,
+		UpstreamCAs: pool,
+		Bind:        o.bind,
+		Trace:       o.trace,
+		StopWait:    20 * time.Second,
 	})
-	return r
-}
-
-// reply is one (possibly multi-line) SMTP reply.
-type reply struct {
-	code  int
-	enh   string // "5.7.1", or "" when the reply has none
-	text  string // the last line's text after the enhanced code
-	lines []string
-}
-
-func (r reply) String() string { return strings.Join(r.lines, " / ") }
-
-var enhRE = regexp.MustCompile(`^([245]\.\d{1,3}\.\d{1,3}) `)
-
-// client is a raw SMTP client that sends exactly what it is told.
-type client struct {
-	t testing.TB
-	c net.Conn
-	r *bufio.Reader
-}
-
-func dialRaw(t testing.TB, addr string) *client {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	return &client{t: t, c: c, r: bufio.NewReader(c)}
-}
-
-// dial connects and reads the greeting.
-func dial(t testing.TB, addr string) *client {
-	t.Helper()
-	cl := dialRaw(t, addr)
-	cl.expect(cl.mustRead(), 220, "")
-	return cl
-}
-
-func (cl *client) write(s string) {
-	cl.t.Helper()
-	if _, err := io.WriteString(cl.c, s); err != nil {
-		cl.t.Fatalf("write %q: %v", truncate(s), err)
-	}
-}
-
-// read reads one reply.
-func (cl *client) read() (reply, error) {
-	var rp reply
-	for {
-		line, err := cl.r.ReadString('\n')
-		if err != nil {
-			if line != "" {
-				rp.lines = append(rp.lines, line)
-			}
-			return rp, err
-		}
-		line = strings.TrimRight(line, "\r\n")
-		rp.lines = append(rp.lines, line)
-		if len(line) < 3 {
-			return rp, fmt.Errorf("malformed reply line %q", line)
-		}
-		code, err := strconv.Atoi(line[:3])
-		if err != nil {
-			return rp, fmt.Errorf("malformed reply line %q", line)
-		}
-		if rp.code != 0 && code != rp.code {
-			return rp, fmt.Errorf("reply code changed inside a multi-line reply: %q", rp.lines)
-		}
-		rp.code = code
-		if len(line) == 3 || line[3] == ' ' {
-			rest := ""
-			if len(line) > 4 {
-				rest = line[4:]
-			}
-			if m := enhRE.FindStringSubmatch(rest + " "); m != nil {
-				rp.enh = m[1]
-				rest = strings.TrimPrefix(rest[len(m[1]):], " ")
-			}
-			rp.text = rest
-			return rp, nil
-		}
-	}
-}
-
-func (cl *client) mustRead() reply {
-	cl.t.Helper()
-	rp, err := cl.read()
-	if err != nil {
-		cl.t.Fatalf("reading a reply: %v (got %q)", err, rp.lines)
-	}
-	return rp
-}
-
-// cmd sends one command line and returns the reply.
-func (cl *client) cmd(line string) reply {
-	cl.t.Helper()
-	cl.write(line + "\r\n")
-	return cl.mustRead()
-}
-
-// expect fails unless rp has the code and enhanced code ("" skips it).
-func (cl *client) expect(rp reply, code int, enh string) reply {
-	cl.t.Helper()
-	if rp.code != code || (enh != "" && rp.enh != enh) {
-		want := strconv.Itoa(code)
-		if enh != "" {
-			want += " " + enh
-		}
-		cl.t.Fatalf("got %q, want %s", rp.lines, want)
-	}
-	return rp
-}
-
-func (cl *client) do(line string, code int, enh string) reply {
-	cl.t.Helper()
-	return cl.expect(cl.cmd(line), code, enh)
-}
-
-// expectClosed fails unless the server closes the connection (EOF or a
-// reset) within d, without sending anything more.
-func (cl *client) expectClosed(d time.Duration) {
-	cl.t.Helper()
-	cl.c.SetReadDeadline(time.Now().Add(d))
-	line, err := cl.r.ReadString('\n')
-	if err == nil || line != "" {
-		cl.t.Fatalf("expected the connection to be closed, got %q (err %v)", line, err)
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		cl.t.Fatalf("the server did not close the connection within %s", d)
-	}
-}
-
-// ehlo greets with EHLO and returns the capabilities.
-func (cl *client) ehlo() []string {
-	cl.t.Helper()
-	rp := cl.do("EHLO client.test", 250, "")
-	var caps []string
-	for _, l := range rp.lines[1:] {
-		caps = append(caps, l[4:])
-	}
-	return caps
-}
-
-func truncate(s string) string {
-	if len(s) > 200 {
-		return s[:200] + "..."
-	}
-	return s
-}
-
-// data sends DATA, the body as given, and the terminator.
-func (cl *client) data(body string) reply {
-	cl.t.Helper()
-	cl.do("DATA", 354, "")
-	cl.write(body + "\r\n.\r\n")
-	return cl.mustRead()
+	return &hostileRig{t: t, eng: e.Engine, sim: sim, alice: aliceSim, cfg: cfg, dir: dir, spool: cfg.SpoolDir,
+		addr: e.Addr, tlsAddr: e.TLSAddr, localPW: o.localPW, trace: e.Trace}
 }
 
 // healthy proves the relay still works: a fresh connection, a unique
 // message from a unique sender (so rate limits don't interfere), and it
 // arrives at the provider byte for byte.
-func (r *rig) healthy(t *testing.T) {
+func (r *hostileRig) healthy(t *testing.T) {
 	t.Helper()
 	n := r.n.Add(1)
 	from := fmt.Sprintf("healthy-%d@example.org", n)
 	body := fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: healthy %d\r\n\r\nstill healthy %d\r\n", from, bob, n, n)
 	before := len(r.sim.Messages())
-	cl := dial(t, r.addr)
-	cl.ehlo()
+	cl := rig.Dial(t, r.addr)
+	cl.EHLO()
 	if r.localPW != "" {
-		cl.do("AUTH PLAIN "+plain("client", r.localPW), 235, "2.0.0")
+		cl.Do("AUTH PLAIN "+plain("client", r.localPW), 235, "2.0.0")
 	}
-	cl.do("MAIL FROM:<"+from+">", 250, "")
-	cl.do("RCPT TO:<"+bob+">", 250, "")
-	cl.expect(cl.data(strings.TrimSuffix(body, "\r\n")), 250, "2.0.0")
-	cl.do("QUIT", 221, "")
+	cl.Do("MAIL FROM:<"+from+">", 250, "")
+	cl.Do("RCPT TO:<"+bob+">", 250, "")
+	cl.Expect(cl.Data(strings.TrimSuffix(body, "\r\n")), 250, "2.0.0")
+	cl.Do("QUIT", 221, "")
 	msgs := r.sim.Messages()
 	if len(msgs) != before+1 {
 		t.Fatalf("healthy check: the provider has %d messages, want %d", len(msgs), before+1)
@@ -421,7 +215,7 @@ func tail(b []byte) []byte {
 // message arrives, with the smuggled text as content, and the wire to the
 // provider carries only CRLF line endings and a single CRLF.CRLF.
 func TestSmuggling(t *testing.T) {
-	r := startRig(t, rigOpts{})
+	r := startHostile(t, hostileOpts{})
 	const head = "From: <alice@example.com>\r\nTo: <bob@example.net>\r\nSubject: smuggling\r\n\r\n"
 	const smuggled = "MAIL FROM:<alice@example.com>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\nSubject: smuggled\r\n"
 	cases := []struct {
@@ -458,17 +252,17 @@ func TestSmuggling(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := len(r.sim.Messages())
-			cl := dial(t, r.addr)
-			cl.ehlo()
-			cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-			cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-			cl.expect(cl.data(head+c.body), 250, "2.0.0")
+			cl := rig.Dial(t, r.addr)
+			cl.EHLO()
+			cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+			cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+			cl.Expect(cl.Data(head+c.body), 250, "2.0.0")
 			// Nothing of the body was taken for commands: the next reply
 			// is NOOP's own.
-			if rp := cl.do("NOOP", 250, "2.0.0"); !strings.Contains(rp.text, "done nothing") {
-				t.Fatalf("a stray reply after DATA: %q", rp.lines)
+			if rp := cl.Do("NOOP", 250, "2.0.0"); !strings.Contains(rp.Text, "done nothing") {
+				t.Fatalf("a stray reply after DATA: %q", rp.Lines)
 			}
-			cl.do("QUIT", 221, "")
+			cl.Do("QUIT", 221, "")
 			msgs := r.sim.Messages()
 			if len(msgs) != before+1 {
 				t.Fatalf("the provider got %d messages, want exactly 1", len(msgs)-before)
@@ -505,7 +299,7 @@ func slicesContains(s []string, v string) bool {
 // TO with a CR in mid-line, an LF, and a NUL. The relay refuses, and no
 // such byte reaches the provider.
 func TestEnvelopeControlCharacters(t *testing.T) {
-	r := startRig(t, rigOpts{})
+	r := startHostile(t, hostileOpts{})
 	cases := []struct {
 		name   string
 		mail   bool // the line is a MAIL command; else RCPT after a good MAIL
@@ -531,21 +325,21 @@ func TestEnvelopeControlCharacters(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			rawBefore := len(r.sim.RawInput())
 			msgsBefore := len(r.sim.Messages())
-			cl := dial(t, r.addr)
-			cl.ehlo()
+			cl := rig.Dial(t, r.addr)
+			cl.EHLO()
 			if !c.mail {
-				cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+				cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
 			}
-			cl.do(c.line, c.code, c.enh)
+			cl.Do(c.line, c.code, c.enh)
 			for _, x := range c.extras {
 				code, _ := strconv.Atoi(x[:3])
-				cl.expect(cl.mustRead(), code, x[4:])
+				cl.Expect(cl.MustRead(), code, x[4:])
 			}
 			if !c.mail {
 				// The transaction is still open, without the bad recipient.
-				cl.do("DATA", 502, "5.5.1")
+				cl.Do("DATA", 502, "5.5.1")
 			}
-			cl.do("QUIT", 221, "")
+			cl.Do("QUIT", 221, "")
 			if n := len(r.sim.Messages()) - msgsBefore; n != 0 {
 				t.Fatalf("%d messages reached the provider", n)
 			}
@@ -572,14 +366,14 @@ func TestEnvelopeControlCharacters(t *testing.T) {
 // TestNULAnd8Bit: NUL bytes and 8-bit data in headers and body are passed
 // through untouched (only line endings are normalized).
 func TestNULAnd8Bit(t *testing.T) {
-	r := startRig(t, rigOpts{})
+	r := startHostile(t, hostileOpts{})
 	body := "From: <alice@example.com>\r\nSubject: caf\xe9 \x00 nul \xff\xfe\r\nX-Utf8: na\xc3\xafve\r\n\r\n8-bit \x80\x81\xfe\xff body\r\nNUL here:\x00:and\x00\x00there\nbare LF after NUL\x00\n\x00\r\nend"
-	cl := dial(t, r.addr)
-	cl.ehlo()
-	cl.do("MAIL FROM:<"+alice+"> BODY=8BITMIME", 250, "2.0.0")
-	cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-	cl.expect(cl.data(body), 250, "2.0.0")
-	cl.do("QUIT", 221, "")
+	cl := rig.Dial(t, r.addr)
+	cl.EHLO()
+	cl.Do("MAIL FROM:<"+alice+"> BODY=8BITMIME", 250, "2.0.0")
+	cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+	cl.Expect(cl.Data(body), 250, "2.0.0")
+	cl.Do("QUIT", 221, "")
 	msgs := r.sim.Messages()
 	if len(msgs) != 1 {
 		t.Fatalf("%d messages, want 1", len(msgs))
@@ -596,23 +390,23 @@ func TestNULAnd8Bit(t *testing.T) {
 // session with a 500, whether it is a command, a header or a body line,
 // and nothing is delivered. Lines just under the limit are fine.
 func TestOverlongLines(t *testing.T) {
-	r := startRig(t, rigOpts{})
+	r := startHostile(t, hostileOpts{})
 	long := strings.Repeat("x", 5000)
 	t.Run("command", func(t *testing.T) {
-		cl := dial(t, r.addr)
-		cl.ehlo()
+		cl := rig.Dial(t, r.addr)
+		cl.EHLO()
 		// go-smtp's own reply for a command line over the limit.
-		cl.expect(cl.cmd("MAIL FROM:<"+long+"@example.com>"), 500, "5.4.0")
-		cl.expectClosed(5 * time.Second)
+		cl.Expect(cl.Cmd("MAIL FROM:<"+long+"@example.com>"), 500, "5.4.0")
+		cl.ExpectClosed(5 * time.Second)
 		r.healthy(t)
 	})
 	for _, where := range []string{"header", "body", "bare-CR body"} {
 		t.Run(where, func(t *testing.T) {
 			before := len(r.sim.Messages())
-			cl := dial(t, r.addr)
-			cl.ehlo()
-			cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-			cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
+			cl := rig.Dial(t, r.addr)
+			cl.EHLO()
+			cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+			cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
 			body := "Subject: long\r\nX-Long: " + long + "\r\n\r\nbody"
 			switch where {
 			case "body":
@@ -621,11 +415,11 @@ func TestOverlongLines(t *testing.T) {
 				// The line limit counts from the last LF.
 				body = "Subject: long\r\n\r\n" + strings.Repeat(strings.Repeat("y", 70)+"\r", 80)
 			}
-			cl.expect(cl.data(body), 500, "5.5.2")
+			cl.Expect(cl.Data(body), 500, "5.5.2")
 			// go-smtp's line limit stays tripped: it says so and hangs up,
 			// so nothing after the long line is read as a command.
-			cl.expect(cl.mustRead(), 500, "5.4.0")
-			cl.expectClosed(5 * time.Second)
+			cl.Expect(cl.MustRead(), 500, "5.4.0")
+			cl.ExpectClosed(5 * time.Second)
 			if n := len(r.sim.Messages()) - before; n != 0 {
 				t.Fatalf("%d messages delivered", n)
 			}
@@ -635,12 +429,12 @@ func TestOverlongLines(t *testing.T) {
 	t.Run("long line under the limits", func(t *testing.T) {
 		// The simulated provider keeps go-smtp's 2000-byte line limit.
 		before := len(r.sim.Messages())
-		cl := dial(t, r.addr)
-		cl.ehlo()
-		cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-		cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
+		cl := rig.Dial(t, r.addr)
+		cl.EHLO()
+		cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+		cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
 		line := strings.Repeat("z", 1990)
-		cl.expect(cl.data("Subject: near\r\n\r\n"+line), 250, "2.0.0")
+		cl.Expect(cl.Data("Subject: near\r\n\r\n"+line), 250, "2.0.0")
 		msgs := r.sim.Messages()
 		if len(msgs) != before+1 || string(msgs[len(msgs)-1].Data) != "Subject: near\r\n\r\n"+line+"\r\n" {
 			t.Fatal("the message with a 1990-byte line did not arrive intact")
@@ -652,15 +446,15 @@ func TestOverlongLines(t *testing.T) {
 // TestTinyWrites sends a whole session one byte per TCP write, with
 // pauses, as a crawling device would; it still delivers correctly.
 func TestTinyWrites(t *testing.T) {
-	r := startRig(t, rigOpts{})
-	cl := dialRaw(t, r.addr)
-	if tc, ok := cl.c.(*net.TCPConn); ok {
+	r := startHostile(t, hostileOpts{})
+	cl := rig.DialRaw(t, r.addr)
+	if tc, ok := cl.Conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	cl.expect(cl.mustRead(), 220, "")
+	cl.Expect(cl.MustRead(), 220, "")
 	trickle := func(s string) {
 		for i := 0; i < len(s); i++ {
-			if _, err := cl.c.Write([]byte{s[i]}); err != nil {
+			if _, err := cl.Conn.Write([]byte{s[i]}); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(time.Millisecond)
@@ -668,7 +462,7 @@ func TestTinyWrites(t *testing.T) {
 	}
 	step := func(s string, code int) {
 		trickle(s)
-		cl.expect(cl.mustRead(), code, "")
+		cl.Expect(cl.MustRead(), code, "")
 	}
 	step("HELO slow.device\r\n", 250)
 	step("MAIL FROM:<alice@example.com>\r\n", 250)
@@ -711,32 +505,32 @@ func waitGoroutines(t *testing.T, base, margin int, d time.Duration) {
 // relay answers every one in order (or would close cleanly), and no
 // goroutine is left behind.
 func TestPipeliningFlood(t *testing.T) {
-	r := startRig(t, rigOpts{})
+	r := startHostile(t, hostileOpts{})
 	r.healthy(t) // warm the upstream pool
 	base := runtime.NumGoroutine()
 	const n = 10000
-	cl := dial(t, r.addr)
-	cl.ehlo()
+	cl := rig.Dial(t, r.addr)
+	cl.EHLO()
 	werr := make(chan error, 1)
 	go func() {
-		_, err := cl.c.Write(bytes.Repeat([]byte("NOOP\r\n"), n))
+		_, err := cl.Conn.Write(bytes.Repeat([]byte("NOOP\r\n"), n))
 		werr <- err
 	}()
 	for i := 0; i < n; i++ {
-		rp, err := cl.read()
+		rp, err := cl.Read()
 		if err != nil {
 			t.Fatalf("after %d replies: %v", i, err)
 		}
-		if rp.code != 250 || rp.enh != "2.0.0" {
-			t.Fatalf("reply %d: %q", i, rp.lines)
+		if rp.Code != 250 || rp.Enh != "2.0.0" {
+			t.Fatalf("reply %d: %q", i, rp.Lines)
 		}
 	}
 	if err := <-werr; err != nil {
 		t.Fatal(err)
 	}
-	cl.do("QUIT", 221, "")
-	cl.expectClosed(5 * time.Second)
-	cl.c.Close()
+	cl.Do("QUIT", 221, "")
+	cl.ExpectClosed(5 * time.Second)
+	cl.Conn.Close()
 	waitGoroutines(t, base, 3, 10*time.Second)
 	r.healthy(t)
 }
@@ -744,23 +538,23 @@ func TestPipeliningFlood(t *testing.T) {
 // TestGarbageBeforeGreeting: a client that talks HTTP before the greeting
 // gets error replies, then the relay hangs up after too many errors.
 func TestGarbageBeforeGreeting(t *testing.T) {
-	r := startRig(t, rigOpts{})
-	cl := dialRaw(t, r.addr)
-	cl.write("GET / HTTP/1.1\r\nHost: localhost:2525\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n")
-	cl.expect(cl.mustRead(), 220, "")
+	r := startHostile(t, hostileOpts{})
+	cl := rig.DialRaw(t, r.addr)
+	cl.Write("GET / HTTP/1.1\r\nHost: localhost:2525\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n")
+	cl.Expect(cl.MustRead(), 220, "")
 	for i := 0; i < 4; i++ {
-		cl.expect(cl.mustRead(), 501, "5.5.2")
+		cl.Expect(cl.MustRead(), 501, "5.5.2")
 	}
-	cl.expect(cl.mustRead(), 500, "5.5.1") // too many errors
-	cl.expectClosed(5 * time.Second)
+	cl.Expect(cl.MustRead(), 500, "5.5.1") // too many errors
+	cl.ExpectClosed(5 * time.Second)
 	r.healthy(t)
 
 	// Binary garbage with no line end at all: the relay waits for a line
 	// and lets the client go when it hangs up.
-	cl = dialRaw(t, r.addr)
-	cl.write("\x00\x01\x02\xff\xfe binary \x16\x03\x01")
-	cl.expect(cl.mustRead(), 220, "")
-	cl.c.Close()
+	cl = rig.DialRaw(t, r.addr)
+	cl.Write("\x00\x01\x02\xff\xfe binary \x16\x03\x01")
+	cl.Expect(cl.MustRead(), 220, "")
+	cl.Conn.Close()
 	r.healthy(t)
 }
 
@@ -783,7 +577,7 @@ func clientHello(t *testing.T) []byte {
 // plain port fails its handshake at once instead of hanging, and its
 // ClientHello, read as commands, only earns error replies.
 func TestTLSOnPlainPort(t *testing.T) {
-	r := startRig(t, rigOpts{})
+	r := startHostile(t, hostileOpts{})
 	base := runtime.NumGoroutine()
 	c, err := net.DialTimeout("tcp", r.addr, 5*time.Second)
 	if err != nil {
@@ -797,20 +591,20 @@ func TestTLSOnPlainPort(t *testing.T) {
 	}
 	c.Close()
 
-	cl := dialRaw(t, r.addr)
-	cl.write(string(clientHello(t)) + "\r\n")
-	cl.expect(cl.mustRead(), 220, "")
-	cl.c.SetReadDeadline(time.Now().Add(time.Second))
+	cl := rig.DialRaw(t, r.addr)
+	cl.Write(string(clientHello(t)) + "\r\n")
+	cl.Expect(cl.MustRead(), 220, "")
+	cl.Conn.SetReadDeadline(time.Now().Add(time.Second))
 	for {
-		rp, err := cl.read()
+		rp, err := cl.Read()
 		if err != nil {
 			break // the deadline, or the relay hung up after too many errors
 		}
-		if rp.code/100 != 5 {
-			t.Fatalf("reply to a ClientHello: %q", rp.lines)
+		if rp.Code/100 != 5 {
+			t.Fatalf("reply to a ClientHello: %q", rp.Lines)
 		}
 	}
-	cl.c.Close()
+	cl.Conn.Close()
 	waitGoroutines(t, base, 3, 10*time.Second)
 	r.healthy(t)
 }
@@ -818,36 +612,36 @@ func TestTLSOnPlainPort(t *testing.T) {
 // TestConnectionCap: past max_connections a client is told 421 4.7.0 at
 // once and disconnected; it does not hang waiting for a greeting.
 func TestConnectionCap(t *testing.T) {
-	r := startRig(t, rigOpts{cfg: func(c *config.Config) { c.MaxConnections = 5 }})
-	var held []*client
+	r := startHostile(t, hostileOpts{cfg: func(c *config.Config) { c.MaxConnections = 5 }})
+	var held []*rig.Client
 	for i := 0; i < 5; i++ {
-		held = append(held, dial(t, r.addr))
+		held = append(held, rig.Dial(t, r.addr))
 	}
 	start := time.Now()
-	extra := dialRaw(t, r.addr)
-	extra.c.SetReadDeadline(time.Now().Add(3 * time.Second))
-	rp, err := extra.read()
+	extra := rig.DialRaw(t, r.addr)
+	extra.Conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	rp, err := extra.Read()
 	if err != nil {
-		t.Fatalf("the 6th client: %v (%q)", err, rp.lines)
+		t.Fatalf("the 6th client: %v (%q)", err, rp.Lines)
 	}
-	extra.expect(rp, 421, "4.7.0")
-	extra.expectClosed(3 * time.Second)
+	extra.Expect(rp, 421, "4.7.0")
+	extra.ExpectClosed(3 * time.Second)
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("the 6th client waited %s for its refusal", d)
 	}
 	// The five held connections still work.
 	for _, cl := range held {
-		cl.do("NOOP", 250, "2.0.0")
+		cl.Do("NOOP", 250, "2.0.0")
 	}
 	for _, cl := range held {
-		cl.do("QUIT", 221, "")
-		cl.expectClosed(5 * time.Second)
+		cl.Do("QUIT", 221, "")
+		cl.ExpectClosed(5 * time.Second)
 	}
 	waitFor(t, 5*time.Second, "a free slot", func() bool {
-		cl := dialRaw(t, r.addr)
-		defer cl.c.Close()
-		rp, err := cl.read()
-		return err == nil && rp.code == 220
+		cl := rig.DialRaw(t, r.addr)
+		defer cl.Conn.Close()
+		rp, err := cl.Read()
+		return err == nil && rp.Code == 220
 	})
 	r.healthy(t)
 }
@@ -868,34 +662,34 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 // data_timeout, and when that ends it, the rest of the body is never
 // taken for commands.
 func TestIdleAndSlowClients(t *testing.T) {
-	r := startRig(t, rigOpts{cfg: func(c *config.Config) {
+	r := startHostile(t, hostileOpts{cfg: func(c *config.Config) {
 		c.IdleTimeout = config.Duration(time.Second)
 		c.DataTimeout = config.Duration(3 * time.Second)
 	}})
 
 	t.Run("silent mid-command", func(t *testing.T) {
-		cl := dial(t, r.addr)
-		cl.ehlo()
+		cl := rig.Dial(t, r.addr)
+		cl.EHLO()
 		start := time.Now()
-		cl.write("MAIL FR")
-		cl.expect(cl.mustRead(), 421, "4.4.2")
+		cl.Write("MAIL FR")
+		cl.Expect(cl.MustRead(), 421, "4.4.2")
 		if d := time.Since(start); d < 800*time.Millisecond || d > 2*time.Second {
 			t.Fatalf("cut off after %s, want about 1s", d)
 		}
-		cl.expectClosed(2 * time.Second)
+		cl.ExpectClosed(2 * time.Second)
 		r.healthy(t)
 	})
 
 	t.Run("trickled command line", func(t *testing.T) {
-		cl := dial(t, r.addr)
-		cl.ehlo()
+		cl := rig.Dial(t, r.addr)
+		cl.EHLO()
 		stop := make(chan struct{})
 		defer close(stop)
 		start := time.Now()
 		go func() {
 			line := "MAIL FROM:<alice@example.com>\r\n"
 			for i := 0; i < len(line); i++ {
-				if _, err := cl.c.Write([]byte{line[i]}); err != nil {
+				if _, err := cl.Conn.Write([]byte{line[i]}); err != nil {
 					return
 				}
 				select {
@@ -905,28 +699,28 @@ func TestIdleAndSlowClients(t *testing.T) {
 				}
 			}
 		}()
-		cl.expect(cl.mustRead(), 421, "4.4.2")
+		cl.Expect(cl.MustRead(), 421, "4.4.2")
 		if d := time.Since(start); d > 2*time.Second {
 			t.Fatalf("cut off after %s, want about 1s", d)
 		}
-		cl.expectClosed(2 * time.Second)
+		cl.ExpectClosed(2 * time.Second)
 		r.healthy(t)
 	})
 
 	// trickleData starts a transaction and sends the body in chunks every
 	// 500 ms (half the idle timeout) for the given number of chunks, then
 	// the terminator; it returns when the relay replies.
-	trickleData := func(t *testing.T, cl *client, chunks []string) (reply, time.Duration) {
-		cl.ehlo()
-		cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-		cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-		cl.do("DATA", 354, "")
+	trickleData := func(t *testing.T, cl *rig.Client, chunks []string) (rig.Reply, time.Duration) {
+		cl.EHLO()
+		cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+		cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+		cl.Do("DATA", 354, "")
 		start := time.Now()
 		stop := make(chan struct{})
 		defer close(stop)
 		go func() {
 			for _, c := range chunks {
-				if _, err := io.WriteString(cl.c, c); err != nil {
+				if _, err := io.WriteString(cl.Conn, c); err != nil {
 					return
 				}
 				select {
@@ -935,17 +729,17 @@ func TestIdleAndSlowClients(t *testing.T) {
 				case <-time.After(500 * time.Millisecond):
 				}
 			}
-			io.WriteString(cl.c, ".\r\n")
+			io.WriteString(cl.Conn, ".\r\n")
 		}()
-		return cl.mustRead(), time.Since(start)
+		return cl.MustRead(), time.Since(start)
 	}
 
 	t.Run("steady DATA longer than idle", func(t *testing.T) {
 		before := len(r.sim.Messages())
-		cl := dial(t, r.addr)
+		cl := rig.Dial(t, r.addr)
 		chunks := []string{"Subject: slow\r\n\r\n", "chunk 1\r\n", "chunk 2\r\n", "chunk 3\r\n", "chunk 4\r\n"}
 		rp, d := trickleData(t, cl, chunks)
-		cl.expect(rp, 250, "2.0.0")
+		cl.Expect(rp, 250, "2.0.0")
 		if d < 2*time.Second {
 			t.Fatalf("DATA took only %s; the test needs it to outlast idle_timeout", d)
 		}
@@ -953,13 +747,13 @@ func TestIdleAndSlowClients(t *testing.T) {
 		if len(msgs) != before+1 || string(msgs[len(msgs)-1].Data) != strings.Join(chunks, "") {
 			t.Fatal("the slow message did not arrive intact")
 		}
-		cl.do("QUIT", 221, "")
+		cl.Do("QUIT", 221, "")
 		r.healthy(t)
 	})
 
 	t.Run("DATA past data_timeout", func(t *testing.T) {
 		before := len(r.sim.Messages())
-		cl := dial(t, r.addr)
+		cl := rig.Dial(t, r.addr)
 		// After the cut-off the client keeps sending its body, which
 		// quotes an SMTP session: none of it may run as commands.
 		chunks := []string{"Subject: too slow\r\n\r\n"}
@@ -969,11 +763,11 @@ func TestIdleAndSlowClients(t *testing.T) {
 		chunks = append(chunks, "RSET\r\n", "MAIL FROM:<alice@example.com>\r\n", "RCPT TO:<victim@example.net>\r\n",
 			"DATA\r\n", "Subject: injected\r\n\r\nevil\r\n.\r\n", "QUIT\r\n")
 		rp, d := trickleData(t, cl, chunks)
-		cl.expect(rp, 421, "4.4.2")
+		cl.Expect(rp, 421, "4.4.2")
 		if d < 2500*time.Millisecond || d > 4500*time.Millisecond {
 			t.Fatalf("DATA cut off after %s, want about data_timeout (3s)", d)
 		}
-		cl.expectClosed(2 * time.Second)
+		cl.ExpectClosed(2 * time.Second)
 		time.Sleep(1500 * time.Millisecond) // let the rest of the chunks go out
 		if n := len(r.sim.Messages()) - before; n != 0 {
 			t.Fatalf("%d messages delivered after the DATA timeout", n)
@@ -983,18 +777,18 @@ func TestIdleAndSlowClients(t *testing.T) {
 
 	t.Run("silence inside DATA", func(t *testing.T) {
 		before := len(r.sim.Messages())
-		cl := dial(t, r.addr)
-		cl.ehlo()
-		cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-		cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-		cl.do("DATA", 354, "")
+		cl := rig.Dial(t, r.addr)
+		cl.EHLO()
+		cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+		cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+		cl.Do("DATA", 354, "")
 		start := time.Now()
-		cl.write("Subject: stalled\r\n\r\npart")
-		cl.expect(cl.mustRead(), 421, "4.4.2")
+		cl.Write("Subject: stalled\r\n\r\npart")
+		cl.Expect(cl.MustRead(), 421, "4.4.2")
 		if d := time.Since(start); d < 800*time.Millisecond || d > 2*time.Second {
 			t.Fatalf("cut off after %s, want about idle_timeout (1s)", d)
 		}
-		cl.expectClosed(2 * time.Second)
+		cl.ExpectClosed(2 * time.Second)
 		if n := len(r.sim.Messages()) - before; n != 0 {
 			t.Fatalf("%d messages delivered", n)
 		}
@@ -1006,47 +800,47 @@ func TestIdleAndSlowClients(t *testing.T) {
 // go-smtp's 452 4.5.3; a message over max_message_size gets 552 5.3.4 and
 // the session goes on.
 func TestRecipientAndSizeLimits(t *testing.T) {
-	r := startRig(t, rigOpts{cfg: func(c *config.Config) {
+	r := startHostile(t, hostileOpts{cfg: func(c *config.Config) {
 		c.MaxRecipients = 3
 		c.MaxMessageSize = 10 << 10
 	}})
 	t.Run("recipients", func(t *testing.T) {
 		before := len(r.sim.Messages())
-		cl := dial(t, r.addr)
-		cl.ehlo()
-		cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+		cl := rig.Dial(t, r.addr)
+		cl.EHLO()
+		cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
 		for i := 1; i <= 3; i++ {
-			cl.do(fmt.Sprintf("RCPT TO:<r%d@example.net>", i), 250, "2.0.0")
+			cl.Do(fmt.Sprintf("RCPT TO:<r%d@example.net>", i), 250, "2.0.0")
 		}
-		cl.do("RCPT TO:<r4@example.net>", 452, "4.5.3")
-		cl.expect(cl.data("Subject: three\r\n\r\nto three"), 250, "2.0.0")
+		cl.Do("RCPT TO:<r4@example.net>", 452, "4.5.3")
+		cl.Expect(cl.Data("Subject: three\r\n\r\nto three"), 250, "2.0.0")
 		msgs := r.sim.Messages()
 		if len(msgs) != before+1 || strings.Join(msgs[len(msgs)-1].To, ",") != "r1@example.net,r2@example.net,r3@example.net" {
 			t.Fatalf("recipients upstream: %v", msgs[len(msgs)-1].To)
 		}
-		cl.do("QUIT", 221, "")
+		cl.Do("QUIT", 221, "")
 		r.healthy(t)
 	})
 	t.Run("size", func(t *testing.T) {
 		before := len(r.sim.Messages())
-		cl := dial(t, r.addr)
-		caps := cl.ehlo()
+		cl := rig.Dial(t, r.addr)
+		caps := cl.EHLO()
 		if !slicesContains(caps, "SIZE 10240") {
 			t.Fatalf("EHLO does not announce SIZE 10240: %q", caps)
 		}
-		cl.do("MAIL FROM:<"+alice+"> SIZE=20000", 552, "5.3.4")
-		cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-		cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
+		cl.Do("MAIL FROM:<"+alice+"> SIZE=20000", 552, "5.3.4")
+		cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+		cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
 		big := "Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("b", 76)+"\r\n", 260)
-		cl.expect(cl.data(big), 552, "5.3.4")
+		cl.Expect(cl.Data(big), 552, "5.3.4")
 		if n := len(r.sim.Messages()) - before; n != 0 {
 			t.Fatalf("%d oversized messages delivered", n)
 		}
 		// The same session carries on.
-		cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-		cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-		cl.expect(cl.data("Subject: small\r\n\r\nsmall"), 250, "2.0.0")
-		cl.do("QUIT", 221, "")
+		cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+		cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+		cl.Expect(cl.Data("Subject: small\r\n\r\nsmall"), 250, "2.0.0")
+		cl.Do("QUIT", 221, "")
 		msgs := r.sim.Messages()
 		if len(msgs) != before+1 || string(msgs[len(msgs)-1].Data) != "Subject: small\r\n\r\nsmall\r\n" {
 			t.Fatal("the follow-up message did not arrive intact")
@@ -1058,7 +852,7 @@ func TestRecipientAndSizeLimits(t *testing.T) {
 // TestSenderRateLimit: with rate_limit_loopback the third message from one
 // sender within a minute gets 451 4.7.1; other senders are unaffected.
 func TestSenderRateLimit(t *testing.T) {
-	r := startRig(t, rigOpts{cfg: func(c *config.Config) {
+	r := startHostile(t, hostileOpts{cfg: func(c *config.Config) {
 		c.SenderRateMinute = 2
 		c.RateLimitLoopback = true
 	}})
@@ -1067,37 +861,37 @@ func TestSenderRateLimit(t *testing.T) {
 	send := func(from string) {
 		t.Helper()
 		cl := dialFrom(t, r.addr, "127.0.0.2")
-		cl.ehlo()
-		cl.do("MAIL FROM:<"+from+">", 250, "2.0.0")
-		cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-		cl.expect(cl.data("Subject: rate\r\n\r\nrate"), 250, "2.0.0")
-		cl.do("QUIT", 221, "")
+		cl.EHLO()
+		cl.Do("MAIL FROM:<"+from+">", 250, "2.0.0")
+		cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+		cl.Expect(cl.Data("Subject: rate\r\n\r\nrate"), 250, "2.0.0")
+		cl.Do("QUIT", 221, "")
 	}
 	send(alice)
 	send(alice)
 	cl := dialFrom(t, r.addr, "127.0.0.2")
-	cl.ehlo()
-	rp := cl.do("MAIL FROM:<"+alice+">", 451, "4.7.1")
-	if !strings.Contains(rp.text, "per minute") {
-		t.Fatalf("the refusal does not say which limit: %q", rp.text)
+	cl.EHLO()
+	rp := cl.Do("MAIL FROM:<"+alice+">", 451, "4.7.1")
+	if !strings.Contains(rp.Text, "per minute") {
+		t.Fatalf("the refusal does not say which limit: %q", rp.Text)
 	}
-	cl.do("MAIL FROM:<ALICE@Example.COM>", 451, "4.7.1")  // case does not dodge it
-	cl.do("MAIL FROM:<alice@example.com.>", 501, "5.1.7") // nor does a trailing dot
-	cl.do("MAIL FROM:<carol@example.org>", 250, "2.0.0")
-	cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-	cl.expect(cl.data("Subject: other\r\n\r\nother"), 250, "2.0.0")
-	cl.do("QUIT", 221, "")
+	cl.Do("MAIL FROM:<ALICE@Example.COM>", 451, "4.7.1")  // case does not dodge it
+	cl.Do("MAIL FROM:<alice@example.com.>", 501, "5.1.7") // nor does a trailing dot
+	cl.Do("MAIL FROM:<carol@example.org>", 250, "2.0.0")
+	cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+	cl.Expect(cl.Data("Subject: other\r\n\r\nother"), 250, "2.0.0")
+	cl.Do("QUIT", 221, "")
 	send("dave@example.org")
 	// Every local part of a domain account shares its budget.
 	cl = dialFrom(t, r.addr, "127.0.0.2")
-	cl.ehlo()
-	cl.do("MAIL FROM:<erin@example.org>", 451, "4.7.1")
-	cl.do("QUIT", 221, "")
+	cl.EHLO()
+	cl.Do("MAIL FROM:<erin@example.org>", 451, "4.7.1")
+	cl.Do("QUIT", 221, "")
 	r.healthy(t)
 }
 
 // dialFrom is dial from the local address ip.
-func dialFrom(t testing.TB, addr, ip string) *client {
+func dialFrom(t testing.TB, addr, ip string) *rig.Client {
 	t.Helper()
 	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
 	c, err := d.Dial("tcp", addr)
@@ -1106,8 +900,8 @@ func dialFrom(t testing.TB, addr, ip string) *client {
 	}
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(60 * time.Second))
-	cl := &client{t: t, c: c, r: bufio.NewReader(c)}
-	cl.expect(cl.mustRead(), 220, "")
+	cl := &rig.Client{T: t, Conn: c, R: bufio.NewReader(c)}
+	cl.Expect(cl.MustRead(), 220, "")
 	return cl
 }
 
@@ -1115,27 +909,27 @@ func dialFrom(t testing.TB, addr, ip string) *client {
 // local_auth = "require" MAIL needs AUTH with the local password.
 func TestLocalAuth(t *testing.T) {
 	t.Run("ignored", func(t *testing.T) {
-		r := startRig(t, rigOpts{})
-		cl := dial(t, r.addr)
-		caps := cl.ehlo()
+		r := startHostile(t, hostileOpts{})
+		cl := rig.Dial(t, r.addr)
+		caps := cl.EHLO()
 		if !slicesContains(caps, "AUTH PLAIN LOGIN") {
 			t.Fatalf("AUTH not offered: %q", caps)
 		}
-		cl.do("AUTH PLAIN "+plain("anyone", "anything"), 235, "2.0.0")
-		cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-		cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-		cl.expect(cl.data("Subject: auth\r\n\r\nplain"), 250, "2.0.0")
-		cl.do("QUIT", 221, "")
+		cl.Do("AUTH PLAIN "+plain("anyone", "anything"), 235, "2.0.0")
+		cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+		cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+		cl.Expect(cl.Data("Subject: auth\r\n\r\nplain"), 250, "2.0.0")
+		cl.Do("QUIT", 221, "")
 
-		cl = dial(t, r.addr)
-		cl.ehlo()
-		cl.do("AUTH LOGIN", 334, "")
-		cl.do(b64("whoever"), 334, "")
-		cl.do(b64("whatever"), 235, "2.0.0")
-		cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-		cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-		cl.expect(cl.data("Subject: auth\r\n\r\nlogin"), 250, "2.0.0")
-		cl.do("QUIT", 221, "")
+		cl = rig.Dial(t, r.addr)
+		cl.EHLO()
+		cl.Do("AUTH LOGIN", 334, "")
+		cl.Do(b64("whoever"), 334, "")
+		cl.Do(b64("whatever"), 235, "2.0.0")
+		cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+		cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+		cl.Expect(cl.Data("Subject: auth\r\n\r\nlogin"), 250, "2.0.0")
+		cl.Do("QUIT", 221, "")
 		// The local credentials never go upstream: the provider saw the
 		// account's own login.
 		for _, m := range r.sim.Messages() {
@@ -1147,32 +941,32 @@ func TestLocalAuth(t *testing.T) {
 	})
 	t.Run("required", func(t *testing.T) {
 		const pw = "local-Secret-9f"
-		r := startRig(t, rigOpts{
+		r := startHostile(t, hostileOpts{
 			cfg:     func(c *config.Config) { c.LocalAuth = config.LocalAuthRequire },
 			secrets: map[string]string{shim.LocalAuthKey: pw},
 			localPW: pw,
 		})
-		cl := dial(t, r.addr)
-		cl.ehlo()
-		cl.do("MAIL FROM:<"+alice+">", 530, "5.7.0")
-		cl.do("AUTH PLAIN "+plain("client", "wrong"), 535, "5.7.8")
-		cl.do("MAIL FROM:<"+alice+">", 530, "5.7.0")
-		cl.do("AUTH LOGIN", 334, "")
-		cl.do(b64("client"), 334, "")
-		cl.do(b64(pw+"x"), 535, "5.7.8")
-		cl.do("AUTH PLAIN "+plain("client", pw), 235, "2.0.0")
-		cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-		cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-		cl.expect(cl.data("Subject: authed\r\n\r\nauthed"), 250, "2.0.0")
-		cl.do("QUIT", 221, "")
+		cl := rig.Dial(t, r.addr)
+		cl.EHLO()
+		cl.Do("MAIL FROM:<"+alice+">", 530, "5.7.0")
+		cl.Do("AUTH PLAIN "+plain("client", "wrong"), 535, "5.7.8")
+		cl.Do("MAIL FROM:<"+alice+">", 530, "5.7.0")
+		cl.Do("AUTH LOGIN", 334, "")
+		cl.Do(b64("client"), 334, "")
+		cl.Do(b64(pw+"x"), 535, "5.7.8")
+		cl.Do("AUTH PLAIN "+plain("client", pw), 235, "2.0.0")
+		cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+		cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+		cl.Expect(cl.Data("Subject: authed\r\n\r\nauthed"), 250, "2.0.0")
+		cl.Do("QUIT", 221, "")
 
-		cl = dial(t, r.addr)
-		cl.ehlo()
-		cl.do("AUTH LOGIN", 334, "")
-		cl.do(b64("client"), 334, "")
-		cl.do(b64(pw), 235, "2.0.0")
-		cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-		cl.do("QUIT", 221, "")
+		cl = rig.Dial(t, r.addr)
+		cl.EHLO()
+		cl.Do("AUTH LOGIN", 334, "")
+		cl.Do(b64("client"), 334, "")
+		cl.Do(b64(pw), 235, "2.0.0")
+		cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+		cl.Do("QUIT", 221, "")
 		if n := len(r.sim.Messages()); n != 1 {
 			t.Fatalf("%d messages delivered, want 1", n)
 		}
@@ -1199,7 +993,7 @@ func tls10Config(pool *x509.CertPool) *tls.Config {
 // both serve a TLS 1.0 client (Go's and OpenSSL's), while the upstream
 // side refuses a provider that can't do TLS 1.2.
 func TestLocalTLS(t *testing.T) {
-	r := startRig(t, rigOpts{bind: true, cfg: func(c *config.Config) {
+	r := startHostile(t, hostileOpts{bind: true, cfg: func(c *config.Config) {
 		// The config wants real ports, and only a config-bound engine
 		// serves listen_tls.
 		c.Listen = []string{freeAddr(t)}
@@ -1216,12 +1010,12 @@ func TestLocalTLS(t *testing.T) {
 	}
 	tlsSend := func(t *testing.T, c net.Conn, subject string) {
 		t.Helper()
-		cl := &client{t: t, c: c, r: bufio.NewReader(c)}
-		cl.ehlo()
-		cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-		cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-		cl.expect(cl.data("Subject: "+subject+"\r\n\r\nover TLS 1.0"), 250, "2.0.0")
-		cl.do("QUIT", 221, "")
+		cl := &rig.Client{T: t, Conn: c, R: bufio.NewReader(c)}
+		cl.EHLO()
+		cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+		cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+		cl.Expect(cl.Data("Subject: "+subject+"\r\n\r\nover TLS 1.0"), 250, "2.0.0")
+		cl.Do("QUIT", 221, "")
 		msgs := r.sim.Messages()
 		if got := string(msgs[len(msgs)-1].Data); got != "Subject: "+subject+"\r\n\r\nover TLS 1.0\r\n" {
 			t.Fatalf("delivered %q", got)
@@ -1229,12 +1023,12 @@ func TestLocalTLS(t *testing.T) {
 	}
 
 	t.Run("STARTTLS with TLS 1.0", func(t *testing.T) {
-		cl := dial(t, r.addr)
-		if caps := cl.ehlo(); !slicesContains(caps, "STARTTLS") {
+		cl := rig.Dial(t, r.addr)
+		if caps := cl.EHLO(); !slicesContains(caps, "STARTTLS") {
 			t.Fatalf("STARTTLS not offered: %q", caps)
 		}
-		cl.do("STARTTLS", 220, "2.0.0")
-		tc := tls.Client(cl.c, tls10Config(pair.Pool))
+		cl.Do("STARTTLS", 220, "2.0.0")
+		tc := tls.Client(cl.Conn, tls10Config(pair.Pool))
 		if err := tc.Handshake(); err != nil {
 			t.Fatalf("TLS 1.0 handshake after STARTTLS: %v", err)
 		}
@@ -1253,8 +1047,8 @@ func TestLocalTLS(t *testing.T) {
 		}
 		defer tc.Close()
 		tc.SetDeadline(time.Now().Add(30 * time.Second))
-		cl := &client{t: t, c: tc, r: bufio.NewReader(tc)}
-		cl.expect(cl.mustRead(), 220, "")
+		cl := &rig.Client{T: t, Conn: tc, R: bufio.NewReader(tc)}
+		cl.Expect(cl.MustRead(), 220, "")
 		if v := tc.ConnectionState().Version; v != tls.VersionTLS10 {
 			t.Fatalf("negotiated %s", tls.VersionName(v))
 		}
@@ -1297,7 +1091,7 @@ func TestLocalTLS(t *testing.T) {
 	})
 
 	t.Run("TLS 1.0 refused without local_tls_legacy", func(t *testing.T) {
-		modern := startRig(t, rigOpts{bind: true, cfg: func(c *config.Config) {
+		modern := startHostile(t, hostileOpts{bind: true, cfg: func(c *config.Config) {
 			c.Listen = []string{freeAddr(t)}
 			c.StartTLS = true
 		}})
@@ -1305,39 +1099,39 @@ func TestLocalTLS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cl := dial(t, modern.addr)
-		cl.ehlo()
-		cl.do("STARTTLS", 220, "2.0.0")
-		if err := tls.Client(cl.c, tls10Config(pair.Pool)).Handshake(); err == nil {
+		cl := rig.Dial(t, modern.addr)
+		cl.EHLO()
+		cl.Do("STARTTLS", 220, "2.0.0")
+		if err := tls.Client(cl.Conn, tls10Config(pair.Pool)).Handshake(); err == nil {
 			t.Fatal("a TLS 1.0 handshake succeeded without local_tls_legacy")
 		}
-		cl = dial(t, modern.addr)
-		cl.ehlo()
-		cl.do("STARTTLS", 220, "2.0.0")
-		tc := tls.Client(cl.c, &tls.Config{RootCAs: pair.Pool, ServerName: "localhost"})
+		cl = rig.Dial(t, modern.addr)
+		cl.EHLO()
+		cl.Do("STARTTLS", 220, "2.0.0")
+		tc := tls.Client(cl.Conn, &tls.Config{RootCAs: pair.Pool, ServerName: "localhost"})
 		if err := tc.Handshake(); err != nil {
 			t.Fatalf("TLS 1.2+: %v", err)
 		}
 		if v := tc.ConnectionState().Version; v < tls.VersionTLS12 {
 			t.Fatalf("negotiated %s", tls.VersionName(v))
 		}
-		tcl := &client{t: t, c: tc, r: bufio.NewReader(tc)}
-		tcl.ehlo()
-		tcl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-		tcl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-		tcl.expect(tcl.data("Subject: modern\r\n\r\nover TLS 1.2+"), 250, "2.0.0")
-		tcl.do("QUIT", 221, "")
+		tcl := &rig.Client{T: t, Conn: tc, R: bufio.NewReader(tc)}
+		tcl.EHLO()
+		tcl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+		tcl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+		tcl.Expect(tcl.Data("Subject: modern\r\n\r\nover TLS 1.2+"), 250, "2.0.0")
+		tcl.Do("QUIT", 221, "")
 		modern.healthy(t)
 	})
 
 	t.Run("TLS 1.0 refused without local TLS", func(t *testing.T) {
 		// Only the local side relaxes: a plain rig offers no STARTTLS.
-		plainRig := startRig(t, rigOpts{})
-		cl := dial(t, plainRig.addr)
-		if caps := cl.ehlo(); slicesContains(caps, "STARTTLS") {
+		plainRig := startHostile(t, hostileOpts{})
+		cl := rig.Dial(t, plainRig.addr)
+		if caps := cl.EHLO(); slicesContains(caps, "STARTTLS") {
 			t.Fatalf("STARTTLS offered without starttls = true: %q", caps)
 		}
-		cl.do("STARTTLS", 502, "5.5.1")
+		cl.Do("STARTTLS", 502, "5.5.1")
 		plainRig.healthy(t)
 	})
 }
@@ -1355,14 +1149,14 @@ func freeAddr(t *testing.T) string {
 // TestUpstreamRefusesOldTLS: a provider that stops at TLS 1.1 never gets
 // the password; the client hears 454 with the reason.
 func TestUpstreamRefusesOldTLS(t *testing.T) {
-	r := startRig(t, rigOpts{aliceSim: &upstreamsim.Options{MaxTLSVersion: tls.VersionTLS11}})
-	cl := dial(t, r.addr)
-	cl.ehlo()
-	rp := cl.do("MAIL FROM:<"+alice+">", 454, "4.7.0")
-	if !strings.Contains(rp.text, "protocol version") {
-		t.Fatalf("the refusal does not name the TLS problem: %q", rp.text)
+	r := startHostile(t, hostileOpts{aliceSim: &upstreamsim.Options{MaxTLSVersion: tls.VersionTLS11}})
+	cl := rig.Dial(t, r.addr)
+	cl.EHLO()
+	rp := cl.Do("MAIL FROM:<"+alice+">", 454, "4.7.0")
+	if !strings.Contains(rp.Text, "protocol version") {
+		t.Fatalf("the refusal does not name the TLS problem: %q", rp.Text)
 	}
-	cl.do("QUIT", 221, "")
+	cl.Do("QUIT", 221, "")
 	if n := len(r.alice.Messages()); n != 0 {
 		t.Fatalf("%d messages delivered", n)
 	}
@@ -1385,28 +1179,28 @@ func secretForms(user, pw string) []string {
 // TestTraceHidesSecrets: the protocol trace of both sides shows AUTH
 // commands and challenges but never a password, plain or base64.
 func TestTraceHidesSecrets(t *testing.T) {
-	r := startRig(t, rigOpts{trace: true})
+	r := startHostile(t, hostileOpts{trace: true})
 	const plainPW, loginPW = "local-PLAIN-pw-Zq8", "local-LOGIN-pw-Wm4"
-	cl := dial(t, r.addr)
-	cl.ehlo()
-	cl.do("AUTH PLAIN "+plain("localuser", plainPW), 235, "2.0.0")
-	cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0") // the upstream login happens here
-	cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-	cl.expect(cl.data("Subject: traced\r\n\r\ntraced"), 250, "2.0.0")
-	cl.do("QUIT", 221, "")
+	cl := rig.Dial(t, r.addr)
+	cl.EHLO()
+	cl.Do("AUTH PLAIN "+plain("localuser", plainPW), 235, "2.0.0")
+	cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0") // the upstream login happens here
+	cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+	cl.Expect(cl.Data("Subject: traced\r\n\r\ntraced"), 250, "2.0.0")
+	cl.Do("QUIT", 221, "")
 
-	cl = dial(t, r.addr)
-	cl.ehlo()
-	cl.do("AUTH LOGIN", 334, "")
-	cl.do(b64("localuser"), 334, "")
-	cl.do(b64(loginPW), 235, "2.0.0")
-	cl.do("QUIT", 221, "")
+	cl = rig.Dial(t, r.addr)
+	cl.EHLO()
+	cl.Do("AUTH LOGIN", 334, "")
+	cl.Do(b64("localuser"), 334, "")
+	cl.Do(b64(loginPW), 235, "2.0.0")
+	cl.Do("QUIT", 221, "")
 
-	cl = dial(t, r.addr)
-	cl.ehlo()
-	cl.do("AUTH LOGIN "+b64("localuser"), 334, "")
-	cl.do(b64(loginPW+"2"), 235, "2.0.0")
-	cl.do("QUIT", 221, "")
+	cl = rig.Dial(t, r.addr)
+	cl.EHLO()
+	cl.Do("AUTH LOGIN "+b64("localuser"), 334, "")
+	cl.Do(b64(loginPW+"2"), 235, "2.0.0")
+	cl.Do("QUIT", 221, "")
 	r.healthy(t) // a second upstream account's login
 
 	tr := r.trace.String()
@@ -1438,7 +1232,7 @@ func TestTraceHidesSecrets(t *testing.T) {
 // clients; interleaved sessions whose answers arrive in pieces must not
 // unmask each other's secrets.
 func TestTraceHidesSecretsConcurrently(t *testing.T) {
-	r := startRig(t, rigOpts{trace: true})
+	r := startHostile(t, hostileOpts{trace: true})
 	const n = 16
 	var wg sync.WaitGroup
 	errc := make(chan error, n)
@@ -1530,7 +1324,7 @@ func TestLoadNoLeaks(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("counts open files in /proc/self/fd")
 	}
-	r := startRig(t, rigOpts{sim: upstreamsim.Options{HashOnly: true}, cfg: func(c *config.Config) {
+	r := startHostile(t, hostileOpts{sim: upstreamsim.Options{HashOnly: true}, cfg: func(c *config.Config) {
 		c.MaxConnections = 1000
 		c.IdleTimeout = config.Duration(5 * time.Second)
 	}})
@@ -1546,14 +1340,14 @@ func TestLoadNoLeaks(t *testing.T) {
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(30 * time.Second))
 		br := bufio.NewReader(c)
-		cl := &client{t: t, c: c, r: br}
+		cl := &rig.Client{T: t, Conn: c, R: br}
 		expect := func(code int) error {
-			rp, err := cl.read()
+			rp, err := cl.Read()
 			if err != nil {
 				return err
 			}
-			if rp.code != code {
-				return fmt.Errorf("conn %d: got %q, want %d", i, rp.lines, code)
+			if rp.Code != code {
+				return fmt.Errorf("conn %d: got %q, want %d", i, rp.Lines, code)
 			}
 			return nil
 		}

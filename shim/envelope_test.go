@@ -1,4 +1,4 @@
-package listener_test
+package shim_test
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/smtpshim/smtpshim/shim/config"
+	"github.com/smtpshim/smtpshim/shim/internal/rig"
 )
 
 // quotedPayloads are quoted local parts that, with the quotes removed by
@@ -27,28 +28,28 @@ var quotedPayloads = []struct {
 // part that needs quoting gets past the relay, and nothing of it reaches
 // the provider.
 func TestQuotedLocalPartsRefused(t *testing.T) {
-	r := startRig(t, rigOpts{})
+	r := startHostile(t, hostileOpts{})
 	for _, p := range quotedPayloads {
 		t.Run("MAIL "+p.name, func(t *testing.T) {
 			raw := len(r.sim.RawInput())
-			cl := dial(t, r.addr)
-			cl.ehlo()
-			cl.do("MAIL FROM:<"+p.addr+">", 501, "5.1.7")
-			cl.do("RCPT TO:<"+bob+">", 502, "5.5.1") // go-smtp: no sender yet
-			cl.do("QUIT", 221, "")
+			cl := rig.Dial(t, r.addr)
+			cl.EHLO()
+			cl.Do("MAIL FROM:<"+p.addr+">", 501, "5.1.7")
+			cl.Do("RCPT TO:<"+bob+">", 502, "5.5.1") // go-smtp: no sender yet
+			cl.Do("QUIT", 221, "")
 			noneOnWire(t, r.sim.RawInput()[raw:], append(p.wire, "MAIL FROM"))
 			r.healthy(t)
 		})
 		t.Run("RCPT "+p.name, func(t *testing.T) {
 			raw, msgs := len(r.sim.RawInput()), len(r.sim.Messages())
 			rcpt := strings.Replace(p.addr, "@example.org", "@example.net", 1)
-			cl := dial(t, r.addr)
-			cl.ehlo()
-			cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-			cl.do("RCPT TO:<"+rcpt+">", 501, "5.1.3")
-			cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-			cl.expect(cl.data("Subject: quoted\r\n\r\nonly bob"), 250, "2.0.0")
-			cl.do("QUIT", 221, "")
+			cl := rig.Dial(t, r.addr)
+			cl.EHLO()
+			cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+			cl.Do("RCPT TO:<"+rcpt+">", 501, "5.1.3")
+			cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+			cl.Expect(cl.Data("Subject: quoted\r\n\r\nonly bob"), 250, "2.0.0")
+			cl.Do("QUIT", 221, "")
 			got := r.sim.Messages()[msgs:]
 			if len(got) != 1 || len(got[0].To) != 1 || got[0].To[0] != bob {
 				t.Fatalf("the provider got %+v, want one message to bob only", got)
@@ -71,50 +72,50 @@ func noneOnWire(t *testing.T, sent []byte, bad []string) {
 // TestEnvelopeSpellings: a trailing dot and an address without a domain
 // are refused with a reason; ASCII case is folded, Unicode case is not.
 func TestEnvelopeSpellings(t *testing.T) {
-	r := startRig(t, rigOpts{})
-	cl := dial(t, r.addr)
-	cl.ehlo()
-	if rp := cl.do("MAIL FROM:<alice@example.com.>", 501, "5.1.7"); !strings.Contains(rp.text, "trailing dot") {
-		t.Fatalf("the refusal does not explain: %q", rp.text)
+	r := startHostile(t, hostileOpts{})
+	cl := rig.Dial(t, r.addr)
+	cl.EHLO()
+	if rp := cl.Do("MAIL FROM:<alice@example.com.>", 501, "5.1.7"); !strings.Contains(rp.Text, "trailing dot") {
+		t.Fatalf("the refusal does not explain: %q", rp.Text)
 	}
-	cl.do("MAIL FROM:<alice>", 501, "") // go-smtp's own parser refuses it
+	cl.Do("MAIL FROM:<alice>", 501, "") // go-smtp's own parser refuses it
 	// "alİce" is not alice: with no account for example.com's other
 	// senders, it is refused rather than sent on alice's login.
-	cl.do("MAIL FROM:<alİce@example.com>", 550, "5.7.1")
-	cl.do("MAIL FROM:<ALICE@EXAMPLE.COM>", 250, "2.0.0")
-	cl.do("RCPT TO:<bob>", 501, "") // go-smtp's own parser refuses it
-	cl.do("RCPT TO:<bob@example.net.>", 501, "5.1.3")
-	cl.do("QUIT", 221, "")
+	cl.Do("MAIL FROM:<alİce@example.com>", 550, "5.7.1")
+	cl.Do("MAIL FROM:<ALICE@EXAMPLE.COM>", 250, "2.0.0")
+	cl.Do("RCPT TO:<bob>", 501, "") // go-smtp's own parser refuses it
+	cl.Do("RCPT TO:<bob@example.net.>", 501, "5.1.3")
+	cl.Do("QUIT", 221, "")
 	r.healthy(t)
 }
 
 // TestNoCurrentSender: after a refused MAIL, go-smtp still counts a sender
 // as given; RCPT and DATA must be refused, not run without one.
 func TestNoCurrentSender(t *testing.T) {
-	r := startRig(t, rigOpts{})
-	cl := dial(t, r.addr)
-	cl.ehlo()
-	cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-	cl.do("MAIL FROM:<nobody@unknown.test>", 550, "5.7.1")
-	cl.do("RCPT TO:<"+bob+">", 503, "5.5.1")
-	cl.do("QUIT", 221, "")
+	r := startHostile(t, hostileOpts{})
+	cl := rig.Dial(t, r.addr)
+	cl.EHLO()
+	cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+	cl.Do("MAIL FROM:<nobody@unknown.test>", 550, "5.7.1")
+	cl.Do("RCPT TO:<"+bob+">", 503, "5.5.1")
+	cl.Do("QUIT", 221, "")
 
-	cl = dial(t, r.addr)
-	cl.ehlo()
-	cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-	cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-	cl.do("MAIL FROM:<nobody@unknown.test>", 550, "5.7.1")
+	cl = rig.Dial(t, r.addr)
+	cl.EHLO()
+	cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+	cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+	cl.Do("MAIL FROM:<nobody@unknown.test>", 550, "5.7.1")
 	// go-smtp answers 354 before the session sees DATA.
-	cl.do("DATA", 354, "")
-	cl.write("Subject: no sender\r\n\r\nbody\r\n.\r\n")
-	cl.expect(cl.mustRead(), 503, "5.5.1")
-	cl.do("RSET", 250, "")
-	cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-	cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-	cl.do("MAIL FROM:<nobody@unknown.test>", 550, "5.7.1")
-	cl.write("BDAT 5 LAST\r\nhello")
-	cl.expect(cl.mustRead(), 503, "5.5.1")
-	cl.do("QUIT", 221, "")
+	cl.Do("DATA", 354, "")
+	cl.Write("Subject: no sender\r\n\r\nbody\r\n.\r\n")
+	cl.Expect(cl.MustRead(), 503, "5.5.1")
+	cl.Do("RSET", 250, "")
+	cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+	cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+	cl.Do("MAIL FROM:<nobody@unknown.test>", 550, "5.7.1")
+	cl.Write("BDAT 5 LAST\r\nhello")
+	cl.Expect(cl.MustRead(), 503, "5.5.1")
+	cl.Do("QUIT", 221, "")
 	if n := len(r.sim.Messages()); n != 0 {
 		t.Fatalf("%d messages reached the provider", n)
 	}
@@ -124,17 +125,17 @@ func TestNoCurrentSender(t *testing.T) {
 // TestFreeSpaceFloor: below min_free_space new mail gets 452 4.3.1 and
 // nothing goes upstream; above it mail flows.
 func TestFreeSpaceFloor(t *testing.T) {
-	r := startRig(t, rigOpts{cfg: func(c *config.Config) { c.MinFreeSpace = 1 << 62 }})
-	cl := dial(t, r.addr)
-	cl.ehlo()
-	if rp := cl.do("MAIL FROM:<"+alice+">", 452, "4.3.1"); !strings.Contains(rp.text, "disk is nearly full") {
-		t.Fatalf("the refusal does not say why: %q", rp.text)
+	r := startHostile(t, hostileOpts{cfg: func(c *config.Config) { c.MinFreeSpace = 1 << 62 }})
+	cl := rig.Dial(t, r.addr)
+	cl.EHLO()
+	if rp := cl.Do("MAIL FROM:<"+alice+">", 452, "4.3.1"); !strings.Contains(rp.Text, "disk is nearly full") {
+		t.Fatalf("the refusal does not say why: %q", rp.Text)
 	}
-	cl.do("QUIT", 221, "")
+	cl.Do("QUIT", 221, "")
 	if n := len(r.sim.Messages()); n != 0 {
 		t.Fatalf("%d messages reached the provider", n)
 	}
-	ok := startRig(t, rigOpts{cfg: func(c *config.Config) { c.MinFreeSpace = 1 << 20 }})
+	ok := startHostile(t, hostileOpts{cfg: func(c *config.Config) { c.MinFreeSpace = 1 << 20 }})
 	ok.healthy(t)
 }
 
@@ -142,36 +143,36 @@ func TestFreeSpaceFloor(t *testing.T) {
 // details of the user's files is queued; the client hears general words
 // and the queue ID, never the command's output.
 func TestInternalErrorsStayInTheLog(t *testing.T) {
-	r := startRig(t, rigOpts{cfg: func(c *config.Config) {
+	r := startHostile(t, hostileOpts{cfg: func(c *config.Config) {
 		c.Accounts[0].PasswordCommand = "echo 'gpg: decryption failed for /home/alice/.password-store/mail.gpg' >&2; exit 2"
 	}})
-	cl := dial(t, r.addr)
-	cl.ehlo()
-	cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-	cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-	rp := cl.expect(cl.data("Subject: internal\r\n\r\nbody"), 250, "2.0.0")
-	cl.do("QUIT", 221, "")
+	cl := rig.Dial(t, r.addr)
+	cl.EHLO()
+	cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+	cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+	rp := cl.Expect(cl.Data("Subject: internal\r\n\r\nbody"), 250, "2.0.0")
+	cl.Do("QUIT", 221, "")
 	for _, leak := range []string{"gpg", ".password-store", "password_command", "exit status"} {
-		if strings.Contains(rp.text, leak) {
-			t.Fatalf("%q reached the client: %q", leak, rp.text)
+		if strings.Contains(rp.Text, leak) {
+			t.Fatalf("%q reached the client: %q", leak, rp.Text)
 		}
 	}
-	if !strings.Contains(rp.text, "queued as ") || !strings.Contains(rp.text, "could not get the account's password") {
-		t.Fatalf("the reply does not say what happened: %q", rp.text)
+	if !strings.Contains(rp.Text, "queued as ") || !strings.Contains(rp.Text, "could not get the account's password") {
+		t.Fatalf("the reply does not say what happened: %q", rp.Text)
 	}
 	r.healthy(t)
 }
 
 func TestPublicReasonOfAnUnreachableProvider(t *testing.T) {
-	r := startRig(t, rigOpts{cfg: func(c *config.Config) {
+	r := startHostile(t, hostileOpts{cfg: func(c *config.Config) {
 		c.Accounts[0].Server = freeAddr(t) // nothing listens there
 	}})
-	cl := dial(t, r.addr)
-	cl.ehlo()
-	cl.do("MAIL FROM:<"+alice+">", 250, "2.0.0")
-	cl.do("RCPT TO:<"+bob+">", 250, "2.0.0")
-	rp := cl.expect(cl.data("Subject: down\r\n\r\nbody"), 250, "2.0.0")
-	if !strings.Contains(rp.text, "the provider could not be reached (connection refused)") || strings.Contains(rp.text, "127.0.0.1") {
-		t.Fatalf("reply %q", rp.text)
+	cl := rig.Dial(t, r.addr)
+	cl.EHLO()
+	cl.Do("MAIL FROM:<"+alice+">", 250, "2.0.0")
+	cl.Do("RCPT TO:<"+bob+">", 250, "2.0.0")
+	rp := cl.Expect(cl.Data("Subject: down\r\n\r\nbody"), 250, "2.0.0")
+	if !strings.Contains(rp.Text, "the provider could not be reached (connection refused)") || strings.Contains(rp.Text, "127.0.0.1") {
+		t.Fatalf("reply %q", rp.Text)
 	}
 }

@@ -1,4 +1,4 @@
-package listener
+package relay
 
 import (
 	"errors"
@@ -32,15 +32,13 @@ func publicReason(err error) string {
 	var de *upstream.DialError
 	var ne net.Error
 	switch {
-	case errors.Is(err, ErrPaused):
-		return "smtpshim is paused"
 	case errors.Is(err, upstream.ErrNoTLS):
 		return "the provider offers no encryption, so smtpshim will not send the password"
 	case errors.Is(err, upstream.ErrAccountDown):
 		return "the provider could not be reached a moment ago"
 	case errors.As(err, &de):
 		switch de.Step {
-		case upstream.StepPassword:
+		case upstream.StepCredential:
 			return "smtpshim could not get the account's password"
 		case upstream.StepTLS, upstream.StepStartTLS:
 			return "the encrypted connection to the provider failed"
