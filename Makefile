@@ -8,16 +8,25 @@
 #   make lint        go vet, gofmt and govulncheck (skipped, saying so,
 #                    when it or its database cannot be fetched)
 #   make fuzz        each fuzz target for FUZZTIME (default 20s)
+#   make installers  the MSI, the macOS pkg and the debs, in dist/
+#                    (VERSION=x.y.z; DARWIN_BIN=path for a Mac-built tray)
+#   make installers-test   build them, then check and install each for real
 #
 # shim/third_party/go-smtp is a patched go-smtp (see its PATCH.md), a
 # module of its own: `make test` and `make fuzz` run its tests too.
 
 GO      ?= go
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+# The one version source: VERSION=x.y.z, else installer/VERSION (a source
+# tarball), else git describe. installer/build cleans it into each
+# package format's form; SEMVER is what `smtpshim version` prints.
+VERSION ?=
+SEMVER   = $(shell $(GO) run ./installer/build -version '$(VERSION)' -print-version)
+LDFLAGS  = -s -w -X main.version=$(SEMVER)
 PKGS    := ./...
+DIST    ?= dist
+DARWIN_BIN ?=
 
-.PHONY: all demo test test-unit deps build lint bench fuzz clean
+.PHONY: all demo test test-unit deps build lint bench fuzz clean installers installers-test
 
 all: build
 
@@ -50,6 +59,7 @@ build:
 lint:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags realpeer $(PKGS)
+	$(GO) vet -tags installers ./installer/...
 	GOOS=windows $(GO) vet $(PKGS)
 	GOOS=darwin $(GO) vet $(PKGS)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -74,5 +84,17 @@ bench:
 	$(GO) run ./cmd/shimbench
 	$(GO) test -run XXX -bench . -benchtime 200x ./shim/crlf/ ./shim/spool/ ./shim/route/ ./shim/events/
 
+# The installers, all built on Linux: dist/smtpshim-V-x64.msi (wixl),
+# dist/smtpshim-V.pkg (xar, BOM and Payload written by installer/build),
+# dist/smtpshim_V_amd64.deb and smtpshim-sendmail_V_all.deb (nfpm).
+installers:
+	$(GO) run ./installer/build -version '$(VERSION)' -out $(DIST) $(if $(DARWIN_BIN),-darwin-bin '$(DARWIN_BIN)')
+
+# Inspect each package with the real tools, install the deb with dpkg and
+# the MSI under Wine, and run the Windows build under Wine.
+installers-test: deps installers
+	SMTPSHIM_DIST=$(abspath $(DIST)) SMTPSHIM_VERSION='$(SEMVER)' \
+		$(GO) test -tags installers -count=1 -timeout 20m -v ./installer/...
+
 clean:
-	rm -rf bin
+	rm -rf bin $(DIST)

@@ -1,3 +1,5 @@
+//go:build !windows
+
 package control
 
 import (
@@ -8,7 +10,8 @@ import (
 )
 
 // The transport: a Unix socket only the owner can open. Listen and
-// dialSocket are all that depends on it.
+// dialSocket are all that depends on it; transport_windows.go has the
+// Windows named pipe.
 
 // Listen creates the socket, replacing a stale one left by a crash. The
 // caller must hold the spool lock, so no live engine owns the old socket.
