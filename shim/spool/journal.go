@@ -115,6 +115,10 @@ func openJournal(s *Spool) (*journal, error) {
 	if err := os.MkdirAll(j.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
+	// Held to the same rules as tmp/ and msg/ (trust.go).
+	if err := checkDir(j.dir); err != nil {
+		return nil, err
+	}
 	last, err := j.replay()
 	if err != nil {
 		for _, o := range j.old {
