@@ -11,9 +11,13 @@
 #   make installers  the MSI, the macOS pkg and the debs, in dist/
 #                    (VERSION=x.y.z; DARWIN_BIN=path for a Mac-built tray)
 #   make installers-test   build them, then check and install each for real
+<<<<<<< HEAD
 #
 # shim/third_party/go-smtp is a patched go-smtp (see its PATCH.md), a
 # module of its own: `make test` and `make fuzz` run its tests too.
+=======
+#   make screenshots the tray menu and settings pages, into docs/
+>>>>>>> main
 
 GO      ?= go
 # The one version source: VERSION=x.y.z, else installer/VERSION (a source
@@ -26,7 +30,7 @@ PKGS    := ./...
 DIST    ?= dist
 DARWIN_BIN ?=
 
-.PHONY: all demo test test-unit deps build lint bench fuzz clean installers installers-test
+.PHONY: all demo test test-unit deps build lint bench fuzz clean installers installers-test screenshots
 
 all: build
 
@@ -98,3 +102,8 @@ installers-test: deps installers
 
 clean:
 	rm -rf bin $(DIST)
+
+# Pictures of the tray menu and the settings pages, into docs/ (Xvfb,
+# xfce4-panel as the tray host, headless Chromium; see .ci/screenshots).
+screenshots:
+	@.ci/screenshots

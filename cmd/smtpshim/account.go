@@ -13,34 +13,11 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/smtpshim/smtpshim/shim"
+	"github.com/smtpshim/smtpshim/shim/accounts"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/control"
-	"github.com/smtpshim/smtpshim/shim/hints"
 	"github.com/smtpshim/smtpshim/shim/secrets"
-	"github.com/smtpshim/smtpshim/shim/upstream"
 )
-
-// knownServers fills in --server for well-known providers.
-var knownServers = map[string]string{
-	"gmail.com":      "smtp.gmail.com:587",
-	"googlemail.com": "smtp.gmail.com:587",
-	"outlook.com":    "smtp-mail.outlook.com:587",
-	"hotmail.com":    "smtp-mail.outlook.com:587",
-	"live.com":       "smtp-mail.outlook.com:587",
-	"msn.com":        "smtp-mail.outlook.com:587",
-	"yahoo.com":      "smtp.mail.yahoo.com:465",
-	"icloud.com":     "smtp.mail.me.com:587",
-	"me.com":         "smtp.mail.me.com:587",
-	"mac.com":        "smtp.mail.me.com:587",
-	"fastmail.com":   "smtp.fastmail.com:465",
-	"gmx.net":        "mail.gmx.net:587",
-	"gmx.de":         "mail.gmx.net:587",
-	"web.de":         "smtp.web.de:587",
-	"aol.com":        "smtp.aol.com:465",
-	"zoho.com":       "smtp.zoho.com:465",
-	"proton.me":      "127.0.0.1:1025",
-}
 
 // keychain is the store account commands use; tests replace it.
 var keychain = func(cfg *config.Config) secrets.Store {
@@ -136,7 +113,7 @@ func (a *app) accountAdd(args []string) error {
 		if dom == "" {
 			dom = who[strings.LastIndexByte(who, '@')+1:]
 		}
-		if s, ok := knownServers[strings.ToLower(dom)]; ok {
+		if s, _, ok := accounts.ServerFor(dom); ok {
 			acct.Server = s
 			fmt.Fprintf(a.stderr, "using %s, the usual submission server for %s (override with --server)\n", s, dom)
 		} else {
@@ -146,27 +123,20 @@ func (a *app) accountAdd(args []string) error {
 	if err := acct.Validate(); err != nil {
 		return exit(exUsage, "%s: %v", who, err)
 	}
+	var pw string
 	if acct.PasswordCommand == "" {
-		pw, err := a.readPassword(*pwStdin, acct.Key())
-		if err != nil {
+		if pw, err = a.readPassword(*pwStdin, acct.Key()); err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.EffectiveKeychainTimeout()+time.Second)
-		err = keychain(cfg).Set(ctx, acct.Key(), pw)
-		cancel()
-		if err != nil {
-			return exit(exUnavailable, "could not store the password: %v (the config was not changed)", err)
+	}
+	if _, err := accounts.Save(context.Background(), cfg, keychain(cfg), acct, pw); err != nil {
+		var ke *accounts.KeychainError
+		if errors.As(err, &ke) {
+			return exit(exUnavailable, "%v", err)
 		}
+		return exit(exConfig, "%v", err)
 	}
-	if existing != nil {
-		cfg.Accounts[idx] = acct
-	} else {
-		cfg.Accounts = append(cfg.Accounts, acct)
-		idx = len(cfg.Accounts) - 1
-	}
-	if err := cfg.Save(); err != nil {
-		return exit(exConfig, "saving %s: %v", cfg.Path(), err)
-	}
+	idx, _ = cfg.Find(acct.Key())
 	verb := "added"
 	if existing != nil {
 		verb = "updated"
@@ -299,28 +269,20 @@ func (a *app) namedAccount(cmd string, args []string) (*config.Config, int, *con
 }
 
 func (a *app) accountRemove(args []string) error {
-	cfg, idx, acct, err := a.namedAccount("account remove", args)
+	cfg, _, acct, err := a.namedAccount("account remove", args)
 	if err != nil {
 		return err
 	}
-	key := acct.Key()
-	hadCommand := acct.PasswordCommand != ""
-	cfg.Accounts = append(cfg.Accounts[:idx], cfg.Accounts[idx+1:]...)
-	if err := cfg.Save(); err != nil {
-		return exit(exConfig, "saving %s: %v", cfg.Path(), err)
+	key, hadCommand := acct.Key(), acct.PasswordCommand != ""
+	keychainErr, err := accounts.Remove(context.Background(), cfg, keychain(cfg), key)
+	if err != nil {
+		return exit(exConfig, "%v", err)
 	}
 	fmt.Fprintf(a.stdout, "account %s removed from %s\n", key, cfg.Path())
-	if !hadCommand {
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.EffectiveKeychainTimeout()+time.Second)
-		err := keychain(cfg).Delete(ctx, key)
-		cancel()
-		switch {
-		case err == nil:
-			fmt.Fprintf(a.stdout, "its password was removed from the keychain\n")
-		case errors.Is(err, secrets.ErrNotFound):
-		default:
-			fmt.Fprintf(a.stderr, "its password could not be removed from the keychain: %v\n", err)
-		}
+	if keychainErr != nil {
+		fmt.Fprintf(a.stderr, "its password could not be removed from the keychain: %v\n", keychainErr)
+	} else if !hadCommand {
+		fmt.Fprintf(a.stdout, "its password was removed from the keychain\n")
 	}
 	a.notifyDaemon(cfg)
 	return nil
@@ -337,22 +299,15 @@ func (a *app) accountTest(args []string) error {
 // testAccount connects and logs in, and says what happened in plain words.
 func (a *app) testAccount(cfg *config.Config, acct *config.Account) error {
 	fmt.Fprintf(a.stdout, "testing %s: %s (%s) as %s\n", acct.Key(), acct.Server, acct.SecurityMode(), acct.Login())
-	store := keychain(cfg)
-	c, err := upstream.Dial(context.Background(), acct, upstream.Options{
-		Hostname:        cfg.HostnameOrDefault(),
-		Secrets:         store,
-		Authenticator:   shim.DefaultAuthenticator(store, cfg.EffectiveKeychainTimeout()),
-		KeychainTimeout: cfg.EffectiveKeychainTimeout(),
-	})
-	if err != nil {
-		fmt.Fprintf(a.stdout, "FAILED: %v\n", err)
-		if h := hints.For(err); h != "" {
-			fmt.Fprintf(a.stdout, "hint: %s\n", h)
+	r := accounts.Test(context.Background(), cfg, keychain(cfg), acct)
+	if r.Err != nil {
+		fmt.Fprintf(a.stdout, "FAILED: %v\n", r.Err)
+		if r.Hint != "" {
+			fmt.Fprintf(a.stdout, "hint: %s\n", r.Hint)
 		}
 		return exit(exUnavailable, "account %s does not work yet", acct.Key())
 	}
-	defer c.Close()
-	info := c.Info()
+	info := r.Info
 	if info.TLSVersion != "" {
 		fmt.Fprintf(a.stdout, "connected: %s, certificate verified\n", info.TLSVersion)
 	} else {

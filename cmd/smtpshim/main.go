@@ -5,6 +5,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +55,9 @@ type app struct {
 	stdin      io.Reader
 	stdout     io.Writer
 	stderr     io.Writer
+	// ctx, when set, bounds serve (the desktop face stops the relay
+	// through it).
+	ctx context.Context
 }
 
 func main() {
@@ -82,7 +86,10 @@ Usage:
   smtpshim [--config FILE] COMMAND [ARGS]
 
 Commands:
+  (none)                     run the relay with its tray icon and settings page
   serve [--trace]            run the relay (headless); --trace logs the SMTP dialogues
+  settings [--print-url]     open the settings page of the running smtpshim
+  autostart on|off|status    start smtpshim (with its tray icon) at login
   account add ADDRESS|@DOMAIN --server HOST:PORT [--username U] [--password-stdin]
   account list               show accounts (never passwords)
   account remove ADDRESS|@DOMAIN
@@ -106,10 +113,10 @@ Global flags:
 
 func (a *app) run(args []string) int {
 	args = a.globalFlags(args)
-	if len(args) == 0 {
-		// The tray is the default face on a desktop; until it is built in
-		// this binary, the headless relay is.
-		args = []string{"serve"}
+	if len(args) == 0 || strings.HasPrefix(args[0], "--at-login") {
+		// The desktop face (tray, settings page) is the default; "serve"
+		// is the headless relay.
+		return a.exitCode(a.desktop(args))
 	}
 	var err error
 	switch cmd, rest := args[0], args[1:]; cmd {
@@ -137,6 +144,10 @@ func (a *app) run(args []string) int {
 		err = a.localPassword(rest)
 	case "cert":
 		err = a.cert(rest)
+	case "settings":
+		err = a.settingsCmd(rest)
+	case "autostart":
+		err = a.autostartCmd(rest)
 	case "version", "--version":
 		fmt.Fprintf(a.stdout, "smtpshim %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	case "help", "-h", "--help":
@@ -145,6 +156,11 @@ func (a *app) run(args []string) int {
 		a.printUsage(a.stderr)
 		err = exit(exUsage, "unknown command %q", cmd)
 	}
+	return a.exitCode(err)
+}
+
+// exitCode prints err and returns the process's exit code.
+func (a *app) exitCode(err error) int {
 	if err == nil {
 		return exOK
 	}

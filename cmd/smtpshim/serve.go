@@ -54,7 +54,11 @@ func (a *app) serve(args []string) error {
 	}
 	fmt.Fprintf(a.stderr, "smtpshim %s: listening on %s with %d account(s); point your mail client's outgoing server there, no authentication\n",
 		version, strings.Join(addrs, ", "), len(cfg.Accounts))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	base := a.ctx
+	if base == nil {
+		base = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(base, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
 		hup := make(chan os.Signal, 1)

@@ -1,0 +1,5 @@
+//go:build !windows
+
+package tray
+
+func systemUsesLightTheme() bool { return false }
