@@ -11,13 +11,10 @@
 #   make installers  the MSI, the macOS pkg and the debs, in dist/
 #                    (VERSION=x.y.z; DARWIN_BIN=path for a Mac-built tray)
 #   make installers-test   build them, then check and install each for real
-<<<<<<< HEAD
+#   make screenshots the tray menu and settings pages, into docs/
 #
 # shim/third_party/go-smtp is a patched go-smtp (see its PATCH.md), a
 # module of its own: `make test` and `make fuzz` run its tests too.
-=======
-#   make screenshots the tray menu and settings pages, into docs/
->>>>>>> main
 
 GO      ?= go
 # The one version source: VERSION=x.y.z, else installer/VERSION (a source
