@@ -22,7 +22,11 @@ GO      ?= go
 # package format's form; SEMVER is what `smtpshim version` prints.
 VERSION ?=
 SEMVER   = $(shell $(GO) run ./installer/build -version '$(VERSION)' -print-version)
-LDFLAGS  = -s -w -X main.version=$(SEMVER)
+LDFLAGS  = -s -w -X main.version=$(SEMVER) $(OAUTH_LDFLAGS)
+# A release with a registered OAuth2 app sets SMTPSHIM_MICROSOFT_CLIENT_ID,
+# SMTPSHIM_GOOGLE_CLIENT_ID and SMTPSHIM_GOOGLE_CLIENT_SECRET in the
+# environment (`make build` and `make installers` both use them).
+OAUTH_LDFLAGS = $(foreach v,MicrosoftClientID:SMTPSHIM_MICROSOFT_CLIENT_ID GoogleClientID:SMTPSHIM_GOOGLE_CLIENT_ID GoogleClientSecret:SMTPSHIM_GOOGLE_CLIENT_SECRET,$(if $($(word 2,$(subst :, ,$(v)))),-X github.com/smtpshim/smtpshim/shim/oauth.$(word 1,$(subst :, ,$(v)))=$($(word 2,$(subst :, ,$(v))))))
 PKGS    := ./...
 DIST    ?= dist
 DARWIN_BIN ?=

@@ -27,6 +27,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/hints"
 	"github.com/smtpshim/smtpshim/shim/listener"
 	"github.com/smtpshim/smtpshim/shim/localcert"
+	"github.com/smtpshim/smtpshim/shim/oauth"
 	"github.com/smtpshim/smtpshim/shim/queue"
 	"github.com/smtpshim/smtpshim/shim/relay"
 	"github.com/smtpshim/smtpshim/shim/route"
@@ -53,6 +54,9 @@ type Options struct {
 	// Trace, when set, receives SMTP protocol traces of both sides, with
 	// credentials masked.
 	Trace io.Writer
+	// OAuth tunes the token handling of OAuth2 accounts (tests point its
+	// HTTP client at a local authorization server).
+	OAuth oauth.Options
 	// Version is shown in the status.
 	Version string
 	// Authenticator builds each account's credential; nil means
@@ -61,14 +65,34 @@ type Options struct {
 }
 
 // DefaultAuthenticator returns the factory of account credentials: the one
-// place that knows which kind of credential an account has.
-func DefaultAuthenticator(store secrets.Store, keychainTimeout time.Duration) func(*config.Account) (upstream.Authenticator, error) {
+// place that knows which kind of credential an account has. OAuth2
+// accounts find their provider in cfg and share token sessions through
+// sessions (nil: the factory keeps its own).
+func DefaultAuthenticator(cfg *config.Config, store secrets.Store, sessions *oauth.Manager) func(*config.Account) (upstream.Authenticator, error) {
+	timeout := cfg.EffectiveKeychainTimeout()
+	if sessions == nil {
+		sessions = oauth.NewManager(store, oauth.Options{KeychainTimeout: timeout})
+	}
 	return func(a *config.Account) (upstream.Authenticator, error) {
 		switch {
+		case a.OAuth != "":
+			auth, err := sessions.Authenticator(cfg, a)
+			if err != nil {
+				return nil, err
+			}
+			return auth, nil
 		default:
-			return upstream.NewPasswordAuth(a, store, keychainTimeout), nil
+			return upstream.NewPasswordAuth(a, store, timeout), nil
 		}
 	}
+}
+
+// authenticator is the credential factory for the accounts of cfg.
+func (e *Engine) authenticator(cfg *config.Config) func(*config.Account) (upstream.Authenticator, error) {
+	if e.o.Authenticator != nil {
+		return e.o.Authenticator
+	}
+	return DefaultAuthenticator(cfg, e.o.Secrets, e.oauth)
 }
 
 // Engine is a running smtpshim.
@@ -87,6 +111,10 @@ type Engine struct {
 	// wg tracks the goroutines the engine starts besides the listeners,
 	// the queue and the control server; Run waits for them.
 	wg sync.WaitGroup
+
+	// oauth keeps the token sessions of OAuth2 accounts across reloads,
+	// so that all their connections share one access token.
+	oauth *oauth.Manager
 
 	mu     sync.RWMutex
 	cfg    *config.Config
@@ -118,10 +146,10 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 	if o.Secrets == nil {
 		o.Secrets = secrets.NewKeychain(cfg.EffectiveKeychainTimeout())
 	}
-	if o.Authenticator == nil {
-		o.Authenticator = DefaultAuthenticator(o.Secrets, cfg.EffectiveKeychainTimeout())
+	if o.OAuth.KeychainTimeout <= 0 {
+		o.OAuth.KeychainTimeout = cfg.EffectiveKeychainTimeout()
 	}
-	e := &Engine{o: o, log: o.Logger, bus: &events.Bus{}, started: cfg}
+	e := &Engine{o: o, log: o.Logger, bus: &events.Bus{}, started: cfg, oauth: oauth.NewManager(o.Secrets, o.OAuth)}
 	e.bus.SetState(api.Starting)
 	allowed, err := allowFunc(cfg)
 	if err != nil {
@@ -274,7 +302,7 @@ func (e *Engine) upstreamOptions(cfg *config.Config) upstream.Options {
 	return upstream.Options{
 		Hostname:        cfg.HostnameOrDefault(),
 		Secrets:         e.o.Secrets,
-		Authenticator:   e.o.Authenticator,
+		Authenticator:   e.authenticator(cfg),
 		Dialer:          e.o.Dialer,
 		Logger:          e.log,
 		TLSConfig:       e.o.UpstreamTLS,
@@ -345,6 +373,9 @@ func (e *Engine) apply(cfg *config.Config) {
 	for i := range cfg.Accounts {
 		a := &cfg.Accounts[i]
 		infos[i] = events.AccountInfo{Key: a.Key(), Server: a.Server, Auth: "password"}
+		if a.OAuth != "" {
+			infos[i].Auth = "oauth2"
+		}
 	}
 	e.bus.SetAccounts(infos)
 	for _, p := range old {
@@ -356,12 +387,16 @@ func (e *Engine) healthChanged(account string, h upstream.Health) {
 	ev := events.Event{Kind: events.AccountHealth, Account: account, Healthy: h.Healthy, Problem: h.Problem, Attention: h.Attention()}
 	if h.LastError != nil {
 		ev.Error = h.LastError.Error()
-		ev.Hint = strings.ReplaceAll(hints.For(h.LastError), "ADDRESS", account)
+		ev.Hint = hints.ForAccount(h.LastError, account)
+	}
+	fix := "smtpshim account add " + account
+	if h.Problem == upstream.ProblemSignInNeeded {
+		fix = "smtpshim account login " + account
 	}
 	switch {
 	case h.Held:
 		e.log.Error("the provider refused the account's credential; its mail is held until it is updated", "account", account,
-			"problem", h.Problem, "err", h.LastError, "hint", ev.Hint, "fix", "smtpshim account add "+account)
+			"problem", h.Problem, "err", h.LastError, "hint", ev.Hint, "fix", fix)
 	case h.Problem != "":
 		e.log.Warn("cannot get the account's credential; its mail is kept", "account", account,
 			"problem", h.Problem, "err", h.LastError, "hint", ev.Hint, "next_try", h.NextProbe.Format(time.RFC3339))
@@ -471,6 +506,13 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.log.Info("shutting down: cutting provider answers still awaited; their messages stay queued", "count", n)
 	}
 	e.relay.Close()
+	// A session whose client Shutdown cut off may still be settling its
+	// message into the queue: it ends before the queue and spool close.
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := e.srv.WaitSessions(wctx); err != nil {
+		e.log.Warn("shutting down without waiting further for client sessions", "err", err)
+	}
+	wcancel()
 	if ctlSrv != nil {
 		// Watchers get the last events and a clean end of their stream.
 		e.bus.EndWatches()
@@ -515,8 +557,14 @@ func (e *Engine) checkCredentials(ctx context.Context) {
 			continue
 		}
 		what := "unlock the keychain, or set password_command for the account"
-		if errors.Is(err, secrets.ErrNotFound) {
+		switch {
+		case errors.Is(err, secrets.ErrNotFound):
 			what = "store its password with \"smtpshim account add " + key + "\""
+		case errors.Is(err, secrets.ErrCommandFailed):
+			what = "run the account's password_command yourself to see why it fails, and fix it"
+		}
+		if upstream.CredentialProblem(err) == upstream.ProblemSignInNeeded {
+			what = "sign in with \"smtpshim account login " + key + "\""
 		}
 		e.log.Warn("cannot get the password of an account; its mail cannot go out until this is fixed",
 			"account", key, "problem", upstream.CredentialProblem(err), "err", err, "fix", what)

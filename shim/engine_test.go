@@ -40,6 +40,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/control"
 	"github.com/smtpshim/smtpshim/shim/events"
 	"github.com/smtpshim/smtpshim/shim/internal/rig"
+	"github.com/smtpshim/smtpshim/shim/oauth"
 	"github.com/smtpshim/smtpshim/shim/secrets"
 	"github.com/smtpshim/smtpshim/shim/upstreamsim"
 )
@@ -71,6 +72,7 @@ type rigOptions struct {
 	password string               // the stored password, if not simPass
 	store    secrets.Store        // replaces the keychain (then password is unused)
 	onLog    map[string]func()    // log hooks registered before Run starts
+	oauth    oauth.Options        // token handling for OAuth2 accounts
 	// wrap, when set, stands between the engine and its listener.
 	wrap func(net.Listener) net.Listener
 }
@@ -119,6 +121,7 @@ func startRig(tb testing.TB, sim *upstreamsim.Server, o rigOptions) *engineRig {
 		Quiet:       o.quiet,
 		OnLog:       o.onLog,
 		Wrap:        o.wrap,
+		OAuth:       o.oauth,
 		// Release a stalled provider first: an attempt waiting on it
 		// must not hold up Run's return.
 		BeforeStop: func() {

@@ -1209,8 +1209,16 @@ func TestTraceHidesSecrets(t *testing.T) {
 			t.Errorf("the trace lacks %q", want)
 		}
 	}
-	if !regexp.MustCompile(`(?m)^upstream 127\.0\.0\.1:\d+: AUTH (PLAIN|LOGIN) \*\*\*$`).MatchString(tr) {
+	if !regexp.MustCompile(`(?m)^\S+ \[U\d+\] upstream 127\.0\.0\.1:\d+: AUTH (PLAIN|LOGIN) \*\*\*$`).MatchString(tr) {
 		t.Errorf("the trace shows no masked upstream AUTH")
+	}
+	// Bodies are one summary line per message on both sides.
+	if strings.Contains(tr, "Subject: traced") {
+		t.Errorf("the trace shows the message body line by line")
+	}
+	if !regexp.MustCompile(`(?m)^\S+ \[L\d+\] local: <DATA: \d+ bytes, 3 lines>$`).MatchString(tr) ||
+		!regexp.MustCompile(`(?m)^\S+ \[U\d+\] upstream 127\.0\.0\.1:\d+: <DATA: \d+ bytes, 3 lines>$`).MatchString(tr) {
+		t.Errorf("the trace lacks a <DATA: ...> summary on each side")
 	}
 	var forms []string
 	forms = append(forms, secretForms("localuser", plainPW)...)

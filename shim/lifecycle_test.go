@@ -3,12 +3,14 @@ package shim_test
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/smtpshim/smtpshim/shim"
+	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/internal/rig"
 )
 
@@ -129,5 +131,32 @@ func TestShutdownTellsClients(t *testing.T) {
 	}
 	if n := len(sim.Messages()); n != 1 {
 		t.Fatalf("the provider got %d messages, want the one finished during shutdown", n)
+	}
+}
+
+// A client whose message still waits for the provider's answer when the
+// shutdown's wait for sessions runs out: its session settles the message
+// (keeps it in the spool) before Run returns, so nothing of the engine
+// touches the spool after Run.
+func TestRunWaitsForASessionCutAtShutdown(t *testing.T) {
+	t.Parallel()
+	sim := startSim(t, true)
+	r := startRig(t, sim, rigOptions{tune: func(c *config.Config) { c.SyncWait = config.Duration(time.Minute) }})
+	sim.SetDataDelay(time.Minute)
+	t.Cleanup(func() { sim.SetDataDelay(0) })
+	cl := rig.Dial(t, r.addr)
+	defer cl.Close()
+	cl.Do("EHLO client.test", 250, "")
+	cl.Do("MAIL FROM:<"+simUser+">", 250, "")
+	cl.Do("RCPT TO:<bob@example.net>", 250, "")
+	cl.Do("DATA", 354, "")
+	cl.Write("Subject: cut at shutdown\r\n\r\nbody\r\n.\r\n")
+	time.Sleep(300 * time.Millisecond) // the provider has it and delays its answer
+	r.stop()
+	metas, _ := filepath.Glob(filepath.Join(r.spoolDir, "msg", "*.json"))
+	if len(metas) != 1 {
+		time.Sleep(500 * time.Millisecond)
+		later, _ := filepath.Glob(filepath.Join(r.spoolDir, "msg", "*.json"))
+		t.Fatalf("when Run returned the spool held %d messages (%d half a second later), want the one whose session was cut", len(metas), len(later))
 	}
 }

@@ -5,6 +5,7 @@ package shim
 // pause, resume, retry, delete and reload. Each command publishes an event.
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -109,25 +111,36 @@ func (e *Engine) QueueEntry(id string) (api.QueueEntry, bool) {
 	return e.entry(&m, e.heldAccounts()), true
 }
 
-// heldAccounts are the accounts whose mail waits for the user.
-func (e *Engine) heldAccounts() map[string]bool {
-	held := map[string]bool{}
-	for _, a := range e.bus.Status().Accounts {
-		if a.State == api.AccountNeedsAttention {
-			held[a.Key] = true
+// heldAccounts are the accounts whose mail waits for the user (the
+// provider refused the credential), with the reason. Mail of an account
+// whose credential could not be read (keychain, password_command) is not
+// held: it is retried.
+func (e *Engine) heldAccounts() map[string]string {
+	held := map[string]string{}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for key, p := range e.pools {
+		if h := p.Health(); h.Held {
+			held[key] = cmp.Or(h.Problem, "needs attention")
 		}
 	}
 	return held
 }
 
-func (e *Engine) entry(m *spool.Meta, held map[string]bool) api.QueueEntry {
+func (e *Engine) entry(m *spool.Meta, held map[string]string) api.QueueEntry {
 	subj, ok := e.subjects.Load(m.ID)
 	if !ok {
 		subj = e.spool.Subject(m.ID)
 		e.subjects.Store(m.ID, subj)
 	}
 	q := QueueEntryOf(m, subj.(string))
-	q.Held = e.paused.Load() || held[m.Account]
+	switch {
+	case e.paused.Load():
+		q.HeldBy = "paused"
+	case held[m.Account] != "":
+		q.HeldBy = held[m.Account]
+	}
+	q.Held = q.HeldBy != ""
 	return q
 }
 
@@ -320,6 +333,11 @@ func reloadDiff(started, old, cfg *config.Config, authChanged bool) api.ReloadRe
 		{"retry_min", oldLo != newLo},
 		{"retry_max", oldHi != newHi},
 		{"max_age", old.EffectiveMaxAge() != cfg.EffectiveMaxAge()},
+		{"min_free_space", old.EffectiveMinFreeSpace() != cfg.EffectiveMinFreeSpace()},
+		{"require_tls_for_auth", old.RequireTLSForAuth != cfg.RequireTLSForAuth},
+		// Read by each "smtpshim send", which loads the config itself.
+		{"default_domain", old.DefaultDomain != cfg.DefaultDomain},
+		{"default_from", old.DefaultFrom != cfg.DefaultFrom},
 	}
 	for _, s := range live {
 		if s.changed {
@@ -335,12 +353,21 @@ func reloadDiff(started, old, cfg *config.Config, authChanged bool) api.ReloadRe
 		{"listen", !slices.Equal(started.ListenAddrs(), cfg.ListenAddrs())},
 		{"listen_tls", !slices.Equal(started.ListenTLS, cfg.ListenTLS)},
 		{"starttls", started.StartTLS != cfg.StartTLS},
+		// The local TLS config is built once, at start.
+		{"local_tls_legacy", started.LocalTLSLegacy != cfg.LocalTLSLegacy},
 		{"hostname", started.HostnameOrDefault() != cfg.HostnameOrDefault()},
 		{"max_message_size", started.EffectiveMaxMessageSize() != cfg.EffectiveMaxMessageSize()},
 		{"max_line_length", started.EffectiveMaxLineLength() != cfg.EffectiveMaxLineLength()},
 		{"idle_timeout", started.EffectiveIdleTimeout() != cfg.EffectiveIdleTimeout()},
 		{"spool_dir", oldSpool != newSpool},
 		{"keychain_timeout", started.EffectiveKeychainTimeout() != cfg.EffectiveKeychainTimeout()},
+		// An account's token session is made with its pool, which a
+		// reload keeps while the account itself is unchanged.
+		{"oauth_provider", !reflect.DeepEqual(started.OAuthProviders, cfg.OAuthProviders)},
+		// "smtpshim serve" opens its log file once, at start.
+		{"log_file", started.LogFile != cfg.LogFile},
+		{"log_file_max_size", started.LogFileMaxSize != cfg.LogFileMaxSize},
+		{"log_file_keep", started.LogFileKeep != cfg.LogFileKeep},
 	}
 	for _, s := range restart {
 		if s.changed {

@@ -150,3 +150,42 @@ func TestWatchReconnectsAfterABreak(t *testing.T) {
 		t.Errorf("%d watch attempts, want 3", eng.watches)
 	}
 }
+
+// An OAuth2 account whose sign-in lapsed: the menu line says so, one
+// "Sign-in needed for ADDRESS" notification comes, and clicking the line
+// opens the account's page, which has "Sign in again".
+func TestALapsedSignInIsShownOnceAndOpensTheAccount(t *testing.T) {
+	const key = "bob@contoso.example"
+	r := startRig(t, running(api.Account{Key: key, Auth: "oauth2", State: api.AccountOK}), false)
+	waitFor(func() bool { _, ok := r.ui.last(); return ok })
+	for seq := uint64(2); seq <= 3; seq++ {
+		r.eng.set(func(s *api.Status) {
+			s.Accounts[0] = api.Account{Key: key, Auth: "oauth2", State: api.AccountNeedsAttention, Problem: "sign-in needed", Queued: 1}
+		})
+		r.eng.stream <- api.WatchItem{Event: &api.Event{Seq: seq, Kind: api.EventAccount, Account: key}}
+	}
+	if !waitFor(func() bool {
+		v, _ := r.ui.last()
+		return v.Icon == icons.Attention && len(v.Accounts) == 1 && v.Accounts[0].Label == key+": sign-in needed, click to sign in"
+	}) {
+		t.Fatalf("after the sign-in lapsed: %+v", r.ui.views)
+	}
+	if !waitFor(func() bool {
+		r.notesMu.Lock()
+		defer r.notesMu.Unlock()
+		return slices.Equal(r.notes, []string{"Sign-in needed for " + key})
+	}) {
+		r.notesMu.Lock()
+		t.Errorf("notifications %q, want one sign-in notice", r.notes)
+		r.notesMu.Unlock()
+	}
+	r.actions <- action{kind: "account", key: key}
+	if !waitFor(func() bool { return slices.Equal(r.pages.Opened(), []string{"/accounts/" + key}) }) {
+		t.Errorf("opened %v, want the account's page", r.pages.Opened())
+	}
+	r.notesMu.Lock()
+	defer r.notesMu.Unlock()
+	if len(r.notes) != 1 {
+		t.Errorf("notifications %q, want exactly one for the one change", r.notes)
+	}
+}

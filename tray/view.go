@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/smtpshim/smtpshim/shim/api"
+	"github.com/smtpshim/smtpshim/shim/upstream"
 	"github.com/smtpshim/smtpshim/tray/icons"
 )
 
@@ -89,6 +90,9 @@ func ViewOf(s api.Status, now time.Time) View {
 		if len(attention) == 1 {
 			a := attention[0]
 			v.Tooltip = fmt.Sprintf("smtpshim: %s needs attention (%s)", a.Key, problem(a))
+			if SignInNeeded(a) {
+				v.Tooltip = "smtpshim: sign-in needed for " + a.Key
+			}
 		} else {
 			v.Tooltip = fmt.Sprintf("smtpshim: %d accounts need attention", len(attention))
 		}
@@ -120,6 +124,10 @@ func ViewOf(s api.Status, now time.Time) View {
 }
 
 func accountLabel(a api.Account) string {
+	if SignInNeeded(a) {
+		// Its settings page, which the line opens, has "Sign in again".
+		return a.Key + ": sign-in needed, click to sign in"
+	}
 	switch a.State {
 	case api.AccountNeedsAttention, api.AccountFailing:
 		return a.Key + ": " + problem(a)
@@ -131,6 +139,12 @@ func accountLabel(a api.Account) string {
 	default:
 		return a.Key + ": not used yet"
 	}
+}
+
+// SignInNeeded reports whether a's provider refused its OAuth2 sign-in,
+// so that only the person signing in again sends its mail.
+func SignInNeeded(a api.Account) bool {
+	return a.State == api.AccountNeedsAttention && a.Problem == upstream.ProblemSignInNeeded
 }
 
 func problem(a api.Account) string {

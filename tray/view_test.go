@@ -48,6 +48,14 @@ func TestViewNamesTheStateInIconTooltipAndMenu(t *testing.T) {
 			outbox:     "Outbox: 2 waiting", sendNow: false, // held for the user
 		},
 		{
+			name: "sign-in needed", st: api.Status{State: api.Running, Listen: listen, Accounts: []api.Account{
+				{Key: "bob@contoso.example", Auth: "oauth2", State: api.AccountNeedsAttention, Problem: "sign-in needed", Queued: 1}}, Queued: 1},
+			icon: icons.Attention, tooltip: "sign-in needed for bob@contoso.example",
+			statusLine: "Relaying on localhost:2525 · 1 account",
+			accounts:   []string{"bob@contoso.example: sign-in needed, click to sign in"},
+			outbox:     "Outbox: 1 waiting", sendNow: false,
+		},
+		{
 			name: "attention wins over paused", st: api.Status{State: api.Paused, Listen: listen, Accounts: []api.Account{rejected}, Queued: 2},
 			icon: icons.Attention, tooltip: "needs attention", statusLine: "Paused: accepting on localhost:2525, sending nothing",
 			accounts: []string{"alice@example.com: password rejected"}, outbox: "Outbox: 2 waiting", paused: true,

@@ -16,6 +16,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/accounts"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/control"
+	"github.com/smtpshim/smtpshim/shim/oauth"
 	"github.com/smtpshim/smtpshim/shim/secrets"
 )
 
@@ -26,19 +27,24 @@ var keychain = func(cfg *config.Config) secrets.Store {
 
 func (a *app) account(args []string) error {
 	if len(args) == 0 {
-		return exit(exUsage, "usage: smtpshim account add|list|remove|test ...")
+		return exit(exUsage, "usage: smtpshim account add|list|remove|test|login ...")
 	}
 	switch args[0] {
 	case "add", "set", "update":
 		return a.accountAdd(args[1:])
 	case "list", "ls":
+		if err := noArgs("account list", args[1:]); err != nil {
+			return err
+		}
 		return a.accountList()
 	case "remove", "rm", "delete":
 		return a.accountRemove(args[1:])
 	case "test", "check":
 		return a.accountTest(args[1:])
+	case "login", "signin", "sign-in":
+		return a.accountLogin(args[1:])
 	}
-	return exit(exUsage, "unknown account command %q (add, list, remove, test)", args[0])
+	return exit(exUsage, "unknown account command %q (add, list, remove, test, login)", args[0])
 }
 
 // splitPositional lets flags come before or after the one positional
@@ -72,6 +78,8 @@ func (a *app) accountAdd(args []string) error {
 	pwStdin := fs.Bool("password-stdin", false, "read the password from standard input instead of prompting")
 	pwCommand := fs.String("password-command", "", "command that prints the password (for machines without a keychain)")
 	test := fs.Bool("test", false, "connect and log in after saving")
+	oauthName := fs.String("oauth", "", "sign in with OAuth2 instead of a password: microsoft, google, or an [[oauth_provider]] name")
+	lf := addLoginFlags(fs)
 	who, err := splitPositional(fs, args)
 	if err != nil {
 		return err
@@ -80,11 +88,20 @@ func (a *app) accountAdd(args []string) error {
 	if err != nil {
 		return err
 	}
-	acct := config.Account{Server: *server, Security: *security, Username: *username, Auth: *auth, CAFile: *caFile, PasswordCommand: *pwCommand}
+	acct := config.Account{Server: *server, Security: *security, Username: *username, Auth: *auth, CAFile: *caFile, PasswordCommand: *pwCommand, OAuth: *oauthName}
 	if d, ok := strings.CutPrefix(who, "@"); ok {
 		acct.Domain = d
 	} else {
 		acct.Address = who
+	}
+	// The form first: "bob" is a mistake, not an account that only
+	// lacks --server.
+	if acct.Address != "" {
+		if err := config.ValidateAddress(acct.Address); err != nil {
+			return exit(exUsage, "%v (or @example.com for a whole domain)", err)
+		}
+	} else if err := config.ValidateDomain(acct.Domain); err != nil {
+		return exit(exUsage, "%v: give @example.com for a whole domain, or an address like you@example.com", err)
 	}
 	idx, existing := cfg.Find(acct.Key())
 	if existing != nil {
@@ -104,9 +121,23 @@ func (a *app) accountAdd(args []string) error {
 				merged.CAFile = acct.CAFile
 			case "password-command":
 				merged.PasswordCommand = acct.PasswordCommand
+			case "oauth":
+				merged.OAuth = acct.OAuth
 			}
 		})
 		acct = merged
+	}
+	var provider *oauth.Provider
+	if acct.OAuth != "" {
+		if provider, err = oauth.Resolve(cfg, acct.OAuth); err != nil {
+			return exit(exConfig, "%s: %v", who, err)
+		}
+		if acct.Server == "" {
+			acct.Server = provider.Server
+			if acct.Server != "" {
+				fmt.Fprintf(a.stderr, "using %s, %s's submission server (override with --server)\n", acct.Server, provider.Title)
+			}
+		}
 	}
 	if acct.Server == "" {
 		dom := acct.Domain
@@ -123,10 +154,50 @@ func (a *app) accountAdd(args []string) error {
 	if err := acct.Validate(); err != nil {
 		return exit(exUsage, "%s: %v", who, err)
 	}
+	if err := config.CheckCAFile(acct.CAFile); err != nil {
+		return exit(exUsage, "%s: %v (nothing was changed)", who, err)
+	}
+	// One password source at a time. A password given now (prompt or
+	// --password-stdin) goes to the keychain and replaces a
+	// password_command; --password-command replaces the keychain entry.
+	hadCommand := existing != nil && existing.PasswordCommand != ""
+	if *pwStdin && acct.PasswordCommand != "" && *pwCommand != "" {
+		return exit(exUsage, "give either --password-stdin (the keychain) or --password-command, not both")
+	}
 	var pw string
-	if acct.PasswordCommand == "" {
+	var notes []string
+	switch {
+	case acct.OAuth != "":
+		// Sign in before anything is saved: a failed sign-in leaves the
+		// config as it was.
+		probe := *cfg
+		probe.Accounts = append(append([]config.Account(nil), cfg.Accounts...), acct)
+		if err := probe.Validate(); err != nil {
+			return exit(exUsage, "%s: %v", who, err)
+		}
+		if err := a.signIn(cfg, &acct, lf); err != nil {
+			return err
+		}
+	case acct.PasswordCommand == "" || *pwStdin:
 		if pw, err = a.readPassword(*pwStdin, acct.Key()); err != nil {
 			return err
+		}
+		if acct.PasswordCommand != "" {
+			notes = append(notes, fmt.Sprintf("its password_command (%s) was removed: the password now comes from the OS keychain", acct.PasswordCommand))
+			acct.PasswordCommand = ""
+		}
+	case *pwCommand != "":
+		// The command replaces a stored password: remove it, so that no
+		// stale copy stays in the keychain.
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.EffectiveKeychainTimeout()+time.Second)
+		err := keychain(cfg).Delete(ctx, acct.Key())
+		cancel()
+		switch {
+		case err == nil:
+			notes = append(notes, "the password stored in the OS keychain for it was removed")
+		case errors.Is(err, secrets.ErrNotFound):
+		default:
+			notes = append(notes, fmt.Sprintf("a password for it may still be in the OS keychain (it could not be removed: %v); it is not used", err))
 		}
 	}
 	if _, err := accounts.Save(context.Background(), cfg, keychain(cfg), acct, pw); err != nil {
@@ -141,9 +212,20 @@ func (a *app) accountAdd(args []string) error {
 	if existing != nil {
 		verb = "updated"
 	}
-	fmt.Fprintf(a.stdout, "account %s %s (server %s, %s); the password is in the OS keychain, not in %s\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), cfg.Path())
-	if acct.PasswordCommand != "" {
-		fmt.Fprintf(a.stdout, "account %s takes its password from its password_command\n", acct.Key())
+	switch {
+	case acct.OAuth != "":
+		fmt.Fprintf(a.stdout, "account %s %s (server %s, %s, OAuth2 with %s)\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), provider.Title)
+	case acct.PasswordCommand != "":
+		where := "its password comes from its password_command"
+		if !hadCommand {
+			where += " (nothing was stored in the keychain)"
+		}
+		fmt.Fprintf(a.stdout, "account %s %s (server %s, %s); %s\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), where)
+	default:
+		fmt.Fprintf(a.stdout, "account %s %s (server %s, %s); the password is in the OS keychain, not in %s\n", acct.Key(), verb, acct.Server, acct.SecurityMode(), cfg.Path())
+	}
+	for _, n := range notes {
+		fmt.Fprintf(a.stdout, "account %s: %s\n", acct.Key(), n)
 	}
 	a.notifyDaemon(cfg)
 	if *test {
@@ -226,7 +308,11 @@ func (a *app) accountList() error {
 		if ac.Domain != "" {
 			kind = "domain"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ac.Key(), kind, ac.Server, ac.SecurityMode(), ac.Login(), passwordState(store, ac))
+		state := passwordState(store, ac)
+		if ac.OAuth != "" {
+			state = oauthState(store, ac)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ac.Key(), kind, ac.Server, ac.SecurityMode(), ac.Login(), state)
 	}
 	return tw.Flush()
 }
@@ -285,7 +371,28 @@ func (a *app) accountRemove(args []string) error {
 		fmt.Fprintf(a.stdout, "its password was removed from the keychain\n")
 	}
 	a.notifyDaemon(cfg)
+	a.warnQueued(key)
 	return nil
+}
+
+// warnQueued says when queued mail still belongs to a removed account:
+// it is not sent through another account, so it waits for this one.
+func (a *app) warnQueued(key string) {
+	b, done, _, err := a.queueBackend()
+	if err != nil {
+		return
+	}
+	defer done()
+	ms, _ := b.List()
+	n := 0
+	for _, m := range ms {
+		if m.Account == key {
+			n++
+		}
+	}
+	if n > 0 {
+		fmt.Fprintf(a.stderr, "%d queued message(s) of %s stay in the queue and are not sent until the account is added again; see \"smtpshim queue list\", and \"smtpshim queue delete ID\" to drop one\n", n, key)
+	}
 }
 
 func (a *app) accountTest(args []string) error {

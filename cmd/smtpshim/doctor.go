@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/smtpshim/smtpshim/shim"
@@ -58,6 +59,11 @@ func (a *app) doctor(args []string) error {
 		report(true, false, "config %s: valid, %d account(s)", p, len(cfg.Accounts))
 		if st, err := os.Stat(p); err == nil && runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
 			report(false, true, "config %s is readable by other users (mode %o): run chmod 600 %s", p, st.Mode().Perm(), p)
+		}
+	}
+	for i := range cfg.Accounts {
+		if err := config.CheckCAFile(cfg.Accounts[i].CAFile); err != nil {
+			report(false, false, "account %s: %v", cfg.Accounts[i].Key(), err)
 		}
 	}
 	if len(cfg.Accounts) == 0 {
@@ -115,6 +121,10 @@ func (a *app) doctor(args []string) error {
 		_, err := upstream.Password(ctx, ac, store, cfg.EffectiveKeychainTimeout())
 		cancel()
 		switch {
+		case ac.OAuth != "" && err == nil:
+			report(true, false, "  OAuth2 sign-in (%s) found in the keychain", ac.OAuth)
+		case ac.OAuth != "" && errors.Is(err, secrets.ErrNotFound):
+			report(false, false, "  not signed in yet: run smtpshim account login %s", ac.Key())
 		case err == nil && ac.PasswordCommand != "":
 			report(true, false, "  password_command prints a password")
 		case err == nil:
@@ -130,22 +140,28 @@ func (a *app) doctor(args []string) error {
 		ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 		addrs, derr := net.DefaultResolver.LookupHost(ctx, ac.Host())
 		cancel()
-		if derr != nil {
+		switch {
+		case net.ParseIP(ac.Host()) != nil:
+			// An address needs no lookup; saying it resolves to itself
+			// would only puzzle.
+		case derr != nil:
 			report(false, false, "  DNS %s: %v (%s)", ac.Host(), derr, hints.For(derr))
 			continue
+		default:
+			report(true, false, "  DNS %s: resolves to %s", ac.Host(), strings.Join(addrs, ", "))
 		}
-		report(true, false, "  DNS %s: %v", ac.Host(), addrs)
 		if err != nil {
+			report(false, true, "  TLS and AUTH not checked: there is no password to log in with (see above)")
 			continue
 		}
 		c, err := upstream.Dial(context.Background(), ac, upstream.Options{
 			Hostname:        cfg.HostnameOrDefault(),
 			Secrets:         store,
-			Authenticator:   shim.DefaultAuthenticator(store, cfg.EffectiveKeychainTimeout()),
+			Authenticator:   shim.DefaultAuthenticator(cfg, store, nil),
 			KeychainTimeout: cfg.EffectiveKeychainTimeout(),
 		})
 		if err != nil {
-			h := hints.For(err)
+			h := hints.ForAccount(err, ac.Key())
 			if h != "" {
 				h = " — " + h
 			}

@@ -21,6 +21,9 @@ func (a *app) localPassword(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return exit(exUsage, "%v", err)
 	}
+	if err := noArgs("local-password", fs.Args()); err != nil {
+		return err
+	}
 	cfg, err := a.loadConfig()
 	if err != nil {
 		return err
@@ -50,6 +53,9 @@ func (a *app) cert(args []string) error {
 	out := fs.String("out", "", "write the certificate to FILE instead of standard output")
 	if err := fs.Parse(args[1:]); err != nil {
 		return exit(exUsage, "%v", err)
+	}
+	if err := noArgs("cert export", fs.Args()); err != nil {
+		return err
 	}
 	p, err := a.path()
 	if err != nil {

@@ -84,22 +84,28 @@ const usage = `smtpshim: send mail from old clients through modern providers.
 
 Usage:
   smtpshim [--config FILE] COMMAND [ARGS]
+  smtpshim [--at-login]      with no command: the relay with its tray icon and settings page
 
 Commands:
-  (none)                     run the relay with its tray icon and settings page
-  serve [--trace]            run the relay (headless); --trace logs the SMTP dialogues
+  serve [--trace] [--log-file FILE]   run the relay (headless); --trace logs the SMTP dialogues
   settings [--print-url]     open the settings page of the running smtpshim
   autostart on|off|status    start smtpshim (with its tray icon) at login
   account add ADDRESS|@DOMAIN --server HOST:PORT [--username U] [--password-stdin]
   account list               show accounts (never passwords)
   account remove ADDRESS|@DOMAIN
   account test ADDRESS|@DOMAIN
+  account add ADDRESS --oauth microsoft|google|NAME [--device] [--no-browser]
+                             sign in with OAuth2 (browser, or a device code) instead of a password
+  account login ADDRESS [--device] [--no-browser]   sign an OAuth2 account in again
   queue list | show ID | retry [ID] | delete ID
   status [--json] [--watch]  the running relay: state, accounts, queue; --watch follows events
   pause                      hold delivery: mail is still accepted and queued, nothing is sent
   resume                     end a pause and send the queue now
   reload                     make the running relay re-read the config file
-  send [-t] [-f SENDER] [-i] [RECIPIENT...]   sendmail-compatible: reads a message on stdin
+  send [-t] [-f SENDER] [-i] [--read-envelope-from] [RECIPIENT...]
+                             sendmail-compatible: reads a message on stdin; the envelope
+                             sender is -f, else default_from in the config, else the only
+                             account's address; From: only with --read-envelope-from
   doctor                     check the config, keychain, ports, DNS, TLS and AUTH
   local-password [--password-stdin]   set the password local clients must give (local_auth = "require")
   cert export [--out FILE]   the CA certificate of the local TLS listener, for clients to trust
@@ -109,16 +115,29 @@ Commands:
 Global flags:
   --config FILE   config file (default: %s)
   -v, --verbose   log more
+
+"smtpshim COMMAND --help" shows the usage of one command.
 `
 
 func (a *app) run(args []string) int {
-	args = a.globalFlags(args)
+	args, err := a.globalFlags(args)
+	if err != nil {
+		return a.exitCode(err)
+	}
+	if len(args) > 0 && args[0] == "help" {
+		if len(args) == 1 || !a.printCommandHelp(a.stdout, args[1:]) {
+			a.printUsage(a.stdout)
+		}
+		return exOK
+	}
+	if len(args) > 0 && wantsHelp(args[1:]) && a.printCommandHelp(a.stdout, args) {
+		return exOK
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "--at-login") {
 		// The desktop face (tray, settings page) is the default; "serve"
 		// is the headless relay.
 		return a.exitCode(a.desktop(args))
 	}
-	var err error
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
 		err = a.serve(rest)
@@ -149,8 +168,11 @@ func (a *app) run(args []string) int {
 	case "autostart":
 		err = a.autostartCmd(rest)
 	case "version", "--version":
+		if err = noArgs("version", rest); err != nil {
+			break
+		}
 		fmt.Fprintf(a.stdout, "smtpshim %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	case "help", "-h", "--help":
+	case "-h", "--help", "-help":
 		a.printUsage(a.stdout)
 	default:
 		a.printUsage(a.stderr)
@@ -179,27 +201,31 @@ func (a *app) printUsage(w io.Writer) {
 
 // globalFlags takes --config and --verbose from anywhere in args, so they
 // work before or after the command.
-func (a *app) globalFlags(args []string) []string {
+func (a *app) globalFlags(args []string) ([]string, error) {
 	out := make([]string, 0, len(args))
 	for i := 0; i < len(args); i++ {
 		arg := args[i]
 		switch {
 		case arg == "--":
-			return append(out, args[i:]...)
+			return append(out, args[i:]...), nil
 		case arg == "--config" || arg == "-config":
-			if i+1 < len(args) {
-				a.configPath = args[i+1]
-				i++
+			if i+1 >= len(args) || args[i+1] == "" || strings.HasPrefix(args[i+1], "-") {
+				return nil, exit(exUsage, "--config needs a file: --config FILE")
 			}
-		case strings.HasPrefix(arg, "--config="):
-			a.configPath = strings.TrimPrefix(arg, "--config=")
+			a.configPath = args[i+1]
+			i++
+		case strings.HasPrefix(arg, "--config=") || strings.HasPrefix(arg, "-config="):
+			_, a.configPath, _ = strings.Cut(arg, "=")
+			if a.configPath == "" {
+				return nil, exit(exUsage, "--config needs a file: --config=FILE")
+			}
 		case arg == "-v" || arg == "--verbose":
 			a.verbose = true
 		default:
 			out = append(out, arg)
 		}
 	}
-	return out
+	return out, nil
 }
 
 func (a *app) path() (string, error) {
@@ -224,10 +250,26 @@ func (a *app) loadConfig() (*config.Config, error) {
 	return c, nil
 }
 
-func (a *app) logger() *slog.Logger {
+func (a *app) logger() *slog.Logger { return a.loggerTo(a.stderr) }
+
+// loggerTo is the log of smtpshim, written to w.
+func (a *app) loggerTo(w io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	if a.verbose {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: dropEmptyDetail}))
+}
+
+// dropEmptyDetail leaves out the optional details of a log line (a hint,
+// a reason, an error) when they are empty, instead of writing hint="".
+func dropEmptyDetail(_ []string, at slog.Attr) slog.Attr {
+	switch at.Key {
+	case "hint", "reason", "err", "error", "last_error":
+		v := at.Value.Resolve()
+		if (v.Kind() == slog.KindString && v.String() == "") || (v.Kind() == slog.KindAny && v.Any() == nil) {
+			return slog.Attr{}
+		}
+	}
+	return at
 }

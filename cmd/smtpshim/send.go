@@ -3,11 +3,15 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/mail"
+	"net/textproto"
+	"regexp"
 	"strings"
 	"time"
 
@@ -16,6 +20,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim"
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/crlf"
+	"github.com/smtpshim/smtpshim/shim/dsn"
 	"github.com/smtpshim/smtpshim/shim/hints"
 	"github.com/smtpshim/smtpshim/shim/queue"
 	shimrelay "github.com/smtpshim/smtpshim/shim/relay"
@@ -24,12 +29,22 @@ import (
 	"github.com/smtpshim/smtpshim/shim/upstream"
 )
 
-// sendOptions are the sendmail flags smtpshim understands.
+// sendOptions are the sendmail flags smtpshim understands, and what the
+// message's header adds to them.
 type sendOptions struct {
-	from     string
-	fromHdr  bool // -t: recipients from the headers
-	dotStops bool // without -i, a line with a single dot ends the message
-	rcpts    []string
+	from        string // -f / -r: the envelope sender
+	fromHdr     bool   // -t: recipients from the headers
+	dotStops    bool   // without -i, a line with a single dot ends the message
+	readEnvFrom bool   // --read-envelope-from: the envelope sender from From:
+	rcpts       []string
+	acctKey     string // the sender's account, for hints
+
+	// Set by readHeader.
+	hdrFrom  string // the address in the From: header ("" when none or unreadable)
+	parsed   bool   // the header section parsed as a header
+	hasFrom  bool
+	hasDate  bool
+	hasMsgID bool
 }
 
 // parseSendmailArgs reads sendmail's command line. Flags that make no
@@ -51,6 +66,8 @@ func parseSendmailArgs(args []string) (*sendOptions, error) {
 		flagc := arg[1]
 		val := arg[2:]
 		switch {
+		case arg == "--read-envelope-from":
+			o.readEnvFrom = true
 		case arg == "-oi":
 			o.dotStops = false
 		case strings.Trim(arg[1:], "ti") == "":
@@ -72,7 +89,7 @@ func parseSendmailArgs(args []string) (*sendOptions, error) {
 				o.from = strings.Trim(val, "<>")
 			}
 		default:
-			return nil, exit(exUsage, "unknown option %s (supported: -t, -f SENDER, -i, -oi)", arg)
+			return nil, exit(exUsage, "unknown option %s (supported: -t, -f SENDER, -i, -oi, --read-envelope-from)", arg)
 		}
 	}
 	var rc []string
@@ -107,26 +124,128 @@ func readHeader(r *bufio.Reader, o *sendOptions) ([]byte, error) {
 		}
 	}
 	hdr := raw.Bytes()
-	msg, err := mail.ReadMessage(bytes.NewReader(append(bytes.TrimRight(hdr, "\r\n"), "\r\n\r\n"...)))
-	if err != nil {
+	// A copy for the parser, which wants a CRLF CRLF end: appending to hdr
+	// itself could write over the blank line that ends the header.
+	probe := make([]byte, 0, len(hdr)+4)
+	probe = append(probe, bytes.TrimRight(hdr, "\r\n")...)
+	probe = append(probe, "\r\n\r\n"...)
+	msg, err := mail.ReadMessage(bytes.NewReader(probe))
+	if err != nil || len(msg.Header) == 0 {
 		return hdr, nil // not a parsable header: send it as it is
 	}
-	if o.from == "" {
-		if a, err := mail.ParseAddress(msg.Header.Get("From")); err == nil {
-			o.from = a.Address
-		}
+	o.parsed = true
+	_, o.hasFrom = msg.Header["From"]
+	_, o.hasDate = msg.Header["Date"]
+	_, o.hasMsgID = msg.Header["Message-Id"]
+	if list, err := headerAddrs(msg.Header.Get("From")); err == nil && len(list) > 0 {
+		o.hdrFrom = list[0]
 	}
 	if o.fromHdr {
 		for _, k := range []string{"To", "Cc", "Bcc"} {
-			if list, err := msg.Header.AddressList(k); err == nil {
-				for _, a := range list {
-					o.rcpts = append(o.rcpts, a.Address)
+			for _, v := range msg.Header[textproto.CanonicalMIMEHeaderKey(k)] {
+				list, err := headerAddrs(v)
+				if err != nil {
+					return nil, exit(exDataErr, "-t: the %s: header %q cannot be read as a list of addresses: %v", k, v, err)
 				}
+				o.rcpts = append(o.rcpts, list...)
 			}
 		}
 		hdr = dropHeader(hdr, "Bcc")
 	}
 	return hdr, nil
+}
+
+// bareLocal matches a local name without a domain (root, bob), with an
+// optional comment or angle brackets, as cron and old scripts write them:
+// "root", "root (Cron Daemon)", "Cron Daemon <root>".
+var bareLocal = regexp.MustCompile(`^\s*(?:[^<>]*<\s*([A-Za-z0-9._+-]+)\s*>|([A-Za-z0-9._+-]+)\s*(?:\([^()]*\))?)\s*$`)
+
+// headerAddrs returns the addresses of an address-list header. A bare
+// local name is kept as it is, for default_domain to complete.
+func headerAddrs(v string) ([]string, error) {
+	if strings.TrimSpace(v) == "" {
+		return nil, nil
+	}
+	if list, err := mail.ParseAddressList(v); err == nil {
+		out := make([]string, len(list))
+		for i, a := range list {
+			out[i] = a.Address
+		}
+		return out, nil
+	}
+	// One odd entry (a bare "root") fails the whole list: read it entry by
+	// entry. Commas inside quotes are rare in such headers.
+	var out []string
+	for _, part := range strings.Split(v, ",") {
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		if a, err := mail.ParseAddress(part); err == nil {
+			out = append(out, a.Address)
+			continue
+		}
+		m := bareLocal.FindStringSubmatch(part)
+		if m == nil {
+			_, err := mail.ParseAddress(part)
+			return nil, err
+		}
+		out = append(out, m[1]+m[2])
+	}
+	return out, nil
+}
+
+// qualify completes a bare local name with the default domain.
+func qualify(addr, domain, what string, cfg *config.Config) (string, error) {
+	if strings.Contains(addr, "@") {
+		return addr, nil
+	}
+	if domain == "" {
+		return "", exit(exUsage, "%s %q has no domain, and there is no default_domain to add: give a full address like %s@example.com, or set default_domain = \"example.com\" in %s", what, addr, addr, cfg.Path())
+	}
+	return addr + "@" + domain, nil
+}
+
+// addMissingFields adds the From, Date and Message-ID fields a message
+// must have (RFC 5322) when the writer left them out, as sendmail does.
+func addMissingFields(hdr []byte, o *sendOptions, sender string, now time.Time) []byte {
+	if !o.parsed || (o.hasFrom && o.hasDate && o.hasMsgID) {
+		return hdr
+	}
+	eol := "\n"
+	if bytes.Contains(hdr, []byte("\r\n")) {
+		eol = "\r\n"
+	}
+	// The fields go after the last header line, before the blank line.
+	fields := bytes.TrimRight(hdr, "\r\n")
+	end := hdr[len(fields):]
+	if i := bytes.IndexByte(end, '\n'); i >= 0 {
+		end = end[i+1:] // the blank line (or nothing for a header-only message)
+	} else {
+		end = nil
+	}
+	var out bytes.Buffer
+	out.Grow(len(hdr) + 200)
+	out.Write(fields)
+	out.WriteString(eol)
+	if !o.hasFrom {
+		fmt.Fprintf(&out, "From: %s%s", (&mail.Address{Address: sender}).String(), eol)
+	}
+	if !o.hasDate {
+		fmt.Fprintf(&out, "Date: %s%s", now.Format(time.RFC1123Z), eol)
+	}
+	if !o.hasMsgID {
+		fmt.Fprintf(&out, "Message-ID: %s%s", newMessageID(sender, now), eol)
+	}
+	out.Write(end)
+	return out.Bytes()
+}
+
+// newMessageID makes a unique Message-ID in the sender's domain.
+func newMessageID(sender string, now time.Time) string {
+	var b [12]byte
+	rand.Read(b[:])
+	domain := sender[strings.LastIndexByte(sender, '@')+1:]
+	return fmt.Sprintf("<%d.%s@%s>", now.Unix(), hex.EncodeToString(b[:]), domain)
 }
 
 // dropHeader removes a header field, with its continuation lines.
@@ -203,8 +322,28 @@ func (a *app) send(args []string) error {
 	if o.dotStops {
 		body = &dotReader{r: in}
 	}
+	// The envelope sender picks the account. It never comes silently from
+	// the From: header, which a web form may fill in.
+	switch {
+	case o.from != "":
+	case o.readEnvFrom && o.hdrFrom != "":
+		o.from = o.hdrFrom
+	case o.readEnvFrom:
+		return exit(exUsage, "--read-envelope-from: the message has no From: header with an address; give -f you@example.com")
+	default:
+		o.from = cfg.EffectiveDefaultFrom()
+	}
 	if o.from == "" {
-		return exit(exUsage, "no sender: give -f you@example.com or a From: header")
+		return exit(exUsage, "no envelope sender: give -f you@example.com, or set default_from = \"you@example.com\" in %s (or use --read-envelope-from to take it from the From: header)", cfg.Path())
+	}
+	domain := cfg.EffectiveDefaultDomain()
+	if o.from, err = qualify(o.from, domain, "the sender", cfg); err != nil {
+		return err
+	}
+	for i, r := range o.rcpts {
+		if o.rcpts[i], err = qualify(r, domain, "the recipient", cfg); err != nil {
+			return err
+		}
 	}
 	if len(o.rcpts) == 0 {
 		return exit(exUsage, "no recipients: list them as arguments, or use -t to read To/Cc/Bcc")
@@ -212,18 +351,69 @@ func (a *app) send(args []string) error {
 	if err := checkEnvelope(o); err != nil {
 		return err
 	}
-	msg := io.MultiReader(bytes.NewReader(hdr), body)
-	if err := a.sendViaListener(cfg, o, msg); !errors.Is(err, errNoListener) {
+	if acct, err := route.New(cfg.Accounts).Lookup(o.from); err == nil {
+		o.acctKey = acct.Key()
+	}
+	hdr = addMissingFields(hdr, o, o.from, time.Now())
+	refused, err := a.submit(cfg, o, io.MultiReader(bytes.NewReader(hdr), body))
+	if err != nil || len(refused) == 0 {
 		return err
 	}
-	return a.sendDirect(cfg, o, msg)
+	// Some recipients were refused and the others have the message. As
+	// sendmail does, that is a success (exit 0: the caller must not send
+	// again to those who have it), with a warning, and a bounce for the
+	// refused ones goes to the sender.
+	for _, f := range refused {
+		fmt.Fprintf(a.stderr, "smtpshim: warning: %s was refused: %s\n", f.Rcpt, f.Diagnostic)
+	}
+	if err := a.bounceRefused(cfg, o.from, hdr, refused); err != nil {
+		return exit(exNoUser, "the message went to the other recipients, but the bounce for the refused ones could not be sent: %v", err)
+	}
+	fmt.Fprintf(a.stderr, "smtpshim: the message went to the other recipients; a bounce naming the refused ones goes to %s\n", o.from)
+	return nil
+}
+
+// submit hands the message to the running smtpshim, or, when none
+// answers, spools it and sends it itself. It returns the recipients that
+// were refused while others took the message.
+func (a *app) submit(cfg *config.Config, o *sendOptions, msg io.Reader) ([]spool.Failure, error) {
+	refused, err := a.sendViaListener(cfg, o, msg)
+	if errors.Is(err, errNoListener) {
+		return a.sendDirect(cfg, o, msg)
+	}
+	return refused, err
+}
+
+// bounceRefused sends the sender a delivery status notification for the
+// refused recipients, with the header of the message.
+func (a *app) bounceRefused(cfg *config.Config, sender string, hdr []byte, refused []spool.Failure) error {
+	rep := dsn.Report{
+		ReportingMTA: cfg.HostnameOrDefault(),
+		From:         sender,
+		To:           sender,
+		ArrivalDate:  time.Now(),
+		Reason:       "smtpshim send delivered your message to its other recipients, but the provider refused the recipients below.",
+	}
+	for _, f := range refused {
+		rep.Recipients = append(rep.Recipients, dsn.Recipient{Address: f.Rcpt, Action: "failed", Status: f.Status, Diagnostic: f.Diagnostic})
+	}
+	var buf bytes.Buffer
+	if err := dsn.Build(&buf, rep, bytes.NewReader(hdr)); err != nil {
+		return err
+	}
+	o := &sendOptions{from: sender, rcpts: []string{sender}}
+	still, err := a.submit(cfg, o, &buf)
+	if err == nil && len(still) > 0 {
+		err = errors.New(still[0].Diagnostic)
+	}
+	return err
 }
 
 var errNoListener = errors.New("no smtpshim listening")
 
 // sendViaListener hands the message to the running smtpshim, which queues
 // it if the provider is unreachable.
-func (a *app) sendViaListener(cfg *config.Config, o *sendOptions, msg io.Reader) error {
+func (a *app) sendViaListener(cfg *config.Config, o *sendOptions, msg io.Reader) ([]spool.Failure, error) {
 	var conn net.Conn
 	var err error
 	for _, addr := range cfg.ListenAddrs() {
@@ -232,44 +422,59 @@ func (a *app) sendViaListener(cfg *config.Config, o *sendOptions, msg io.Reader)
 		}
 	}
 	if conn == nil {
-		return errNoListener
+		return nil, errNoListener
 	}
 	c := smtp.NewClient(conn)
 	defer c.Close()
 	if err := c.Hello("localhost"); err != nil {
-		return errNoListener
+		return nil, errNoListener
 	}
 	if cfg.EffectiveLocalAuth() == config.LocalAuthRequire {
 		if err := a.relayLogin(cfg, conn, c); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := c.Mail(o.from, nil); err != nil {
-		return sendError("sender "+o.from, err)
+		return nil, sendError("sender "+o.from, err, o.acctKey)
 	}
+	var refused []spool.Failure
+	var firstErr error
 	for _, r := range o.rcpts {
-		if err := c.Rcpt(r, nil); err != nil {
-			return sendError("recipient "+r, err)
+		err := c.Rcpt(r, nil)
+		if err == nil {
+			continue
 		}
+		if se, ok := upstream.SMTPError(err); !ok || se.Code/100 != 5 {
+			// Not now, or the relay went away: nothing was sent yet, so
+			// the caller can simply try again later.
+			return nil, sendError("recipient "+r, err, o.acctKey)
+		}
+		if firstErr == nil {
+			firstErr = sendError("recipient "+r, err, o.acctKey)
+		}
+		refused = append(refused, queue.FailureOf(r, err))
+	}
+	if len(refused) == len(o.rcpts) {
+		return nil, firstErr
 	}
 	w, err := c.Data()
 	if err != nil {
-		return sendError("message", err)
+		return nil, sendError("message", err, o.acctKey)
 	}
 	if _, err := io.Copy(w, msg); err != nil {
 		// Either the input failed or the relay went away; both are worth
 		// another try later.
-		return exit(exTempFail, "sending the message to smtpshim: %v", err)
+		return nil, exit(exTempFail, "sending the message to smtpshim: %v", err)
 	}
 	if err := w.Close(); err != nil {
-		return sendError("message", err)
+		return nil, sendError("message", err, o.acctKey)
 	}
 	c.Quit()
-	return nil
+	return refused, nil
 }
 
 // sendError maps an SMTP refusal to sendmail's exit codes.
-func sendError(what string, err error) error {
+func sendError(what string, err error, account string) error {
 	se, ok := upstream.SMTPError(err)
 	if !ok {
 		return exit(exTempFail, "%s: %v", what, err)
@@ -286,7 +491,7 @@ func sendError(what string, err error) error {
 		code = exNoPerm
 	}
 	msg := fmt.Sprintf("%s refused: %d %d.%d.%d %s", what, se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message)
-	if h := hints.For(err); h != "" {
+	if h := hints.ForAccount(err, account); h != "" {
 		msg += "\nhint: " + h
 	}
 	return &exitError{code: code, err: errors.New(msg)}
@@ -296,29 +501,29 @@ func sendError(what string, err error) error {
 // the same delivery unit the relay uses, straight to the provider while
 // the command waits; if the provider can't take it now, it is queued in the
 // spool and goes out when smtpshim starts.
-func (a *app) sendDirect(cfg *config.Config, o *sendOptions, msg io.Reader) error {
+func (a *app) sendDirect(cfg *config.Config, o *sendOptions, msg io.Reader) ([]spool.Failure, error) {
 	acct, err := route.New(cfg.Accounts).Lookup(o.from)
 	if err != nil {
-		return exit(exNoPerm, "%v", err)
+		return nil, exit(exNoPerm, "%v", err)
 	}
 	dir, err := cfg.EffectiveSpoolDir()
 	if err != nil {
-		return exit(exConfig, "%v", err)
+		return nil, exit(exConfig, "%v", err)
 	}
 	sp, err := spool.Open(dir)
 	if err != nil {
-		return exit(exTempFail, "smtpshim's listener does not answer and the spool is not usable: %v", err)
+		return nil, exit(exTempFail, "smtpshim's listener does not answer and the spool is not usable: %v", err)
 	}
 	defer sp.Close()
 	if err := checkFreeSpace(cfg, sp); err != nil {
-		return err
+		return nil, err
 	}
 	store := keychain(cfg)
 	_, paused := sp.Paused()
 	pool := upstream.NewPool(acct, upstream.Options{
 		Hostname:        cfg.HostnameOrDefault(),
 		Secrets:         store,
-		Authenticator:   shim.DefaultAuthenticator(store, cfg.EffectiveKeychainTimeout()),
+		Authenticator:   shim.DefaultAuthenticator(cfg, store, nil),
 		KeychainTimeout: cfg.EffectiveKeychainTimeout(),
 	}, nil)
 	defer pool.Close()
@@ -344,38 +549,44 @@ func (a *app) sendDirect(cfg *config.Config, o *sendOptions, msg io.Reader) erro
 
 	d, err := rl.Start(acct, o.from, shimrelay.StartOptions{Client: "smtpshim send"})
 	if err != nil {
-		return sendError("sender "+o.from, err)
+		return nil, sendError("sender "+o.from, err, o.acctKey)
 	}
-	var refused []string
+	var refused []spool.Failure
+	var lines []string
 	for _, r := range o.rcpts {
-		if err := d.AddRcpt(r); err != nil {
-			refused = append(refused, r+": "+oneLine(err.Error()))
+		err := d.AddRcpt(r)
+		if err == nil {
+			continue
 		}
+		if se, ok := upstream.SMTPError(err); !ok || se.Code/100 != 5 {
+			d.Abort()
+			return nil, sendError("recipient "+r, err, o.acctKey)
+		}
+		refused = append(refused, queue.FailureOf(r, err))
+		lines = append(lines, r+": "+oneLine(err.Error()))
 	}
 	if len(refused) == len(o.rcpts) {
 		d.Abort()
-		return exit(exUnavailable, "the provider refused the message:\n  %s", strings.Join(refused, "\n  "))
+		return nil, exit(exUnavailable, "the provider refused the message:\n  %s", strings.Join(lines, "\n  "))
 	}
 	max := cfg.EffectiveMaxMessageSize()
 	rec, err := d.Body(&capReader{r: crlf.NewReader(msg), left: max})
 	var re *shimrelay.ReadError
 	switch {
 	case errors.As(err, &re) && errors.Is(err, errTooBig):
-		return exit(exDataErr, "the message is over max_message_size (%d bytes)", max)
+		return nil, exit(exDataErr, "the message is over max_message_size (%d bytes)", max)
 	case errors.As(err, &re):
-		return exit(exIOErr, "reading the message: %v", re.Err)
+		return nil, exit(exIOErr, "reading the message: %v", re.Err)
 	case err != nil:
-		return sendError("message", err)
+		return nil, sendError("message", err, o.acctKey)
 	}
 	if rec.Queued && paused {
 		fmt.Fprintf(a.stderr, "smtpshim is paused: the message is queued as %s and goes out after \"smtpshim serve\" and \"smtpshim resume\"\n", rec.ID)
 	} else if rec.Queued {
 		fmt.Fprintf(a.stderr, "smtpshim is not running and the provider could not take the message now; it is %s, and goes out when smtpshim starts\n", rec.Text)
 	}
-	if len(refused) > 0 {
-		return exit(exNoUser, "the provider refused the message:\n  %s", strings.Join(refused, "\n  "))
-	}
-	return nil
+	// Some recipients refused, the others have it: the caller reports them.
+	return refused, nil
 }
 
 // sendWait is how long "smtpshim send" waits for the provider's answer

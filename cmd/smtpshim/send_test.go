@@ -53,8 +53,10 @@ func TestReadHeaderTakesRecipientsAndDropsBcc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.from != "alice@example.com" {
-		t.Errorf("from = %q", o.from)
+	// The From: header is read, but it is not the envelope sender unless
+	// --read-envelope-from asks for it.
+	if o.hdrFrom != "alice@example.com" || o.from != "" {
+		t.Errorf("hdrFrom = %q, from = %q", o.hdrFrom, o.from)
 	}
 	want := []string{"bob@example.net", "carol@example.net", "dave@example.net", "eve@example.net"}
 	if !slices.Equal(o.rcpts, want) {
@@ -88,6 +90,7 @@ func TestCheckEnvelopeRefusesQuotedAddresses(t *testing.T) {
 	if _, err := readHeader(bufio.NewReader(strings.NewReader("From: \"bob@other.com> X=\"@example.org\n\nbody\n")), o); err != nil {
 		t.Fatal(err)
 	}
+	o.from = o.hdrFrom // as with --read-envelope-from
 	o.rcpts = []string{"bob@example.net"}
 	if err := checkEnvelope(o); err == nil || !strings.Contains(err.Error(), "more than one @") {
 		t.Fatalf("checkEnvelope(from %q) = %v, want a refusal", o.from, err)

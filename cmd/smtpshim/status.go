@@ -262,6 +262,21 @@ func (a *app) pause(args []string, on bool) error {
 		return err
 	}
 	defer c.Close()
+	before, err := c.Status()
+	if err != nil {
+		return exit(exTempFail, "%v", err)
+	}
+	switch wasPaused := before.State == api.Paused; {
+	case on && wasPaused:
+		fmt.Fprintf(a.stdout, "smtpshim is already paused (for %s): %d message(s) waiting; \"smtpshim resume\" ends the pause\n", human(time.Since(before.PausedSince)), before.Queued)
+		return nil
+	case !on && !wasPaused && before.Queued == 0:
+		fmt.Fprintln(a.stdout, "smtpshim is not paused: nothing to resume")
+		return nil
+	case !on && !wasPaused:
+		fmt.Fprintf(a.stdout, "smtpshim is not paused: nothing to resume; to try the %d waiting message(s) now, run \"smtpshim queue retry\"\n", before.Queued)
+		return nil
+	}
 	if on {
 		st, err := c.Pause()
 		if err != nil {
@@ -317,7 +332,9 @@ func (a *app) checkSameConfig(c *control.Client, cfg *config.Config) error {
 
 func printReload(w io.Writer, res api.ReloadResult) {
 	if len(res.Applied) == 0 {
-		fmt.Fprintln(w, "the running smtpshim reloaded its settings: nothing that applies while running changed")
+		// Stored passwords are not in the file; a reload makes the relay
+		// log in afresh, so a new one counts from the next message.
+		fmt.Fprintln(w, "the running smtpshim reloaded its settings: no setting that applies while running changed; passwords are read again at the next login, so a new one is used from the next message")
 	} else {
 		fmt.Fprintf(w, "the running smtpshim now uses the new settings: %s\n", strings.Join(res.Applied, ", "))
 	}

@@ -35,6 +35,7 @@ type relay struct {
 	cfgPath string
 	addr    string
 	sim     *upstreamsim.Server
+	store   *secrets.Memory
 	stop    func()
 }
 
@@ -78,7 +79,7 @@ func startRelay(t *testing.T) *relay {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { eng.Run(ctx); close(done) }()
-	r := &relay{cfgPath: cfg.Path(), addr: ln.Addr().String(), sim: sim}
+	r := &relay{cfgPath: cfg.Path(), addr: ln.Addr().String(), sim: sim, store: store}
 	r.stop = func() { cancel(); <-done }
 	t.Cleanup(r.stop)
 	// Wait until it serves its control socket.
@@ -297,5 +298,160 @@ func TestAccountAddReloadsOnlyTheRelayOfThatFile(t *testing.T) {
 	_, out, _ = r.cli(t, "", "status", "--json")
 	if !strings.Contains(out, "new@example.net") {
 		t.Fatalf("the relay does not list the new account:\n%s", out)
+	}
+}
+
+// Mail held because the provider refused the password is not "paused":
+// the queue commands say why each message waits and what frees it, and a
+// retry never claims to send what stays held.
+func TestQueueCommandsSayWhyMailIsHeld(t *testing.T) {
+	r := startRelay(t)
+	if _, out, _ := r.cli(t, "", "queue", "retry"); !strings.Contains(out, "the queue is empty: nothing to retry") || strings.Contains(out, "retrying") {
+		t.Errorf("queue retry on an empty queue:\n%s", out)
+	}
+	r.store.Set(context.Background(), cliUser, "a-wrong-password")
+	r.send(t, "wrong password")
+	_, out, _ := r.cli(t, "", "queue", "list")
+	id := regexp.MustCompile(`(?m)^(\d{8}T\d{6}-[0-9a-v]+)\s`).FindStringSubmatch(out)
+	if id == nil {
+		t.Fatalf("no queue entry in:\n%s", out)
+	}
+	if strings.Contains(out, "paused") || !strings.Contains(out, " held ") ||
+		!strings.Contains(out, "1 message(s) of "+cliUser+" held (password rejected)") {
+		t.Errorf("queue list with a rejected password:\n%s", out)
+	}
+	if _, show, _ := r.cli(t, "", "queue", "show", id[1]); !strings.Contains(show, "Next try:    held: password rejected for "+cliUser) || strings.Contains(show, "resume") {
+		t.Errorf("queue show with a rejected password:\n%s", show)
+	}
+	for _, args := range [][]string{{"queue", "retry", id[1]}, {"queue", "retry"}} {
+		if _, out, _ := r.cli(t, "", args...); strings.Contains(out, "retrying") || !strings.Contains(out, "held (password rejected)") {
+			t.Errorf("%v with a rejected password:\n%s", args, out)
+		}
+	}
+
+	if code, _, errOut := r.cli(t, "", "pause"); code != 0 {
+		t.Fatalf("pause: %d %s", code, errOut)
+	}
+	_, out, _ = r.cli(t, "", "queue", "retry")
+	if strings.Contains(out, "retrying") || !strings.Contains(out, "smtpshim is paused") {
+		t.Errorf("queue retry while paused:\n%s", out)
+	}
+}
+
+// pause on a paused relay and resume on a running one change nothing,
+// and say so instead of claiming a new pause or a resumed queue.
+func TestPauseAndResumeSayWhenNothingChanges(t *testing.T) {
+	r := startRelay(t)
+	if code, out, _ := r.cli(t, "", "resume"); code != 0 || !strings.Contains(out, "smtpshim is not paused: nothing to resume") || strings.Contains(out, "resumed") {
+		t.Errorf("resume while running: %d\n%s", code, out)
+	}
+	if code, out, _ := r.cli(t, "", "pause"); code != 0 || !strings.HasPrefix(out, "paused: ") {
+		t.Fatalf("pause: %d\n%s", code, out)
+	}
+	if code, out, _ := r.cli(t, "", "pause"); code != 0 || !strings.Contains(out, "smtpshim is already paused (for ") {
+		t.Errorf("pause while paused: %d\n%s", code, out)
+	}
+	if code, out, _ := r.cli(t, "", "resume"); code != 0 || !strings.HasPrefix(out, "resumed: ") {
+		t.Errorf("resume while paused: %d\n%s", code, out)
+	}
+	r.store.Set(context.Background(), cliUser, "a-wrong-password")
+	r.send(t, "held")
+	if code, out, _ := r.cli(t, "", "resume"); code != 0 || !strings.Contains(out, `to try the 1 waiting message(s) now, run "smtpshim queue retry"`) {
+		t.Errorf("resume while running with mail waiting: %d\n%s", code, out)
+	}
+}
+
+// Mail of an account whose password_command fails is retried, not held:
+// queue list shows when, and queue retry tries it.
+func TestQueueCommandsDoNotCallRetriedMailHeld(t *testing.T) {
+	r := startRelay(t)
+	cfg, err := config.Load(r.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Accounts = append(cfg.Accounts, config.Account{Address: "cmd@example.com", Server: r.sim.Addr, Security: config.SecurityStartTLS, PasswordCommand: "false"})
+	if err := cfg.Save(); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := r.cli(t, "", "reload"); code != 0 {
+		t.Fatalf("reload: %d %s", code, errOut)
+	}
+	c, err := smtp.Dial(r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SendMail("cmd@example.com", []string{"bob@example.net"}, strings.NewReader("Subject: cmd\r\n\r\nhello\r\n")); err != nil {
+		t.Fatalf("sending: %v", err)
+	}
+	_, out, _ := r.cli(t, "", "queue", "list")
+	if strings.Contains(out, "held") || strings.Contains(out, "paused") {
+		t.Errorf("queue list with a failing password_command:\n%s", out)
+	}
+	if _, out, _ := r.cli(t, "", "queue", "retry"); !strings.Contains(out, "retrying 1 message(s) now") {
+		t.Errorf("queue retry with a failing password_command:\n%s", out)
+	}
+}
+
+// Removing an account whose mail is still queued says that this mail
+// waits, and how to see or drop it.
+func TestAccountRemoveWarnsOfItsQueuedMail(t *testing.T) {
+	r := startRelay(t)
+	mem := secrets.NewMemory()
+	old := keychain
+	keychain = func(*config.Config) secrets.Store { return mem }
+	defer func() { keychain = old }()
+	if code, _, errOut := r.cli(t, "", "pause"); code != 0 {
+		t.Fatalf("pause: %d %s", code, errOut)
+	}
+	r.send(t, "queued, then its account goes")
+	code, _, errOut := r.cli(t, "", "account", "remove", cliUser)
+	if code != 0 || !strings.Contains(errOut, "1 queued message(s) of "+cliUser+" stay in the queue") {
+		t.Errorf("account remove with mail queued: %d %q", code, errOut)
+	}
+	code, _, errOut = r.cli(t, "", "account", "remove", "@example.org")
+	if code != 0 || strings.Contains(errOut, "queued") {
+		t.Errorf("account remove without mail queued: %d %q", code, errOut)
+	}
+}
+
+// An unknown queue ID points to the list of the real ones.
+func TestQueueUnknownIDPointsToTheList(t *testing.T) {
+	r := startRelay(t)
+	for _, cmd := range []string{"show", "retry", "delete"} {
+		code, _, errOut := r.cli(t, "", "queue", cmd, "20000101T000000-nosuchid")
+		if code != exNoUser || !strings.Contains(errOut, "no queued message 20000101T000000-nosuchid") || !strings.Contains(errOut, `see "smtpshim queue list"`) {
+			t.Errorf("queue %s of an unknown ID: %d %q", cmd, code, errOut)
+		}
+	}
+}
+
+// Without a running relay the queue's next-try times are moot: the mail
+// goes when smtpshim starts, and the queue commands say so.
+func TestQueueWithoutARelaySaysMailGoesAtStart(t *testing.T) {
+	r := startRelay(t)
+	r.sim.SetFault(upstreamsim.Refuse)
+	r.send(t, "queued, then the relay stops")
+	r.stop()
+	_, out, _ := r.cli(t, "", "queue", "list")
+	id := regexp.MustCompile(`(?m)^(\d{8}T\d{6}-[0-9a-v]+)\s`).FindStringSubmatch(out)
+	if id == nil || !strings.Contains(out, " at start ") || strings.Contains(out, " in ") || !strings.Contains(out, notRunning) {
+		t.Fatalf("queue list without a relay:\n%s", out)
+	}
+	if _, show, _ := r.cli(t, "", "queue", "show", id[1]); !strings.Contains(show, "Next try:    when smtpshim starts") {
+		t.Errorf("queue show without a relay:\n%s", show)
+	}
+}
+
+// Storing a new password changes nothing in the file, but the running
+// relay uses it: account add must not say that nothing changed.
+func TestAccountAddOfANewPasswordSaysItIsUsed(t *testing.T) {
+	r := startRelay(t)
+	old := keychain
+	keychain = func(*config.Config) secrets.Store { return r.store }
+	defer func() { keychain = old }()
+	code, _, errOut := r.cli(t, "new-password\n", "account", "add", cliUser, "--password-stdin")
+	if code != 0 || strings.Contains(errOut, "nothing that applies") || !strings.Contains(errOut, "a new one is used from the next message") {
+		t.Errorf("account add of a new password: %d %q", code, errOut)
 	}
 }

@@ -153,9 +153,28 @@ func sourceDateEpoch(root string) (time.Time, error) {
 	return time.Unix(n, 0).UTC(), nil
 }
 
+// oauthClientFlags compiles in the OAuth2 client IDs of a registered app,
+// from SMTPSHIM_MICROSOFT_CLIENT_ID, SMTPSHIM_GOOGLE_CLIENT_ID and
+// SMTPSHIM_GOOGLE_CLIENT_SECRET (see the README, "The app registration").
+// Without them the packages ship none, and users configure their own.
+func oauthClientFlags() []string {
+	var ld []string
+	for _, v := range []struct{ env, name string }{
+		{"SMTPSHIM_MICROSOFT_CLIENT_ID", "MicrosoftClientID"},
+		{"SMTPSHIM_GOOGLE_CLIENT_ID", "GoogleClientID"},
+		{"SMTPSHIM_GOOGLE_CLIENT_SECRET", "GoogleClientSecret"},
+	} {
+		if val := strings.TrimSpace(os.Getenv(v.env)); val != "" {
+			ld = append(ld, "-X", "github.com/smtpshim/smtpshim/shim/oauth."+v.name+"="+val)
+		}
+	}
+	return ld
+}
+
 // goBuild builds cmd/smtpshim for one platform into out.
 func (b *builder) goBuild(goos, goarch, out string, ldextra []string) error {
 	ld := append([]string{"-s", "-w", "-buildid=", "-X", "main.version=" + b.v.String()}, ldextra...)
+	ld = append(ld, oauthClientFlags()...)
 	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags", strings.Join(ld, " "), "-o", out}
 	args = append(args, "./cmd/smtpshim")
 	cmd := exec.Command("go", args...)

@@ -26,16 +26,20 @@ type Preset struct {
 	Server  string   // host:port; 587 means STARTTLS, 465 TLS
 	Domains []string // the address domains it serves, for the default
 	Note    string   // what the user must know first, if anything
+	// OAuth names the OAuth2 provider (config.OAuthMicrosoft,
+	// config.OAuthGoogle) that signs in to this server without a
+	// password, or is empty. The provider's endpoints live in shim/oauth.
+	OAuth string
 }
 
 // Presets lists the providers smtpshim knows, in the order a person
 // looks for them.
 var Presets = []Preset{
-	{Name: "Gmail", Server: "smtp.gmail.com:587", Domains: []string{"gmail.com", "googlemail.com"},
-		Note: "Gmail needs an app password (Google Account > Security > 2-Step Verification > App passwords), not your normal password."},
-	{Name: "Microsoft 365 (work or school)", Server: "smtp.office365.com:587",
+	{Name: "Gmail", Server: "smtp.gmail.com:587", Domains: []string{"gmail.com", "googlemail.com"}, OAuth: config.OAuthGoogle,
+		Note: "Gmail wants Google sign-in or an app password (Google Account > Security > 2-Step Verification > App passwords), not your normal password."},
+	{Name: "Microsoft 365 (work or school)", Server: "smtp.office365.com:587", OAuth: config.OAuthMicrosoft,
 		Note: "Your administrator must allow SMTP AUTH for your mailbox."},
-	{Name: "Outlook.com / Hotmail", Server: "smtp-mail.outlook.com:587", Domains: []string{"outlook.com", "hotmail.com", "live.com", "msn.com"}},
+	{Name: "Outlook.com / Hotmail", Server: "smtp-mail.outlook.com:587", Domains: []string{"outlook.com", "hotmail.com", "live.com", "msn.com"}, OAuth: config.OAuthMicrosoft},
 	{Name: "iCloud Mail", Server: "smtp.mail.me.com:587", Domains: []string{"icloud.com", "me.com", "mac.com"},
 		Note: "iCloud needs an app-specific password (appleid.apple.com > Sign-In and Security)."},
 	{Name: "Yahoo Mail", Server: "smtp.mail.yahoo.com:465", Domains: []string{"yahoo.com"},
@@ -65,6 +69,16 @@ func ServerFor(addressOrDomain string) (server, provider string, ok bool) {
 		}
 	}
 	return "", "", false
+}
+
+// PresetNamed returns the preset called name.
+func PresetNamed(name string) (Preset, bool) {
+	for _, p := range Presets {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Preset{}, false
 }
 
 // Save stores password (when not empty) in the keychain under the
@@ -145,7 +159,7 @@ func Test(ctx context.Context, cfg *config.Config, store secrets.Store, acct *co
 	c, err := upstream.Dial(ctx, acct, upstream.Options{
 		Hostname:        cfg.HostnameOrDefault(),
 		Secrets:         store,
-		Authenticator:   shim.DefaultAuthenticator(store, cfg.EffectiveKeychainTimeout()),
+		Authenticator:   shim.DefaultAuthenticator(cfg, store, nil),
 		KeychainTimeout: cfg.EffectiveKeychainTimeout(),
 	})
 	if err != nil {

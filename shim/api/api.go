@@ -111,6 +111,9 @@ type QueueEntry struct {
 	Held      bool      `json:"held,omitempty"` // waiting for the user (paused, or the account needs attention)
 	LastError string    `json:"last_error,omitempty"`
 	Hint      string    `json:"hint,omitempty"`
+	// HeldBy says why a held message waits: "paused", or its account's
+	// problem ("password rejected", "keychain unavailable", ...).
+	HeldBy string `json:"held_by,omitempty"`
 	// Refused lists recipients the provider refused for good; they get
 	// a bounce once the rest is done.
 	Refused []Refusal `json:"refused,omitempty"`
@@ -159,7 +162,7 @@ type Event struct {
 	Error        string        `json:"error,omitempty"`
 	Hint         string        `json:"hint,omitempty"`
 	State        EngineState   `json:"state,omitempty"`         // EventState
-	AccountState *Account      `json:"account_state,omitempty"` // the account's new state, on an event that changed it (account, delivered)
+	AccountState *Account      `json:"account_state,omitempty"` // the account's new state, on an event that changed it (account, delivered, account_added)
 	Queued       int           `json:"queued,omitempty"`        // EventQueueChanged
 	Count        int           `json:"count,omitempty"`         // EventRetry: messages made due
 	Reload       *ReloadResult `json:"reload,omitempty"`        // EventReloaded

@@ -6,12 +6,15 @@ package config
 
 import (
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -54,6 +57,13 @@ const (
 const (
 	LocalAuthIgnore  = "ignore"  // accept any AUTH a legacy client sends, check nothing
 	LocalAuthRequire = "require" // require AUTH with the local password
+)
+
+// OAuth2 provider presets: an account's oauth setting names one of these or
+// an [[oauth_provider]].
+const (
+	OAuthMicrosoft = "microsoft"
+	OAuthGoogle    = "google"
 )
 
 // Config is the whole configuration file.
@@ -119,8 +129,25 @@ type Config struct {
 	RateLimitLoopback bool `toml:"rate_limit_loopback,omitempty"`
 	// KeychainTimeout bounds every keychain call.
 	KeychainTimeout Duration `toml:"keychain_timeout,omitempty,omitzero"`
+	// DefaultDomain completes a bare local name (root, bob) given to
+	// `smtpshim send` as a recipient or sender, as msmtp's maildomain
+	// does; empty means the domain of the only account, if there is one.
+	DefaultDomain string `toml:"default_domain,omitempty"`
+	// DefaultFrom is the envelope sender of `smtpshim send` without -f;
+	// empty means the address of the only user-level account.
+	DefaultFrom string `toml:"default_from,omitempty"`
+	// LogFile, when set, makes `smtpshim serve` write its log to this
+	// file (rotated by size) instead of standard error.
+	LogFile string `toml:"log_file,omitempty"`
+	// LogFileMaxSize is the size at which the log file is rotated.
+	LogFileMaxSize Size `toml:"log_file_max_size,omitempty,omitzero"`
+	// LogFileKeep is how many rotated log files are kept.
+	LogFileKeep int `toml:"log_file_keep,omitempty,omitzero"`
 	// Accounts are the upstream accounts, picked by envelope sender.
 	Accounts []Account `toml:"account,omitempty"`
+	// OAuthProviders defines OAuth2 providers beyond the presets, or
+	// overrides a preset's settings (such as its client_id).
+	OAuthProviders []OAuthProvider `toml:"oauth_provider,omitempty"`
 
 	// path is where the config was loaded from, for messages and Save.
 	path string
@@ -148,6 +175,78 @@ type Account struct {
 	PasswordCommand string `toml:"password_command,omitempty"`
 	// MaxConnections caps concurrent upstream connections for the account.
 	MaxConnections int `toml:"max_connections,omitempty,omitzero"`
+	// OAuth names the OAuth2 provider ("microsoft", "google" or an
+	// [[oauth_provider]] name) for an account that signs in with a token
+	// instead of a password.
+	OAuth string `toml:"oauth,omitempty"`
+}
+
+// OAuthProvider is an [[oauth_provider]] section: a custom OAuth2 provider,
+// or settings that override a preset of the same name.
+type OAuthProvider struct {
+	Name      string   `toml:"name"`
+	AuthURL   string   `toml:"auth_url,omitempty"`
+	TokenURL  string   `toml:"token_url,omitempty"`
+	DeviceURL string   `toml:"device_url,omitempty"`
+	Scopes    []string `toml:"scopes,omitempty"`
+	ClientID  string   `toml:"client_id,omitempty"`
+	// ClientSecret is for providers that want one even from an installed
+	// app (Google); such a secret is not confidential.
+	ClientSecret string `toml:"client_secret,omitempty"`
+	CAFile       string `toml:"ca_file,omitempty"`
+	// Tenant picks the Microsoft tenant: common (default), organizations,
+	// consumers, or a tenant ID or domain. Only for name = "microsoft".
+	Tenant string `toml:"tenant,omitempty"`
+}
+
+// IsPreset reports whether name is a built-in OAuth2 provider.
+func IsPreset(name string) bool {
+	n := strings.ToLower(name)
+	return n == OAuthMicrosoft || n == OAuthGoogle
+}
+
+// Validate checks one [[oauth_provider]] section.
+func (p *OAuthProvider) Validate() error {
+	if p.Name == "" {
+		return errors.New(`name is missing: set name = "microsoft", "google" or a name of your own that accounts use in oauth = "..."`)
+	}
+	if strings.ContainsAny(p.Name, " \t\r\n\x00\"") {
+		return fmt.Errorf("name %q: use letters, digits, dots and dashes", p.Name)
+	}
+	preset := IsPreset(p.Name)
+	if !preset && (p.AuthURL == "" || p.TokenURL == "") {
+		return errors.New("a custom provider needs auth_url and token_url (and client_id and scopes)")
+	}
+	if !preset && p.ClientID == "" {
+		return errors.New("client_id is missing: register smtpshim as an app with the provider and put its client ID here")
+	}
+	if !preset && len(p.Scopes) == 0 {
+		return errors.New(`scopes is missing: list the scopes that allow sending mail, e.g. scopes = ["smtp.send", "offline_access"]`)
+	}
+	for _, u := range []struct{ key, v string }{{"auth_url", p.AuthURL}, {"token_url", p.TokenURL}, {"device_url", p.DeviceURL}} {
+		if u.v == "" {
+			continue
+		}
+		pu, err := url.Parse(u.v)
+		if err != nil || pu.Host == "" || (pu.Scheme != "https" && !(pu.Scheme == "http" && isLoopbackHost(pu.Hostname()))) {
+			return fmt.Errorf("%s %q: must be an https:// address (http:// only for a provider on this machine)", u.key, u.v)
+		}
+	}
+	if p.Tenant != "" && !strings.EqualFold(p.Name, OAuthMicrosoft) {
+		return errors.New("tenant is only for the microsoft provider")
+	}
+	if strings.ContainsAny(p.Tenant, "/?#% ") {
+		return fmt.Errorf("tenant %q: use common, organizations, consumers, or a tenant ID or domain", p.Tenant)
+	}
+	return nil
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Key identifies the account in the keychain and on the command line: the
@@ -288,6 +387,54 @@ func (c *Config) EffectiveKeychainTimeout() time.Duration {
 	return time.Duration(orDefault(int64(c.KeychainTimeout), int64(DefaultKeychainTimeout)))
 }
 
+// EffectiveDefaultDomain returns the domain that completes a bare local
+// name in `smtpshim send`: default_domain, else the domain of the only
+// account; "" when there is none to choose.
+func (c *Config) EffectiveDefaultDomain() string {
+	if c.DefaultDomain != "" {
+		return c.DefaultDomain
+	}
+	if len(c.Accounts) != 1 {
+		return ""
+	}
+	a := c.Accounts[0]
+	if a.Domain != "" {
+		return a.Domain
+	}
+	return a.Address[strings.LastIndexByte(a.Address, '@')+1:]
+}
+
+// EffectiveDefaultFrom returns the envelope sender of `smtpshim send`
+// without -f: default_from, else the address of the only user-level
+// account; "" when there is none to choose.
+func (c *Config) EffectiveDefaultFrom() string {
+	if c.DefaultFrom != "" {
+		return c.DefaultFrom
+	}
+	from := ""
+	for _, a := range c.Accounts {
+		if a.Address != "" {
+			if from != "" {
+				return ""
+			}
+			from = a.Address
+		}
+	}
+	return from
+}
+
+// Log file defaults.
+const (
+	DefaultLogFileMaxSize = 10 << 20
+	DefaultLogFileKeep    = 3
+)
+
+// EffectiveLogFileRotation returns the size at which the log file is
+// rotated and how many old files are kept.
+func (c *Config) EffectiveLogFileRotation() (int64, int) {
+	return orDefault(int64(c.LogFileMaxSize), DefaultLogFileMaxSize), int(orDefault(int64(c.LogFileKeep), DefaultLogFileKeep))
+}
+
 // EffectiveLocalAuth returns the local AUTH policy.
 func (c *Config) EffectiveLocalAuth() string {
 	if c.LocalAuth == "" {
@@ -374,11 +521,18 @@ func Parse(data []byte) (*Config, error) {
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("line %d, column %d: %s", pe.Position.Line, pe.Position.Col, pe.Message)
+			line, col := pe.Position.Line, pe.Position.Col
+			if l, c, ok := lineCol(data, pe.Position.Start); ok && pe.Position.Len > 0 {
+				line, col = l, c
+			}
+			return nil, fmt.Errorf("line %d, column %d: %s", line, col, pe.Message)
 		}
-		return nil, err
+		return nil, typeError(err)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
+		if err := misplaced(und); err != nil {
+			return nil, err
+		}
 		names := make([]string, len(und))
 		for i, k := range und {
 			names[i] = k.String()
@@ -389,6 +543,60 @@ func Parse(data []byte) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// lineCol turns a byte offset into a line and column. An error found at a
+// line break (an unclosed [[account] or string) belongs to the line the
+// break ends, not to the next one, where the TOML parser counts it.
+func lineCol(data []byte, off int) (int, int, bool) {
+	if off < 0 || off > len(data) {
+		return 0, 0, false
+	}
+	before := data[:off]
+	line := 1 + bytes.Count(before, []byte("\n"))
+	col := off - (bytes.LastIndexByte(before, '\n') + 1) + 1
+	return line, col, true
+}
+
+// badType matches the TOML decoder's type mismatch, which it reports in
+// Go's terms ("destination has type slice").
+var badType = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): incompatible types: TOML value has type (\S+); destination has type (\S+)`)
+
+// typeError says what a setting of the wrong type should look like.
+func typeError(err error) error {
+	m := badType.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
+	}
+	line, key, got, want := m[1], m[2], m[3], m[4]
+	name := key[strings.LastIndexByte(key, '.')+1:]
+	where := ""
+	if line != "" {
+		where = "line " + line + ": "
+	}
+	found := map[string]string{"string": "a string", "map[string]any": "a single table", "[]any": "a list", "[]map[string]any": "a list of tables", "bool": "true or false", "int64": "a number", "float64": "a number"}[got]
+	if found == "" {
+		found = "a " + got
+	}
+	var expect string
+	switch {
+	case key == "account" && want == "slice":
+		return fmt.Errorf("%saccounts are written [[account]], with two brackets (there can be several), not [account]", where)
+	case want == "slice":
+		expect = fmt.Sprintf("a list in brackets, e.g. %s = [\"127.0.0.1:2525\"]", name)
+		if name == "allow_networks" {
+			expect = fmt.Sprintf("a list in brackets, e.g. %s = [\"192.168.1.0/24\"]", name)
+		}
+	case strings.HasPrefix(want, "int") || strings.HasPrefix(want, "uint"):
+		expect = fmt.Sprintf("a whole number without quotes, e.g. %s = 10", name)
+	case want == "bool" || want == "boolean":
+		expect = fmt.Sprintf("true or false, without quotes, e.g. %s = true", name)
+	case want == "string":
+		expect = fmt.Sprintf("text in double quotes, e.g. %s = \"...\"", name)
+	default:
+		expect = "a " + want
+	}
+	return fmt.Errorf("%s%s must be %s; found %s", where, key, expect, found)
 }
 
 // Validate checks every setting and returns the first problem, naming it
@@ -403,6 +611,29 @@ func (c *Config) Validate() error {
 		if err := validateHostPort(l); err != nil {
 			return fmt.Errorf("listen_tls %q: %w", l, err)
 		}
+	}
+	// Binding one address twice would fail as if another program held
+	// the port: say what it really is.
+	where := map[string]string{}
+	for i, l := range append(append([]string(nil), c.Listen...), c.ListenTLS...) {
+		setting := "listen"
+		if i >= len(c.Listen) {
+			setting = "listen_tls"
+		}
+		k := l
+		if host, port, err := net.SplitHostPort(l); err == nil {
+			if ip, err := netip.ParseAddr(host); err == nil {
+				host = ip.Unmap().String()
+			}
+			k = net.JoinHostPort(strings.ToLower(host), port)
+		}
+		if prev, dup := where[k]; dup {
+			if prev == setting {
+				return fmt.Errorf("%s: %s is listed twice; remove one", setting, l)
+			}
+			return fmt.Errorf("%s is in both listen and listen_tls; an address serves one or the other", l)
+		}
+		where[k] = setting
 	}
 	switch c.EffectiveLocalAuth() {
 	case LocalAuthIgnore, LocalAuthRequire:
@@ -426,8 +657,33 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%s must not be negative", v.name)
 		}
 	}
+	if c.DefaultDomain != "" {
+		if err := ValidateDomain(c.DefaultDomain); err != nil {
+			return fmt.Errorf("default_domain: %w", err)
+		}
+	}
+	if c.DefaultFrom != "" {
+		if err := ValidateAddress(c.DefaultFrom); err != nil {
+			return fmt.Errorf("default_from: %w", err)
+		}
+	}
+	if c.LogFileKeep < 0 {
+		return errors.New("log_file_keep must not be negative")
+	}
 	if c.Hostname != "" && strings.ContainsAny(c.Hostname, " \t\r\n<>") {
 		return fmt.Errorf("hostname %q: must be a plain host name", c.Hostname)
+	}
+	providers := map[string]bool{OAuthMicrosoft: true, OAuthGoogle: true}
+	for i := range c.OAuthProviders {
+		p := &c.OAuthProviders[i]
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("oauth_provider %d%s: %w", i+1, describeName(p.Name), err)
+		}
+		n := strings.ToLower(p.Name)
+		if providers[n] && !IsPreset(n) {
+			return fmt.Errorf("oauth_provider %d (%s): a provider of that name is already defined", i+1, p.Name)
+		}
+		providers[n] = true
 	}
 	seen := map[string]int{}
 	for i := range c.Accounts {
@@ -435,12 +691,55 @@ func (c *Config) Validate() error {
 		if err := a.Validate(); err != nil {
 			return fmt.Errorf("account %d%s: %w", i+1, a.describe(), err)
 		}
+		if a.OAuth != "" && !providers[strings.ToLower(a.OAuth)] {
+			return fmt.Errorf("account %d%s: oauth %q: no such provider; use microsoft, google, or add an [[oauth_provider]] with name = %q", i+1, a.describe(), a.OAuth, a.OAuth)
+		}
 		if j, dup := seen[a.Key()]; dup {
 			return fmt.Errorf("account %d (%s): the same sender is already configured in account %d", i+1, a.Key(), j+1)
 		}
 		seen[a.Key()] = i
 	}
 	return nil
+}
+
+// CheckFiles checks the files the config names, which Validate leaves
+// alone so that a config can be loaded and fixed even when a file is
+// missing: every account's ca_file must exist and hold PEM certificates.
+// serve, account add and doctor call it.
+func (c *Config) CheckFiles() error {
+	for i := range c.Accounts {
+		a := &c.Accounts[i]
+		if err := CheckCAFile(a.CAFile); err != nil {
+			return fmt.Errorf("account %d%s: %w", i+1, a.describe(), err)
+		}
+	}
+	return nil
+}
+
+// CheckCAFile checks that path ("" is fine: none) is a readable file of
+// PEM certificates.
+func CheckCAFile(path string) error {
+	if path == "" {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("ca_file %s does not exist: give the PEM file of the CA that signed the server's certificate, or remove ca_file to trust only the system's CAs", path)
+	case err != nil:
+		return fmt.Errorf("ca_file %s cannot be read: %w", path, err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(data) {
+		return fmt.Errorf("ca_file %s holds no PEM certificate (a file starting with -----BEGIN CERTIFICATE-----); export the CA certificate in PEM form", path)
+	}
+	return nil
+}
+
+func describeName(n string) string {
+	if n == "" {
+		return ""
+	}
+	return " (" + n + ")"
 }
 
 func (a *Account) describe() string {
@@ -487,6 +786,16 @@ func (a *Account) Validate() error {
 	}
 	if a.MaxConnections < 0 {
 		return errors.New("max_connections must not be negative")
+	}
+	if a.OAuth != "" {
+		switch {
+		case a.PasswordCommand != "":
+			return errors.New("set either oauth (sign in with a token) or password_command, not both")
+		case a.Auth != "":
+			return errors.New("auth chooses a password mechanism; an oauth account uses XOAUTH2 or OAUTHBEARER by itself: remove auth")
+		case a.SecurityMode() == SecurityInsecure:
+			return errors.New("an oauth account needs TLS: an access token must never cross the network unencrypted")
+		}
 	}
 	if strings.ContainsAny(a.Username, "\r\n\x00") {
 		return errors.New("username contains a line break")

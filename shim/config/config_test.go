@@ -866,3 +866,48 @@ server = "smtp.example.org:587"
 		})
 	}
 }
+
+func TestOAuthSettings(t *testing.T) {
+	const custom = `[[oauth_provider]]
+name = "example"
+auth_url = "https://login.example.com/authorize"
+token_url = "https://login.example.com/token"
+scopes = ["smtp.send", "offline_access"]
+client_id = "abc"
+`
+	const account = `[[account]]
+address = "alice@example.com"
+server = "smtp.example.com:587"
+`
+	valid := []string{
+		account + `oauth = "microsoft"` + "\n",
+		account + `oauth = "Google"` + "\n",
+		custom + account + `oauth = "example"` + "\n",
+		"[[oauth_provider]]\nname = \"microsoft\"\nclient_id = \"id\"\ntenant = \"organizations\"\n" + account + `oauth = "microsoft"` + "\n",
+		"[[oauth_provider]]\nname = \"local\"\nauth_url = \"http://127.0.0.1:9/a\"\ntoken_url = \"http://localhost:9/t\"\nscopes = [\"s\"]\nclient_id = \"x\"\n",
+	}
+	for _, in := range valid {
+		if _, err := Parse([]byte(in)); err != nil {
+			t.Errorf("Parse(%q): %v", in, err)
+		}
+	}
+	bad := []struct{ in, want string }{
+		{account + `oauth = "yahoo"` + "\n", `oauth "yahoo": no such provider`},
+		{account + "oauth = \"microsoft\"\npassword_command = \"cat pw\"\n", "either oauth"},
+		{account + "oauth = \"microsoft\"\nauth = \"plain\"\n", "remove auth"},
+		{account + "oauth = \"microsoft\"\nsecurity = \"insecure\"\n", "needs TLS"},
+		{"[[oauth_provider]]\nname = \"x\"\nclient_id = \"a\"\n", "needs auth_url and token_url"},
+		{"[[oauth_provider]]\nname = \"x\"\nauth_url = \"https://a/\"\ntoken_url = \"https://a/t\"\nscopes = [\"s\"]\n", "client_id is missing"},
+		{"[[oauth_provider]]\nname = \"x\"\nauth_url = \"http://login.example.com/\"\ntoken_url = \"https://a/t\"\nscopes = [\"s\"]\nclient_id = \"a\"\n", "auth_url"},
+		{"[[oauth_provider]]\nclient_id = \"a\"\n", "name is missing"},
+		{"[[oauth_provider]]\nname = \"google\"\ntenant = \"common\"\n", "tenant is only for the microsoft provider"},
+		{custom + custom, "already defined"},
+		{"[[oauth_provider]]\nname = \"google\"\nclient_sekret = \"a\"\n", "oauth_provider.client_sekret"},
+	}
+	for _, tc := range bad {
+		_, err := Parse([]byte(tc.in))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(%q) = %v, want an error containing %q", tc.in, err, tc.want)
+		}
+	}
+}

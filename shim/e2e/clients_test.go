@@ -208,9 +208,9 @@ print("OK")
 			"Sent with smtpshim send -t, b\xc3\xa4re LF.\n" +
 			".leading dot\n" +
 			"end\n")
-		res := shim(t, c.Path, string(in), "send", "-t")
+		res := shim(t, c.Path, string(in), "send", "-t", "--read-envelope-from")
 		if res.Code != 0 {
-			t.Fatalf("smtpshim send -t:\n%s", res)
+			t.Fatalf("smtpshim send -t --read-envelope-from:\n%s", res)
 		}
 		want := toCRLF(bytes.Replace(in, []byte("Bcc: Hidden <send-bcc@example.org>\n"), nil, 1))
 		for _, rcpt := range []string{"send-to@example.net", "send-cc@example.net", "send-bcc@example.org"} {

@@ -139,6 +139,11 @@ func (b *Bus) publishLocked(e Event) {
 		}
 	case Bounced:
 		b.status.Bounced++
+	case AccountAdded:
+		// New, or started over after its server changed.
+		if a := b.find(e.Account); a != nil {
+			e.account = copyAccount(a)
+		}
 	case AccountHealth:
 		if a := b.find(e.Account); a != nil {
 			switch {

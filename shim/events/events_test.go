@@ -261,3 +261,25 @@ func BenchmarkPublish(b *testing.B) {
 	bus.EndWatches()
 	done.Wait()
 }
+
+// An account a reload adds, or starts over because its server changed,
+// comes with its new state, so a watcher needs no second request to show
+// it (the old state, e.g. "needs attention", must not linger).
+func TestAccountAddedCarriesTheNewAccount(t *testing.T) {
+	b := &Bus{}
+	b.SetAccounts([]AccountInfo{{Key: "a@example.com", Server: "smtp.example.com:587", Auth: "password"}})
+	b.Publish(Event{Kind: AccountHealth, Account: "a@example.com", Attention: true, Problem: "password rejected", Error: "535 5.7.8 bad credentials"})
+	w := b.Watch(16)
+	defer w.Stop()
+	b.SetAccounts([]AccountInfo{
+		{Key: "a@example.com", Server: "smtp2.example.com:587", Auth: "password"},
+		{Key: "d@example.net", Server: "smtp.example.net:587", Auth: "password"},
+	})
+	for _, want := range []struct{ key, server string }{{"a@example.com", "smtp2.example.com:587"}, {"d@example.net", "smtp.example.net:587"}} {
+		ev := <-w.C
+		as := ev.API().AccountState
+		if ev.Kind != AccountAdded || ev.Account != want.key || as == nil || as.Key != want.key || as.Server != want.server || as.State != api.AccountUnused || as.Problem != "" || as.LastError != "" {
+			t.Fatalf("event %+v with account %+v; want account_added %s with its new server, unused", ev.API(), as, want.key)
+		}
+	}
+}

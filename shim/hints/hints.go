@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"net/textproto"
 	"os"
@@ -49,7 +50,18 @@ const (
 	hintPortMismatch     = "the security setting does not match the port: use port 587 with security starttls, or port 465 with security tls"
 	hintOldTLS           = "the server only offers an outdated TLS version or cipher that smtpshim refuses: the server needs updating, or use the provider's current submission host"
 
-	hintNoPassword    = "no password is stored for this account: store it with `smtpshim account add ADDRESS`; its mail is kept until then"
+	hintOAuthAuthDisabled  = "the provider refused a fresh OAuth2 token for SMTP: SMTP AUTH is most likely disabled for this mailbox or the whole tenant. In Microsoft 365 turn on Authenticated SMTP for the mailbox (admin center → Users → Active users → the user → Mail → Manage email apps) and, if the tenant blocks it, for the organisation (Exchange admin center → Settings → Mail flow → untick \"Turn off SMTP AUTH protocol for your organization\", or Set-TransportConfig -SmtpClientAuthenticationDisabled $false); also check that the app registration has the delegated SMTP.Send permission. Then run `smtpshim account login ADDRESS`"
+	hintTokenEndpoint      = "the provider's sign-in service (its OAuth2 token endpoint) could not be reached or failed, so smtpshim could not get a new access token: check the network connection; the mail is kept and smtpshim tries again by itself"
+	hintPublicClientOff    = "the app registration does not allow public client flows: in the Azure portal open the app → Authentication → Advanced settings → set \"Allow public client flows\" to Yes, save, and sign in again (smtpshim is a desktop app and has no client secret)"
+	hintPublicClientSecret = "a client secret was sent for a Microsoft public client: remove client_secret from the [[oauth_provider]] section; desktop apps sign in without one"
+	hintConsent            = "the app has not been granted consent to send mail for this user: sign in again and accept the consent screen, or, if the organisation does not let users consent, ask an administrator to grant admin consent for the app's SMTP.Send and offline_access permissions (Entra admin center → Enterprise applications → the app → Permissions)"
+	hintRedirectMismatch   = "the app registration does not list smtpshim's redirect address: in the Azure portal open the app → Authentication → Add a platform → \"Mobile and desktop applications\" → add the custom redirect URI http://localhost, save, and sign in again"
+	hintSignInAgain        = "the provider ended smtpshim's sign-in (a password change, revoked consent, an administrator's sign-in policy, or a long time unused): run `smtpshim account login ADDRESS`; the account's held mail goes out afterwards"
+	hintGoogleTesting      = "Google ended smtpshim's sign-in. If your Google Cloud app is still in \"Testing\", its sign-ins expire after 7 days: publish it (Google Auth Platform → Audience → Publish app; an app for your own use needs no verification) and run `smtpshim account login ADDRESS`; otherwise the access was revoked in the Google account, and signing in again fixes it too"
+	hintGoogleDevice       = "Google does not allow the device sign-in for the mail scope: sign in with the browser instead (leave out --device)"
+	hintOAuthChallenge     = "the server refused the OAuth2 access token; its own explanation is the JSON in the error. A status of 400 or invalid_request usually means a malformed request or the wrong user name; 401 or invalid_token a token that expired or was revoked (smtpshim fetches a new one and, if that fails too, asks for `smtpshim account login ADDRESS`); a scope in it names the permission the token lacks"
+
+	hintNoPassword    = "no password is stored for this account: store it with `smtpshim account add ADDRESS`; until then new mail from it is refused with a temporary error (454), which mail clients try again later, and queued mail waits"
 	hintNoKeychain    = "smtpshim could not read the password from the keychain (it is locked, or there is no desktop session, as under a system service or an SSH login): unlock the keychain, or set password_command for the account; its mail is kept meanwhile"
 	hintCommandFailed = "the account's password_command failed: run it yourself to see why and fix it (smtpshim tries it again at the next attempt); its mail is kept meanwhile"
 	hintRefused       = "nothing accepts connections at that server and port: check the server name and port (587 for starttls, 465 for tls) and that no firewall blocks it"
@@ -57,8 +69,20 @@ const (
 	hintDNS           = "the server name could not be looked up: check the network connection and DNS"
 	hintTimeout       = "the server did not answer in time: check the server name and port, the network, and that no firewall or ISP blocks outgoing mail ports; starttls on port 465 also looks like this, so use tls there"
 	hintUnreach       = "the network or the server is unreachable: check the network connection"
+	hintClosed        = "the server closed the connection without an answer: it may be down or overloaded, or refusing this computer's address, or the security setting does not match the port (587 = starttls, 465 = tls); try again later or check the server and port"
 	hintReset         = "the connection was cut off: a firewall or antivirus may be interfering, or the security setting does not match the port (587 = starttls, 465 = tls)"
 )
+
+// ForAccount is For with the account named: the commands in the hint
+// name it instead of the ADDRESS placeholder (account is an address, or
+// @domain for a domain account).
+func ForAccount(err error, account string) string {
+	h := For(err)
+	if account == "" {
+		return h
+	}
+	return strings.ReplaceAll(h, "account add ADDRESS", "account add "+account)
+}
 
 // For returns a one-sentence-or-two hint for err (which may wrap
 // *smtp.SMTPError, x509/tls errors or net errors), or "" when there is
@@ -66,6 +90,9 @@ const (
 func For(err error) string {
 	if err == nil {
 		return ""
+	}
+	if h := forOAuth(err.Error()); h != "" {
+		return h
 	}
 	if errors.Is(err, secrets.ErrNotFound) {
 		return hintNoPassword
@@ -92,6 +119,49 @@ func For(err error) string {
 	if m := replyRE.FindStringSubmatch(err.Error()); m != nil {
 		code, _ := strconv.Atoi(m[1])
 		return forReply(code, m[2], m[3])
+	}
+	return ""
+}
+
+// forOAuth covers the OAuth2 sign-in: the token endpoint's errors (by their
+// AADSTS numbers and Google's texts) and the server's refusal of a token.
+// Those reach the log and the queue as text, so the text is what it reads.
+func forOAuth(s string) string {
+	l := strings.ToLower(s)
+	has := func(subs ...string) bool {
+		for _, sub := range subs {
+			if strings.Contains(l, strings.ToLower(sub)) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case has("token endpoint could not be reached", "token endpoint failed"):
+		return hintTokenEndpoint
+	case has("AADSTS7000218"):
+		return hintPublicClientOff
+	case has("AADSTS700025"):
+		return hintPublicClientSecret
+	case has("AADSTS65001", "consent_required"):
+		return hintConsent
+	case has("AADSTS50011"):
+		return hintRedirectMismatch
+	case has("invalid_scope") && has("device"):
+		return hintGoogleDevice
+	case has("token has been expired or revoked"):
+		return hintGoogleTesting
+	case has("invalid_grant", "interaction_required", "login_required", "AADSTS70043", "AADSTS700082", "AADSTS50173", "AADSTS50076", "AADSTS50079"):
+		return hintSignInAgain
+	case has("refused a newly issued token", "refused an access token"):
+		// A token issued a moment ago is not the problem: the mailbox's
+		// SMTP AUTH (or the app's permission) is.
+		return hintOAuthAuthDisabled
+	case has("the server's OAuth2 error:"):
+		if has("5.7.139", "smtpclientauthentication") {
+			return hintOAuthAuthDisabled
+		}
+		return hintOAuthChallenge
 	}
 	return ""
 }
@@ -253,6 +323,10 @@ func forNet(err error) string {
 	case errors.Is(err, syscall.ECONNRESET) || strings.Contains(s, "connection reset") ||
 		strings.Contains(s, "forcibly closed"):
 		return hintReset
+	case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && err != io.EOF && err != io.ErrUnexpectedEOF:
+		// Only with context ("server: starttls: EOF"): a bare EOF does
+		// not say that a server hung up.
+		return hintClosed
 	}
 	return ""
 }

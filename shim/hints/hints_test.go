@@ -144,6 +144,8 @@ func TestForNetErrors(t *testing.T) {
 		{"context deadline", context.DeadlineExceeded, hintTimeout},
 		{"network unreachable", &net.OpError{Op: "dial", Net: "tcp", Err: &os.SyscallError{Syscall: "connect", Err: syscall.ENETUNREACH}}, hintUnreach},
 		{"connection reset", &net.OpError{Op: "read", Net: "tcp", Err: &os.SyscallError{Syscall: "read", Err: syscall.ECONNRESET}}, hintReset},
+		{"closed before the greeting", realClosed(t), hintClosed},
+		{"closed mid-reply", fmt.Errorf("smtp.example.com:587: greeting: %w", io.ErrUnexpectedEOF), hintClosed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -343,12 +345,80 @@ func TestHintsNeverEmptyOrMultiline(t *testing.T) {
 		hintM365AuthDisabled, hintBasicAuthRetired, hintAppPassword, hintBadCredentials, hintGmailCredentials,
 		hintAuthRequired, hintNeedsTLS, hintSendAs, hintQuota, hintBlocked, hintMailboxFull, hintTooLarge,
 		hintThrottled, hintTempAuth, hintUnknownRcpt, hintRelay, hintUnknownAuthority, hintHostname, hintExpired,
-		hintBadCert, hintPortMismatch, hintOldTLS, hintRefused, hintNoSuchHost, hintDNS, hintTimeout, hintUnreach, hintReset,
+		hintBadCert, hintPortMismatch, hintOldTLS, hintRefused, hintNoSuchHost, hintDNS, hintTimeout, hintUnreach, hintReset, hintClosed,
 	}
 	for i, h := range all {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			if h == "" || strings.ContainsAny(h, "\r\n") {
 				t.Errorf("hint %q must be a non-empty single line for the log and tray", h)
+			}
+		})
+	}
+}
+
+func TestForAccountNamesTheAccount(t *testing.T) {
+	err := &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Username and Password not accepted"}
+	h := ForAccount(err, "alice@example.com")
+	if !strings.Contains(h, "smtpshim account add alice@example.com") || strings.Contains(h, "ADDRESS") {
+		t.Fatalf("hint %q does not name the account", h)
+	}
+	if h := ForAccount(err, "@example.org"); !strings.Contains(h, "account add @example.org") {
+		t.Fatalf("hint %q does not name the domain account", h)
+	}
+}
+
+// realClosed is what a server that hangs up before its greeting gives a
+// STARTTLS client (an overloaded provider, or one that blocks the address).
+func realClosed(t *testing.T) error {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = smtp.NewClientStartTLS(conn, &tls.Config{ServerName: "localhost"})
+	if err == nil {
+		t.Fatal("no error from a server that hung up")
+	}
+	return fmt.Errorf("%s: starttls: %w", ln.Addr(), err)
+}
+
+func TestForOAuth(t *testing.T) {
+	challenge := func(reply error, json string) error {
+		return fmt.Errorf("%w (the server's OAuth2 error: %s)", reply, json)
+	}
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"token endpoint down", errors.New(`a@example.com: the provider's token endpoint could not be reached: Post "https://login.microsoftonline.com/common/oauth2/v2.0/token": dial tcp: connection refused`), hintTokenEndpoint},
+		{"public client flows off", errors.New("a@example.com: the provider refused the sign-in: invalid_client: AADSTS7000218: The request body must contain the following parameter: 'client_assertion' or 'client_secret'."), hintPublicClientOff},
+		{"secret sent by a public client", errors.New("invalid_client: AADSTS700025: Client is public so neither 'client_assertion' nor 'client_secret' should be presented."), hintPublicClientSecret},
+		{"consent", errors.New("a@example.com: Microsoft did not complete the sign-in: consent_required: AADSTS65001: The user or administrator has not consented to use the application"), hintConsent},
+		{"redirect mismatch", errors.New("invalid_request: AADSTS50011: The redirect URI 'http://localhost:5555/' specified in the request does not match"), hintRedirectMismatch},
+		{"google device scope", errors.New("cannot sign in with a device code: invalid_scope: device flow"), hintGoogleDevice},
+		{"google testing expiry", errors.New("a@gmail.com: the provider refused the saved sign-in: invalid_grant: Token has been expired or revoked.; sign in again"), hintGoogleTesting},
+		{"revoked grant", errors.New("a@example.com: the provider refused the saved sign-in: invalid_grant: AADSTS50173: The provided grant has expired due to it being revoked"), hintSignInAgain},
+		{"sign-in frequency", errors.New("interaction_required: AADSTS70043: The refresh token has expired or is invalid due to sign-in frequency checks by conditional access"), hintSignInAgain},
+		{"fresh token refused, auth disabled", fmt.Errorf("smtp.office365.com:587: authentication failed: the server refused a newly issued token too: %w", smtpErr(535, smtp.EnhancedCode{5, 7, 3}, "Authentication unsuccessful [SN4PR0201CA0045.namprd02.prod.outlook.com]")), hintOAuthAuthDisabled},
+		{"334 json with 5.7.139", challenge(smtpErr(535, smtp.EnhancedCode{5, 7, 139}, "Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant."), `{"status":"401"}`), hintOAuthAuthDisabled},
+		{"334 json", challenge(smtpErr(535, smtp.EnhancedCode{5, 7, 8}, "Username and Password not accepted"), `{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`), hintOAuthChallenge},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := For(tc.err); got != tc.want {
+				t.Errorf("For(%v)\n got %q\nwant %q", tc.err, got, tc.want)
 			}
 		})
 	}

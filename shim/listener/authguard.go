@@ -146,10 +146,17 @@ func (s *session) closeAfterReply() {
 	s.c.Conn().Close()
 }
 
-// Write closes the connection after a reply when closeAfterReply asks for
+// Write sends go-smtp's replies through the reply watch (see replyWatch),
+// and closes the connection after a reply when closeAfterReply asks for
 // it: go-smtp writes each reply with one Write.
 func (c *clientConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
+	var n int
+	var err error
+	if c.watch != nil {
+		n, err = c.watch.write(c.Conn, p)
+	} else {
+		n, err = c.Conn.Write(p)
+	}
 	if c.closeAfterReply.Load() {
 		c.Close()
 	}

@@ -80,6 +80,9 @@ type Server struct {
 	open      map[*clientConn]struct{}
 	closing   bool
 	refusing  sync.WaitGroup // refusals being written
+	// sessions counts SMTP sessions from NewSession to Logout: one may
+	// outlive its connection while it settles a message (WaitSessions).
+	sessions int
 }
 
 // New returns a server; call Serve for each listener.
@@ -115,10 +118,6 @@ func New(o Options) *Server {
 	srv.WriteTimeout = time.Minute
 	srv.ErrorLog = slogPrinter{o.Logger}
 	srv.TLSConfig = o.TLSConfig
-	if o.Trace != nil {
-		// One writer for every client: see trace.NewShared.
-		srv.Debug = trace.NewShared(o.Trace, "local: ")
-	}
 	s.srv = srv
 	return s
 }
@@ -134,11 +133,7 @@ func (s *Server) Serve(l net.Listener) error {
 	if !s.addListener(gl) {
 		return nil
 	}
-	err := s.srv.Serve(gl)
-	if errors.Is(err, smtp.ErrServerClosed) {
-		return nil
-	}
-	return err
+	return s.served(s.srv.Serve(gl))
 }
 
 // ServeTLS accepts clients that speak TLS from the first byte (the
@@ -151,8 +146,17 @@ func (s *Server) ServeTLS(l net.Listener) error {
 	if !s.addListener(gl) {
 		return nil
 	}
-	err := s.srv.Serve(tls.NewListener(gl, s.o.TLSConfig))
-	if errors.Is(err, smtp.ErrServerClosed) {
+	return s.served(s.srv.Serve(tls.NewListener(gl, s.o.TLSConfig)))
+}
+
+// served is what a Serve reports when go-smtp's returns err: nothing after
+// a Shutdown. Shutdown closes the listeners before go-smtp learns of it,
+// so go-smtp may see its listener closed and say so.
+func (s *Server) served(err error) error {
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if errors.Is(err, smtp.ErrServerClosed) || closing && errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return err
@@ -201,14 +205,52 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.shutdown()
 	}
 	err := <-res
-	if errors.Is(err, smtp.ErrServerClosed) {
+	// go-smtp closes the listeners again and reports that they were
+	// closed already: that is no failure to shut down.
+	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
 	if err != nil {
-		s.srv.Close()
+		// go-smtp's Close does nothing once its Shutdown has begun, so
+		// the sessions still open are closed here.
+		s.mu.Lock()
+		left := make([]*clientConn, 0, len(s.open))
+		for c := range s.open {
+			left = append(left, c)
+		}
+		s.mu.Unlock()
+		for _, c := range left {
+			c.Close()
+		}
 	}
 	s.refusing.Wait()
 	return err
+}
+
+// WaitSessions waits until every session has ended, or ctx ends. Call it
+// after Shutdown and after the relay's Close, which cuts what a session
+// may still wait for: a session whose connection Shutdown closed can still
+// be settling its message into the queue.
+func (s *Server) WaitSessions(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		n := s.sessions
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d client sessions still running: %w", n, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Server) sessionDone() {
+	s.mu.Lock()
+	s.sessions--
+	s.mu.Unlock()
 }
 
 // track adds c to the live connections, or reports false when the server
@@ -264,9 +306,19 @@ func (g *guardListener) Accept() (net.Conn, error) {
 			g.s.refuse(c, "421 4.7.0 too many connections from your address, try again later")
 			continue
 		}
-		cc := &clientConn{Conn: c, s: g.s, ip: addr, tls: g.tls, lineStart: true}
+		if g.s.o.Trace != nil {
+			// One trace session per client, of what crosses the wire.
+			c = trace.WrapConn(c, g.s.o.Trace, g.tls)
+		}
+		cc := &clientConn{Conn: c, s: g.s, ip: addr, tls: g.tls, lineStart: true,
+			watch: &replyWatch{log: g.s.log, client: c.RemoteAddr().String()}}
 		if !g.s.track(cc) {
-			cc.Close()
+			// Give back its place in the limits and tell the client why;
+			// refuse closes the connection after the reply.
+			g.s.conns.Add(-1)
+			if !addr.IsLoopback() {
+				g.s.releaseIP(addr)
+			}
 			g.s.refuse(c, strings.TrimSuffix(shutdownReply, "\r\n"))
 			continue
 		}
@@ -292,9 +344,10 @@ func (s *Server) refuse(c net.Conn, reply string) {
 // itself, answers a timeout or a shutdown with a 421, and reads ahead.
 type clientConn struct {
 	net.Conn
-	s    *Server
-	ip   netip.Addr
-	once sync.Once
+	s     *Server
+	ip    netip.Addr
+	once  sync.Once
+	watch *replyWatch // rewrites stock replies, logs refusals
 
 	// dataEnd, while a DATA phase runs, is when data_timeout ends it
 	// (UnixNano; 0 outside DATA).
@@ -377,13 +430,19 @@ func (c *clientConn) Read(p []byte) (int, error) {
 		return n, io.EOF
 	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !c.timedOut.Swap(true) {
+		msg := "421 4.4.2 smtpshim timed out waiting for the client; closing the connection\r\n"
+		if c.dataEnd.Load() != 0 {
+			msg = "421 4.4.2 timed out while receiving the message; it was not sent\r\n"
+		} else if c.idle.evicted.Load() {
+			msg = busyReply
+		}
+		if c.watch != nil && (c.tls || c.dataEnd.Load() == 0) && c.watch.sender() != "" {
+			// A message was under way: say in the log why it was not sent.
+			// (Inside DATA on a plaintext session, the reply to the
+			// cut-off body is logged on its way out instead.)
+			c.watch.refused(strings.TrimSuffix(msg, "\r\n"))
+		}
 		if !c.tls {
-			msg := "421 4.4.2 smtpshim timed out waiting for the client; closing the connection\r\n"
-			if c.dataEnd.Load() != 0 {
-				msg = "421 4.4.2 timed out while receiving the message; it was not sent\r\n"
-			} else if c.idle.evicted.Load() {
-				msg = busyReply
-			}
 			c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			io.WriteString(c.Conn, msg)
 		}

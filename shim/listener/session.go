@@ -22,6 +22,9 @@ import (
 // NewSession implements smtp.Backend.
 func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	ip := remoteIP(c.Conn())
+	s.mu.Lock()
+	s.sessions++
+	s.mu.Unlock()
 	return &session{s: s, c: c, cc: clientConnOf(c.Conn()), remote: c.Conn().RemoteAddr().String(), ip: ip}, nil
 }
 
@@ -37,6 +40,7 @@ type session struct {
 	// authFails counts failed AUTH on this connection (see checkLocal).
 	authFails int
 
+	ended  bool            // Logout ran
 	acct   *config.Account // the sender's account, from MAIL FROM
 	from   string
 	d      *relay.Delivery // the transaction since MAIL FROM
@@ -84,12 +88,25 @@ func (s *session) Reset() {
 	s.dataMu.Lock()
 	defer s.dataMu.Unlock()
 	s.abort()
+	s.watchFrom("")
+}
+
+// watchFrom tells the reply watch the sender its log lines name: the
+// transaction's, until the reply to its end is written.
+func (s *session) watchFrom(from string) {
+	if s.cc != nil && s.cc.watch != nil {
+		s.cc.watch.setFrom(from)
+	}
 }
 
 func (s *session) Logout() error {
 	s.dataMu.Lock()
 	defer s.dataMu.Unlock()
 	s.abort()
+	if !s.ended {
+		s.ended = true
+		s.s.sessionDone()
+	}
 	return nil
 }
 
@@ -115,6 +132,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.dataMu.Lock()
 	defer s.dataMu.Unlock()
 	s.abort()
+	s.watchFrom(from)
 	if s.cutShort() {
 		return errCutShort
 	}

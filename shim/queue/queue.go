@@ -190,7 +190,10 @@ func (q *Queue) Add(w *spool.Writer, m *spool.Meta, busy bool) error {
 	// and each failure would push the probe after recovery further out.
 	if q.o.Pool != nil {
 		if p := q.o.Pool(m.Account); p != nil {
-			if h := p.Health(); !h.Healthy && h.NextProbe.After(m.NextTry) {
+			// A message whose attempt just failed is the account's next
+			// probe: it is tried when the log says the server is tried
+			// again, not a backoff later.
+			if h := p.Health(); !h.Healthy && (h.NextProbe.After(m.NextTry) || m.Attempts > 0) {
 				m.NextTry = h.NextProbe
 			}
 		}
@@ -272,7 +275,7 @@ func (q *Queue) settle(e *entry, o Outcome) {
 		m.LastHint = ""
 		if o.Err != nil {
 			m.LastError = o.Err.Error()
-			m.LastHint = hints.For(o.Err)
+			m.LastHint = hints.ForAccount(o.Err, m.Account)
 		}
 		m.NextTry = now.Add(q.Backoff(m.Attempts))
 		if o.Held {
@@ -293,7 +296,7 @@ func (q *Queue) settle(e *entry, o Outcome) {
 	m = &snap
 	if len(o.Delivered) > 0 {
 		q.o.Bus.Publish(events.Event{Kind: events.Delivered, Account: m.Account, MessageID: m.ID, Rcpts: o.Delivered})
-		q.log.Info("delivered from queue", "id", m.ID, "account", m.Account, "rcpts", len(o.Delivered), "attempts", attempts)
+		q.log.Info("delivered from queue", "id", m.ID, "client", m.ClientAddr, "from", m.From, "account", m.Account, "rcpts", len(o.Delivered), "attempts", attempts)
 	}
 	if len(m.Rcpts) == 0 {
 		// Done with this message. A bounce is made durable before the
@@ -360,7 +363,7 @@ func (q *Queue) bounce(m *spool.Meta) error {
 		ev.Rcpts = append(ev.Rcpts, f.Rcpt)
 	}
 	ev.Error = m.Failed[0].Diagnostic
-	ev.Hint = hints.For(errors.New(m.Failed[0].Diagnostic))
+	ev.Hint = hints.ForAccount(errors.New(m.Failed[0].Diagnostic), m.Account)
 	if m.Bounce || m.From == "" {
 		// No one is told by mail: say it where the user looks.
 		ev.Kind = events.Problem
@@ -381,9 +384,17 @@ func (q *Queue) bounce(m *spool.Meta) error {
 	if err != nil {
 		return fmt.Errorf("creating the bounce: %w", err)
 	}
+	// The bounce goes out through the sender's account, so its From is an
+	// address that account may send as: a provider that checks From
+	// against the login would refuse anything else, and a refused bounce
+	// is lost. dsn adds the "Mail Delivery System" display name.
+	from := m.From
+	if !strings.HasPrefix(m.Account, "@") && m.Account != "" {
+		from = m.Account // a user-level account's key is its address
+	}
 	rep := dsn.Report{
 		ReportingMTA: q.o.Hostname,
-		From:         "Mail Delivery System <" + m.From + ">",
+		From:         from,
 		To:           m.From,
 		ArrivalDate:  m.Created,
 		Date:         q.o.Now(),

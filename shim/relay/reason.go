@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"syscall"
 
@@ -37,6 +38,9 @@ func publicReason(err error) string {
 	case errors.Is(err, upstream.ErrAccountDown):
 		return "the provider could not be reached a moment ago"
 	case errors.As(err, &de):
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return "the provider closed the connection without answering"
+		}
 		switch de.Step {
 		case upstream.StepCredential:
 			return "smtpshim could not get the account's password"

@@ -174,6 +174,7 @@ type Delivery struct {
 	tx       *upstream.Tx
 	live     []string // recipients the upstream accepted
 	deferred []string // recipients to queue
+	refused  []string // recipients the upstream refused, for the log
 	deferErr error    // why they are queued
 	// held: the provider refused the account's credential; paused: the
 	// user paused delivery. Both queue the message with their own reply.
@@ -237,6 +238,11 @@ func (r *Relay) Start(acct *config.Account, from string, so StartOptions) (*Deli
 			return nil, d.failure(h.LastError)
 		}
 		d.deferErr = fmt.Errorf("%w: %v", upstream.ErrAccountDown, h.LastError)
+		if h.Problem != "" {
+			// The credential could not be read (a locked keychain, a
+			// failing password_command): not an unreachable server.
+			d.deferErr = h.LastError
+		}
 		return d, nil
 	}
 	if d.pool.Warm() {
@@ -324,7 +330,10 @@ func (d *Delivery) failure(err error) error {
 	if upstream.TrustProblem(err) {
 		d.logRefusal("the upstream's TLS could not be verified", err)
 		msg := "smtpshim refused to send the password: " + oneLine(err.Error())
-		if h := hints.For(err); h != "" {
+		if errors.Is(err, upstream.ErrCAFile) {
+			// Its text names a file on this computer: the log has it.
+			msg = "smtpshim refused to send the password: " + upstream.ErrCAFile.Error() + " (smtpshim's log says why)"
+		} else if h := hints.ForAccount(err, d.acct.Key()); h != "" {
 			msg += " (" + h + ")"
 		}
 		return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, msg)
@@ -334,9 +343,9 @@ func (d *Delivery) failure(err error) error {
 	return nil
 }
 
-func (d *Delivery) logRefusal(what string, err error) {
-	h := hints.For(err)
-	d.r.log.Warn(what, "client", d.client, "account", d.acct.Key(), "err", err, "hint", h)
+func (d *Delivery) logRefusal(what string, err error, attrs ...any) {
+	h := hints.ForAccount(err, d.acct.Key())
+	d.r.log.Warn(what, append([]any{"client", d.client, "account", d.acct.Key(), "from", d.from}, append(attrs, "err", err, "hint", h)...)...)
 	d.r.o.Bus.Publish(events.Event{Kind: events.Rejected, Account: d.acct.Key(), Error: err.Error(), Hint: h})
 }
 
@@ -356,7 +365,8 @@ func (d *Delivery) AddRcpt(to string) error {
 	case v == upstream.Delivered:
 		d.live = append(d.live, to)
 	case v == upstream.Permanent:
-		d.logRefusal("the upstream refused a recipient", err)
+		d.logRefusal("the upstream refused a recipient", err, "rcpt", to)
+		d.refused = append(d.refused, to)
 		se, _ := upstream.SMTPError(err)
 		return se
 	case isSMTP:
@@ -461,6 +471,16 @@ func (d *Delivery) Body(body io.Reader) (*Receipt, error) {
 	if err := d.join(); err != nil {
 		return nil, err
 	}
+	if !d.paused && d.r.o.Paused() {
+		// Paused since MAIL FROM: the message is held like any other.
+		if d.tx != nil {
+			d.tx.Abort()
+			d.tx = nil
+		}
+		d.deferred = append(d.deferred, d.live...)
+		d.live = nil
+		d.paused = true
+	}
 	// The body stays in memory up to memSpool bytes: a message the
 	// provider takes at once then never touches the disk.
 	sw := d.r.o.Spool.CreateLazy(memSpool)
@@ -525,7 +545,11 @@ func (d *Delivery) finishLive(sw *spool.Writer, spoolOK bool, res commitResult, 
 	acct := d.acct.Key()
 	switch upstream.Classify(res.err) {
 	case upstream.Delivered:
-		d.r.log.Info("delivered", "account", acct, "client", d.client, "from", d.from, "rcpts", len(d.live), "ms", time.Since(start).Milliseconds(), "upstream", oneLine(res.resp))
+		attrs := []any{"client", d.client, "from", d.from, "account", acct, "rcpts", len(d.live), "queue_id", queueID(res.resp)}
+		if len(d.refused) > 0 {
+			attrs = append(attrs, "refused", strings.Join(d.refused, ","))
+		}
+		d.r.log.Info("delivered", append(attrs, "ms", time.Since(start).Milliseconds(), "upstream", oneLine(res.resp))...)
 		d.r.o.Bus.Publish(events.Event{Kind: events.Delivered, Account: acct, Rcpts: d.live})
 		if len(d.deferred) == 0 {
 			sw.Discard()
@@ -559,7 +583,11 @@ func (d *Delivery) meta(rcpts []string) *spool.Meta {
 	m := &spool.Meta{Account: d.acct.Key(), From: d.from, Rcpts: rcpts, UTF8: d.opts.UTF8, ClientAddr: d.client}
 	if d.deferErr != nil {
 		m.LastError = d.deferErr.Error()
-		m.LastHint = hints.For(d.deferErr)
+		m.LastHint = hints.ForAccount(d.deferErr, d.acct.Key())
+		if !d.held && !errors.Is(d.deferErr, upstream.ErrAccountDown) {
+			// This message's own attempt failed: `queue list` counts it.
+			m.Attempts = 1
+		}
 	}
 	return m
 }
@@ -641,7 +669,7 @@ func (d *Delivery) queuedText(id string) string {
 	case d.held:
 		key := d.acct.Key()
 		if upstream.CredentialProblem(d.deferErr) == upstream.ProblemSignInNeeded {
-			return fmt.Sprintf("queued as %s: the provider refused the sign-in for %s; sign in again with \"smtpshim account add %s\"", id, key, key)
+			return fmt.Sprintf("queued as %s: the provider refused the sign-in for %s; sign in again with \"smtpshim account login %s\"", id, key, key)
 		}
 		return fmt.Sprintf("queued as %s: the provider refused the password for %s; update it with \"smtpshim account add %s\"", id, key, key)
 	case d.deferErr != nil:
@@ -690,4 +718,34 @@ func errSpool(err error) *smtp.SMTPError {
 		msg += " (the disk is full)"
 	}
 	return smtpErr(452, smtp.EnhancedCode{4, 3, 1}, msg)
+}
+
+// queueID picks the provider's queue ID out of its reply to the end of
+// DATA, as providers word it: "2.0.0 Ok: queued as 4Xk2b", "OK id=1q2w3e",
+// "2.0.0 OK  1700000000 x12si345abc - gsmtp", "<id@host> Queued mail for
+// delivery". "" when there is none to find.
+func queueID(resp string) string {
+	text := resp
+	if f := strings.Fields(text); len(f) > 0 && strings.Count(f[0], ".") == 2 && len(f[0]) <= 7 {
+		text = strings.TrimSpace(text[len(f[0]):]) // the enhanced code
+	}
+	lower := strings.ToLower(text)
+	for _, marker := range []string{"queued as ", "id=", "queued as: "} {
+		if i := strings.Index(lower, marker); i >= 0 {
+			if f := strings.Fields(text[i+len(marker):]); len(f) > 0 {
+				return strings.Trim(f[0], "<>(),;.")
+			}
+		}
+	}
+	// Exchange and others: "OK <id>", "<id> Queued mail for delivery".
+	for _, f := range strings.Fields(text) {
+		if len(f) > 2 && f[0] == '<' && f[len(f)-1] == '>' {
+			return f[1 : len(f)-1]
+		}
+	}
+	// Gmail: "OK  <unix time> <id> - gsmtp".
+	if f := strings.Fields(text); len(f) >= 3 && strings.EqualFold(f[0], "ok") && f[len(f)-1] == "gsmtp" {
+		return f[2]
+	}
+	return ""
 }

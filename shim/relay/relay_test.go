@@ -5,11 +5,14 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/smtpshim/smtpshim/shim/config"
@@ -183,6 +186,101 @@ func TestRelayPausedSendsNothing(t *testing.T) {
 	}
 	if n := f.sim.Connections(); n != 0 {
 		t.Fatalf("%d connections to the provider while paused", n)
+	}
+}
+
+// A pause that comes while a client is between MAIL FROM and its message
+// holds that message too: its body never goes upstream, on a new
+// connection (MAIL FROM sent at Start) or a pooled one (sent ahead).
+func TestRelayPauseDuringTransactionSendsNothing(t *testing.T) {
+	for _, warm := range []bool{false, true} {
+		f := newFixture(t, pass, 10*time.Second)
+		if warm {
+			if _, _, err := f.deliver(t, "bob@example.net"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := len(f.sim.Messages())
+		d, err := f.relay.Start(f.acct, user, relay.StartOptions{Client: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.AddRcpt("bob@example.net"); err != nil {
+			t.Fatal(err)
+		}
+		f.paused = true
+		rec, err := d.Body(bytes.NewReader(msg))
+		if err != nil || !rec.Queued {
+			t.Fatalf("warm pool %v: %+v %v, want queued", warm, rec, err)
+		}
+		if want := "queued as " + rec.ID + " (smtpshim is paused)"; rec.Text != want {
+			t.Fatalf("warm pool %v: text %q, want %q", warm, rec.Text, want)
+		}
+		if n := len(f.sim.Messages()); n != before {
+			t.Fatalf("warm pool %v: the provider got a message after the pause", warm)
+		}
+		if m, ok := f.queue.Get(rec.ID); !ok || len(m.Rcpts) != 1 || m.Rcpts[0] != "bob@example.net" {
+			t.Fatalf("warm pool %v: queued entry %+v %v", warm, m, ok)
+		}
+	}
+}
+
+// An account whose ca_file cannot be used is refused at once (454), and
+// the client, which may be any allowed machine on the LAN, hears that
+// the ca_file is the problem, never where it is on this computer.
+func TestRelayUnusableCAFileNamesNoPath(t *testing.T) {
+	f := newFixture(t, pass, 10*time.Second)
+	dir := t.TempDir()
+	notPEM := dir + "/not-a-certificate.pem"
+	if err := os.WriteFile(notPEM, []byte("hello\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, ca := range []string{dir + "/private-ca/missing.pem", dir, notPEM} {
+		f.acct.CAFile = ca
+		_, err := f.relay.Start(f.acct, user, relay.StartOptions{Client: "test"})
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) || se.Code != 454 || !strings.Contains(se.Message, "ca_file") {
+			t.Fatalf("ca_file %s: %v, want 454 naming ca_file", ca, err)
+		}
+		if strings.Contains(se.Message, dir) {
+			t.Fatalf("the client heard a local path: %q", se.Message)
+		}
+	}
+}
+
+// lockedKeychain is a credential whose store cannot answer.
+type lockedKeychain struct{}
+
+func (lockedKeychain) Mechanisms() []string { return upstream.PasswordMechanisms }
+func (lockedKeychain) Client(context.Context, string) (sasl.Client, error) {
+	return nil, fmt.Errorf("%w: the login keyring is locked", secrets.ErrUnavailable)
+}
+func (lockedKeychain) Refused() {}
+
+// While the account's credential cannot be read (a locked keychain found
+// at start), a client's message is queued with that reason: "the keychain
+// is locked" is never told as "the provider could not be reached".
+func TestRelayQueuedWhileKeychainLockedSaysSo(t *testing.T) {
+	f := newFixture(t, pass, 10*time.Second)
+	f.pool = upstream.NewPool(f.acct, upstream.Options{
+		Authenticator: func(*config.Account) (upstream.Authenticator, error) { return lockedKeychain{}, nil },
+	}, nil)
+	t.Cleanup(f.pool.Close)
+	if err := f.pool.CheckCredential(context.Background()); err == nil {
+		t.Fatal("CheckCredential of a locked keychain succeeded")
+	}
+	rec, rerrs, err := f.deliver(t, "bob@example.net")
+	if err != nil || rerrs[0] != nil || !rec.Queued {
+		t.Fatalf("%+v %v %v, want queued", rec, rerrs, err)
+	}
+	if strings.Contains(rec.Text, "could not be reached") || !strings.Contains(rec.Text, "password") {
+		t.Fatalf("queued text %q, want the credential named, not the provider", rec.Text)
+	}
+	if m, _ := f.queue.Get(rec.ID); strings.Contains(m.LastError, "unreachable") {
+		t.Fatalf("queued entry's last error %q calls a locked keychain an unreachable server", m.LastError)
+	}
+	if n := f.sim.Connections(); n != 0 {
+		t.Fatalf("%d connections to the provider", n)
 	}
 }
 

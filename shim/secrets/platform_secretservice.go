@@ -75,6 +75,10 @@ func checkSessionBus() error {
 // locked, which go-keyring reports as assorted D-Bus errors and plain
 // strings rather than sentinels.
 func platformHint(err error) string {
+	if errors.Is(err, errNoSessionBus) {
+		// The error already says there is no bus: say what to do.
+		return "outside a desktop session (a system service, an SSH login) the keychain cannot be reached; " + noSecretService
+	}
 	var dErr dbus.Error
 	if errors.As(err, &dErr) {
 		switch {

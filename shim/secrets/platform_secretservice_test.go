@@ -110,3 +110,17 @@ func TestKeychainSecretServiceErrorHints(t *testing.T) {
 		})
 	}
 }
+
+func TestNoSessionBusErrorSaysItOnce(t *testing.T) {
+	err := classify("get", "you@example.com", "", errNoSessionBus)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("not ErrUnavailable: %v", err)
+	}
+	msg := strings.ToLower(err.Error())
+	if n := strings.Count(msg, "session bus"); n != 1 {
+		t.Errorf("%q says \"session bus\" %d times", err, n)
+	}
+	if !strings.Contains(msg, "password_command") {
+		t.Errorf("%q does not say what to do", err)
+	}
+}

@@ -63,6 +63,11 @@ func Classify(err error) Verdict {
 				return CredentialRefused
 			}
 		}
+		// A credential the provider refused before any server saw it
+		// (a revoked OAuth2 grant) is the same: a person must act.
+		if de.Step == StepCredential && refusedCredential(de.Err) {
+			return CredentialRefused
+		}
 		return Temporary
 	}
 	if se, ok := SMTPError(err); ok && se.Code >= 500 && se.Code < 600 {

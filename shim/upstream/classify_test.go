@@ -46,6 +46,8 @@ func TestClassify(t *testing.T) {
 		{"keychain locked", dial(StepCredential, secrets.ErrUnavailable), Temporary},
 		{"no password", dial(StepCredential, secrets.ErrNotFound), Temporary},
 		{"held", fmt.Errorf("%w (535)", ErrCredentialHeld), CredentialRefused},
+		{"grant revoked at the token endpoint", dial(StepCredential, fmt.Errorf("refresh: %w", refusedErr(true))), CredentialRefused},
+		{"token endpoint down", dial(StepCredential, refusedErr(false)), Temporary},
 		{"untrusted certificate", dial(StepTLS, x509.UnknownAuthorityError{}), Temporary},
 	} {
 		if got := Classify(tc.err); got != tc.want {
@@ -99,3 +101,10 @@ func TestCredentialProblem(t *testing.T) {
 		}
 	}
 }
+
+// refusedErr is a credential error that says whether the provider refused
+// the credential (RefusedCredential).
+type refusedErr bool
+
+func (r refusedErr) Error() string           { return "token endpoint said no" }
+func (r refusedErr) CredentialRefused() bool { return bool(r) }

@@ -36,6 +36,31 @@ type Scrubber interface {
 	Scrub(err error) error
 }
 
+// Renewer is implemented by credentials that can get a new secret by
+// themselves after a refusal (an OAuth2 access token, renewed with the
+// refresh token): the pool then tries AUTH once more before it holds the
+// account.
+type Renewer interface {
+	// Renewable reports, after Refused, whether a new Client may carry a
+	// different secret.
+	Renewable() bool
+}
+
+// Detailer is implemented by SASL clients that learned why the server
+// refused them (the JSON of an OAuth2 error challenge): Detail adds it to
+// the AUTH error, which keeps unwrapping to the server's reply.
+type Detailer interface {
+	Detail(err error) error
+}
+
+// RefusedCredential is implemented by errors from Authenticator.Client
+// that mean the provider refused the credential before any server saw it
+// (an OAuth2 grant that was revoked or expired): like a 535, only a person
+// can fix that, so Classify holds the account instead of retrying.
+type RefusedCredential interface {
+	CredentialRefused() bool
+}
+
 // Problem names, for the account status, of credential trouble that needs a
 // person: shown in the tray and the status API.
 const (
@@ -44,6 +69,9 @@ const (
 	ProblemKeychainUnavailable = "keychain unavailable"
 	ProblemNoPassword          = "no password stored"
 	ProblemPasswordCommand     = "password command failed"
+	// ProblemTokenUnavailable: an OAuth2 access token could not be had
+	// because the provider's token endpoint did not answer; temporary.
+	ProblemTokenUnavailable = "sign-in service unreachable"
 )
 
 // CredentialProblem names what went wrong with getting or using a
@@ -55,6 +83,10 @@ func CredentialProblem(err error) string {
 		return ""
 	}
 	switch {
+	case de.Step == StepCredential && refusedCredential(err):
+		return ProblemSignInNeeded
+	case de.Step == StepCredential && isBearer(de.Mechanism) && !errors.Is(err, secrets.ErrUnavailable):
+		return ProblemTokenUnavailable
 	case de.Step == StepCredential && errors.Is(err, secrets.ErrNotFound):
 		return ProblemNoPassword
 	case de.Step == StepCredential && errors.Is(err, secrets.ErrCommandFailed):
@@ -62,7 +94,7 @@ func CredentialProblem(err error) string {
 	case de.Step == StepCredential:
 		return ProblemKeychainUnavailable
 	case Classify(err) == CredentialRefused:
-		if de.Mechanism == MechXOAUTH2 || de.Mechanism == MechOAuthBearer {
+		if isBearer(de.Mechanism) {
 			return ProblemSignInNeeded
 		}
 		return ProblemPasswordRejected
@@ -151,3 +183,13 @@ type scrubbingClient struct {
 }
 
 func (c *scrubbingClient) Scrub(err error) error { return scrub(err, c.secret) }
+
+// refusedCredential reports whether err carries a RefusedCredential that
+// says so.
+func refusedCredential(err error) bool {
+	var rc RefusedCredential
+	return errors.As(err, &rc) && rc.CredentialRefused()
+}
+
+// isBearer reports whether mech carries an OAuth2 bearer token.
+func isBearer(mech string) bool { return mech == MechXOAUTH2 || mech == MechOAuthBearer }

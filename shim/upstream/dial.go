@@ -176,6 +176,11 @@ func (c *Conn) abort() { c.c.Close() }
 // withheld.
 var ErrNoTLS = errors.New("the server does not offer STARTTLS, so smtpshim will not send the password over an unencrypted connection (if this is really a server on a trusted network, set security = \"insecure\")")
 
+// ErrCAFile marks an account's ca_file that cannot be read or holds no
+// certificate. The error around it names the file: that is for the log
+// and the user, not for a mail client.
+var ErrCAFile = errors.New("the account's ca_file cannot be used")
+
 // TLSConfigFor builds the verified TLS config for an account.
 func TLSConfigFor(a *config.Account, base *tls.Config) (*tls.Config, error) {
 	var cfg *tls.Config
@@ -193,7 +198,7 @@ func TLSConfigFor(a *config.Account, base *tls.Config) (*tls.Config, error) {
 	if a.CAFile != "" {
 		pem, err := os.ReadFile(a.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
+			return nil, fmt.Errorf("%w: %w", ErrCAFile, err)
 		}
 		pool := cfg.RootCAs
 		if pool == nil {
@@ -205,7 +210,7 @@ func TLSConfigFor(a *config.Account, base *tls.Config) (*tls.Config, error) {
 			pool = pool.Clone()
 		}
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificates found", a.CAFile)
+			return nil, fmt.Errorf("%w: %s has no PEM certificates", ErrCAFile, a.CAFile)
 		}
 		cfg.RootCAs = pool
 	}
@@ -305,22 +310,41 @@ func dial(ctx context.Context, a *config.Account, auth Authenticator, o Options)
 	if err != nil {
 		return nil, fail(StepAuth, err)
 	}
-	sc, err := auth.Client(ctx, mech)
-	if err != nil {
-		return nil, &DialError{Server: a.Server, Step: StepCredential, Mechanism: mech, Err: err}
-	}
-	if err := c.Auth(sc); err != nil {
+	for attempt := 0; ; attempt++ {
+		sc, err := auth.Client(ctx, mech)
+		if err != nil {
+			return nil, &DialError{Server: a.Server, Step: StepCredential, Mechanism: mech, Err: err}
+		}
+		err = c.Auth(sc)
+		if err == nil {
+			break
+		}
 		if s, ok := sc.(Scrubber); ok {
 			err = s.Scrub(err)
+		}
+		if d, ok := sc.(Detailer); ok {
+			err = d.Detail(err)
+		}
+		if attempt > 0 {
+			// Said in words, so that the hint can tell a refused grant
+			// (SMTP AUTH off, a missing permission) from an expired token.
+			err = fmt.Errorf("the server refused a newly issued token too: %w", err)
 		}
 		de := &DialError{Server: a.Server, Step: StepAuth, Mechanism: mech, Err: err}
 		if isTLSError(err) {
 			de.Step = StepTLS
 		}
-		if Classify(de) == CredentialRefused {
-			auth.Refused()
+		if Classify(de) != CredentialRefused {
+			return nil, de
 		}
-		return nil, de
+		auth.Refused()
+		// A bearer token can be revoked or expire early: a credential
+		// that can be renewed gets one new try on the same connection
+		// (a second AUTH after a failed one is allowed). If the new one
+		// is refused too, or cannot be had, the account needs a person.
+		if r, ok := auth.(Renewer); !ok || attempt > 0 || !r.Renewable() {
+			return nil, de
+		}
 	}
 	info.Mechanism = mech
 	raw.SetDeadline(time.Time{})

@@ -20,6 +20,11 @@ import (
 // known to be unreachable, so a dead upstream is not hit once per message.
 var ErrAccountDown = errors.New("the account's server was unreachable moments ago; not retrying yet")
 
+// ErrPoolClosed is returned by a pool that a reload replaced or a
+// shutdown closed: the attempt is tried again later, with the account's
+// current settings.
+var ErrPoolClosed = errors.New("the account's settings changed or smtpshim is stopping; not connecting with the old settings")
+
 // Health is an account's upstream state.
 type Health struct {
 	// Healthy: the server was reachable at the last attempt.
@@ -38,7 +43,11 @@ type Health struct {
 
 // Attention reports whether a person must act (fix a password, unlock
 // the keychain) before the account works again.
-func (h Health) Attention() bool { return h.Problem != "" }
+func (h Health) Attention() bool {
+	// A token endpoint that does not answer needs no person: it is
+	// retried like a server that is down.
+	return h.Problem != "" && h.Problem != ProblemTokenUnavailable
+}
 
 // Pool keeps authenticated connections to one account's server and caps
 // how many are open at once.
@@ -55,6 +64,9 @@ type Pool struct {
 	timer  *time.Timer
 	closed bool
 	notify func(Health)
+	// notifyMu keeps notifications in the order of the changes: it is
+	// held from a change through its notification.
+	notifyMu sync.Mutex
 	// bgN counts connections closing in the background (bgMu).
 	bgMu   sync.Mutex
 	bgN    int
@@ -109,8 +121,18 @@ func (p *Pool) CheckCredential(ctx context.Context) error {
 // CredentialChanged lifts a hold or a credential problem: the credential
 // may have been fixed (a new password, an unlocked keychain), so the next
 // attempt tries it. It reports whether there was something to lift.
+//
+// Idle connections are closed: they logged in with the old credential,
+// and a new one must take effect (and be refused, if it is wrong) with the
+// next message, not only once those connections time out.
 func (p *Pool) CredentialChanged() bool {
+	p.notifyMu.Lock()
+	defer p.notifyMu.Unlock()
 	p.mu.Lock()
+	for _, c := range p.idle {
+		p.closeLater(c)
+	}
+	p.idle = nil
 	had := p.health.Problem != ""
 	if had {
 		p.health = Health{Healthy: true}
@@ -175,6 +197,8 @@ func healthBackoff(n int) time.Duration {
 // tried until the credential changes); a credential that could not be read
 // and a server that could not be reached back off, 5 s doubling to 5 min.
 func (p *Pool) record(err error) {
+	p.notifyMu.Lock()
+	defer p.notifyMu.Unlock()
 	p.mu.Lock()
 	old := p.health
 	switch {
@@ -216,7 +240,7 @@ func countsAgainstHealth(err error) bool {
 // acquire returns a connection, reusing an idle one when possible.
 func (p *Pool) acquire(ctx context.Context, allowDown bool) (*Conn, bool, error) {
 	if h := p.Health(); h.Held {
-		return nil, false, fmt.Errorf("%w (%v)", ErrCredentialHeld, h.LastError)
+		return nil, false, fmt.Errorf("%w (%w)", ErrCredentialHeld, h.LastError)
 	}
 	if !allowDown && !p.Available(time.Now()) {
 		return nil, false, ErrAccountDown
@@ -227,6 +251,11 @@ func (p *Pool) acquire(ctx context.Context, allowDown bool) (*Conn, bool, error)
 		return nil, false, ctx.Err()
 	}
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		<-p.sem
+		return nil, false, ErrPoolClosed
+	}
 	for len(p.idle) > 0 {
 		c := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
@@ -260,12 +289,15 @@ func (p *Pool) release(c *Conn, reusable bool) {
 	defer func() { <-p.sem }()
 	c.uses++
 	c.lastUsed = time.Now()
-	if !reusable || c.uses >= p.opts.MaxReuse {
-		p.closeLater(c)
-		return
-	}
 	p.mu.Lock()
 	if p.closed {
+		p.mu.Unlock()
+		// Close has returned and waits for nothing more: close it here,
+		// in the caller's goroutine, which its owner waits for.
+		c.Close()
+		return
+	}
+	if !reusable || c.uses >= p.opts.MaxReuse {
 		p.mu.Unlock()
 		p.closeLater(c)
 		return
@@ -300,10 +332,11 @@ func (p *Pool) reapIdle() {
 	if len(keep) > 0 && !p.closed {
 		p.timer = time.AfterFunc(p.opts.IdleTimeout-now.Sub(oldest)+10*time.Millisecond, p.reapIdle)
 	}
-	p.mu.Unlock()
+	// Counted under p.mu, so a Close that comes after waits for them.
 	for _, c := range drop {
-		c.Close()
+		p.closeLater(c)
 	}
+	p.mu.Unlock()
 }
 
 // closeLater ends c in the background (QUIT has a 2 s deadline); Close
@@ -332,6 +365,18 @@ func (p *Pool) waitClosing() {
 	}
 	for p.bgN > 0 {
 		p.bgIdle.Wait()
+	}
+}
+
+// CloseIdle closes the connections waiting in the pool; the pool stays
+// open, and the next transaction opens (and authenticates) a new one.
+func (p *Pool) CloseIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
 	}
 }
 

@@ -4,6 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -140,6 +144,12 @@ func TestPoolHoldsRefusedCredential(t *testing.T) {
 		if _, err := begin(ctx, "user@example.com", nil); !errors.Is(err, ErrCredentialHeld) || Classify(err) != CredentialRefused {
 			t.Fatalf("Begin while held: %v, want ErrCredentialHeld", err)
 		}
+		// It still says which credential and how it was refused, so a
+		// client's reply and the queue's hint can tell a password from
+		// a sign-in.
+		if _, err := begin(ctx, "user@example.com", nil); CredentialProblem(err) != ProblemPasswordRejected {
+			t.Fatalf("Begin while held: %v names problem %q, want %q", err, CredentialProblem(err), ProblemPasswordRejected)
+		}
 	}
 	if sim.AuthFailures() != fails {
 		t.Fatal("the held credential was tried again")
@@ -239,4 +249,233 @@ func (r recordingAuth) Mechanisms() []string { return r.mechs }
 func (r recordingAuth) Client(ctx context.Context, mech string) (sasl.Client, error) {
 	*r.asked = append(*r.asked, mech)
 	return r.Authenticator.Client(ctx, mech)
+}
+
+// A pool that a reload replaced (closed) opens no new connection: a
+// transaction that was still waiting for one of its slots must not reach
+// the server with the account's old settings (an old server or security).
+func TestClosedPoolOpensNoConnection(t *testing.T) {
+	sim := startSim(t)
+	store := secrets.NewMemory()
+	store.Set(context.Background(), "user@example.com", "right")
+	p := simPool(t, sim, Options{Secrets: store}, nil)
+	p.Close()
+	for _, begin := range []func(context.Context, string, *smtp.MailOptions) (*Tx, error){p.Begin, p.BeginProbe} {
+		tx, err := begin(context.Background(), "user@example.com", nil)
+		if err == nil {
+			tx.Abort()
+			t.Fatal("Begin on a closed pool opened a transaction")
+		}
+		if Classify(err) != Temporary {
+			t.Fatalf("Begin on a closed pool: %v (%v), want temporary", err, Classify(err))
+		}
+	}
+	if n := sim.Connections(); n != 0 {
+		t.Fatalf("a closed pool made %d connections", n)
+	}
+}
+
+// closeSpy records whether the connection it dialed was closed; with
+// slow set, every write takes 300 ms.
+type closeSpy struct {
+	net.Dialer
+	closed atomic.Bool
+	slow   atomic.Bool
+}
+
+type spiedConn struct {
+	net.Conn
+	spy *closeSpy
+}
+
+func (c spiedConn) Close() error { c.spy.closed.Store(true); return c.Conn.Close() }
+
+func (c spiedConn) Write(p []byte) (int, error) {
+	if c.spy.slow.Load() {
+		time.Sleep(300 * time.Millisecond)
+	}
+	return c.Conn.Write(p)
+}
+
+func (d *closeSpy) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := d.Dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return spiedConn{c, d}, nil
+}
+
+// spiedPool is a pool over sim whose connections spy reports on.
+func spiedPool(t *testing.T, sim *upstreamsim.Server, idle time.Duration) (*Pool, *closeSpy) {
+	t.Helper()
+	store := secrets.NewMemory()
+	store.Set(context.Background(), "user@example.com", "right")
+	spy := &closeSpy{}
+	return simPool(t, sim, Options{Secrets: store, Dialer: spy, IdleTimeout: idle}, nil), spy
+}
+
+// bodySent opens a transaction on p and sends a message body, up to the
+// final dot; err is from DATA.
+func bodySent(t *testing.T, p *Pool) (*Tx, error) {
+	t.Helper()
+	tx, err := p.Begin(context.Background(), "user@example.com", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rcpt("bob@example.net", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := tx.Data(5 * time.Second)
+	if err == nil {
+		io.WriteString(w, "Subject: x\r\n\r\nbody\r\n")
+	}
+	return tx, err
+}
+
+// A connection that comes back to a pool already closed (a reload replaced
+// it while a message was on the way) is closed before release returns:
+// nobody waits for a closed pool's background work any more, so it would
+// outlive the engine's Run.
+func TestClosedPoolClosesReturnedConnectionAtOnce(t *testing.T) {
+	sim := startSim(t)
+	p, spy := spiedPool(t, sim, 0)
+	tx, err := bodySent(t, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if _, err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if !spy.closed.Load() {
+		t.Fatal("the connection was still open when Commit returned on a closed pool")
+	}
+
+	// The same for a connection that failed (not reusable).
+	p, spy = spiedPool(t, sim, 0)
+	sim.SetFault(upstreamsim.DropMidData)
+	defer sim.SetFault(upstreamsim.None)
+	tx, err = bodySent(t, p)
+	p.Close()
+	if err != nil {
+		tx.Abort()
+	} else if _, err := tx.Commit(); err == nil {
+		t.Fatal("Commit succeeded although the server dropped the connection")
+	}
+	if !spy.closed.Load() {
+		t.Fatal("a failed connection was still open when its release on a closed pool returned")
+	}
+}
+
+// Close waits for an idle connection that the idle reaper is closing at
+// that moment, as it waits for every other close it started.
+func TestPoolCloseWaitsForTheIdleReaper(t *testing.T) {
+	sim := startSim(t)
+	p, spy := spiedPool(t, sim, 100*time.Millisecond)
+	tx, err := bodySent(t, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	spy.slow.Store(true) // the reaper's QUIT now takes a while
+	time.Sleep(200 * time.Millisecond)
+	p.Close()
+	if !spy.closed.Load() {
+		t.Fatal("Close returned while the idle reaper was still closing a connection")
+	}
+}
+
+// Health notifications arrive in the order the health changed: a failure
+// noted just before a success must not be delivered after it, or the
+// status would say "unreachable" about a server that works.
+func TestPoolHealthNotificationsKeepTheirOrder(t *testing.T) {
+	sim := startSim(t)
+	store := secrets.NewMemory()
+	store.Set(context.Background(), "user@example.com", "right")
+	var mu sync.Mutex
+	var seen []bool
+	calls := 0
+	release := make(chan struct{})
+	notify := func(h Health) {
+		mu.Lock()
+		calls++
+		first := calls == 1
+		mu.Unlock()
+		if first {
+			<-release // the failure's notification is slow to be delivered
+		}
+		mu.Lock()
+		seen = append(seen, h.Healthy)
+		mu.Unlock()
+	}
+	p := simPool(t, sim, Options{Secrets: store}, notify)
+	ctx := context.Background()
+	begin := func() {
+		if tx, err := p.BeginProbe(ctx, "user@example.com", nil); err == nil {
+			tx.Abort()
+		}
+	}
+	sim.SetFault(upstreamsim.Refuse)
+	failed := make(chan struct{})
+	go func() { defer close(failed); begin() }()
+	for {
+		mu.Lock()
+		n := calls
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	sim.SetFault(upstreamsim.None)
+	worked := make(chan struct{})
+	go func() { defer close(worked); begin() }()
+	time.Sleep(200 * time.Millisecond)
+	close(release)
+	<-failed
+	<-worked
+	mu.Lock()
+	defer mu.Unlock()
+	if h := p.Health(); len(seen) != 2 || seen[len(seen)-1] != h.Healthy {
+		t.Fatalf("notifications (healthy?) %v, but the pool's health is %+v: the last one must match it", seen, h)
+	}
+}
+
+// TestPoolUsesANewCredentialAtOnce: after the credential changes, the
+// next message logs in with it rather than reusing a connection that
+// logged in with the old one.
+func TestPoolUsesANewCredentialAtOnce(t *testing.T) {
+	sim := startSim(t)
+	store := secrets.NewMemory()
+	store.Set(context.Background(), "user@example.com", "right")
+	p := simPool(t, sim, Options{Secrets: store}, nil)
+	ctx := context.Background()
+	tx, err := p.Begin(ctx, "user@example.com", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rcpt("bob@example.net", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := tx.Data(time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "Subject: first\r\n\r\nsent with the old password\r\n")
+	if _, err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Warm() {
+		t.Fatal("no idle connection after a transaction")
+	}
+
+	store.Set(ctx, "user@example.com", "wrong")
+	if p.CredentialChanged() {
+		t.Fatal("CredentialChanged lifted a hold that was not there")
+	}
+	if _, err := p.Begin(ctx, "user@example.com", nil); Classify(err) != CredentialRefused {
+		t.Fatalf("Begin after a new, wrong password: %v, want credential refused (not a reused login)", err)
+	}
 }

@@ -73,6 +73,10 @@ type Options struct {
 	// It sees plaintext with NoTLS or ImplicitTLS; after STARTTLS it would
 	// see only ciphertext, so Message.Raw stays nil there.
 	RawLog bool
+	// Tokens, when set, checks OAuth2 access tokens for XOAUTH2 and
+	// OAUTHBEARER (list them in Mechanisms): it returns the user a live
+	// token belongs to (oauthsim.Server.Validate fits).
+	Tokens func(token string) (user string, ok bool)
 	// MaxTLSVersion, when set, caps the TLS version offered, like an
 	// outdated provider (e.g. tls.VersionTLS11).
 	MaxTLSVersion uint16
@@ -247,6 +251,14 @@ func (s *Server) Fault() Fault {
 	return s.fault
 }
 
+// SetTokens replaces the OAuth2 token check (Options.Tokens) for the
+// connections that start AUTH from now on.
+func (s *Server) SetTokens(check func(token string) (user string, ok bool)) {
+	s.mu.Lock()
+	s.o.Tokens = check
+	s.mu.Unlock()
+}
+
 // Messages returns what was accepted so far.
 func (s *Server) Messages() []Message {
 	s.mu.Lock()
@@ -321,6 +333,24 @@ func (se *session) Auth(mech string) (sasl.Server, error) {
 		return sasl.NewPlainServer(func(_, u, p string) error { return check(u, p) }), nil
 	case sasl.Login:
 		return loginauth.NewServer(check), nil
+	case XOAUTH2, OAUTHBEARER:
+		se.s.mu.Lock()
+		tokens := se.s.o.Tokens
+		se.s.mu.Unlock()
+		if tokens == nil {
+			break
+		}
+		return &bearerServer{mech: mech, check: func(user, token string) error {
+			owner, ok := tokens(token)
+			if !ok || !strings.EqualFold(owner, user) {
+				se.s.mu.Lock()
+				se.s.authFail++
+				se.s.mu.Unlock()
+				return errTokenRefused
+			}
+			se.user, se.mech = user, mech
+			return nil
+		}}, nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }

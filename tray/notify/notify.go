@@ -12,6 +12,7 @@ import (
 	"github.com/gen2brain/beeep"
 
 	"github.com/smtpshim/smtpshim/shim/api"
+	"github.com/smtpshim/smtpshim/shim/upstream"
 	"github.com/smtpshim/smtpshim/tray/internal/sessionbus"
 )
 
@@ -56,6 +57,17 @@ func (n *Notifier) Status(s api.Status, now time.Time) {
 		what := a.Problem
 		if what == "" {
 			what = "it needs attention"
+		}
+		if a.Problem == upstream.ProblemSignInNeeded {
+			// The provider refused the OAuth2 grant (a password change,
+			// revoked consent, a sign-in policy): only the person can
+			// sign in again.
+			kept := "Its mail is kept"
+			if a.Queued > 0 {
+				kept = fmt.Sprintf("%d message(s) are kept", a.Queued)
+			}
+			n.send("Sign-in needed for "+a.Key, fmt.Sprintf("The provider wants you to sign in again before smtpshim can send mail from %s. %s until you do: click %s in the smtpshim menu, then Sign in again.", a.Key, kept, a.Key))
+			continue
 		}
 		body := fmt.Sprintf("%s: %s. Its mail is kept until you fix it: open Settings from the smtpshim icon.", a.Key, what)
 		if a.Queued > 0 {

@@ -32,6 +32,26 @@ func TestNeedsAttentionIsToldOncePerChange(t *testing.T) {
 	}
 }
 
+// An OAuth2 account whose grant was refused gets one "Sign-in needed for
+// ADDRESS" notice on the change, and a new one only after it worked again.
+func TestSignInNeededIsToldOncePerChange(t *testing.T) {
+	n, got := collect()
+	ok := api.Account{Key: "bob@contoso.example", Auth: "oauth2", State: api.AccountOK}
+	lapsed := api.Account{Key: "bob@contoso.example", Auth: "oauth2", State: api.AccountNeedsAttention, Problem: "sign-in needed", Queued: 3}
+	n.Status(api.Status{Accounts: []api.Account{ok}}, t0)
+	n.Status(api.Status{Accounts: []api.Account{lapsed}}, t0)
+	n.Status(api.Status{Accounts: []api.Account{lapsed}}, t0.Add(time.Minute))
+	if len(*got) != 1 || !strings.HasPrefix((*got)[0], "Sign-in needed for bob@contoso.example | ") ||
+		!strings.Contains((*got)[0], "3 message(s) are kept") || !strings.Contains((*got)[0], "Sign in again") {
+		t.Fatalf("got %q, want one sign-in notice naming the address and the held mail", *got)
+	}
+	n.Status(api.Status{Accounts: []api.Account{ok}}, t0.Add(2*time.Minute))
+	n.Status(api.Status{Accounts: []api.Account{lapsed}}, t0.Add(3*time.Minute))
+	if len(*got) != 2 {
+		t.Errorf("a second lapse after signing in again: %d notices, want 2", len(*got))
+	}
+}
+
 func TestMailWaitingOverAnHourIsToldOnce(t *testing.T) {
 	n, got := collect()
 	s := api.Status{Queued: 3, OldestQueued: t0}

@@ -60,11 +60,24 @@ type desk struct {
 	smtp  string
 	store *secrets.Memory
 	caf   string
+	cfg   string // the config file's path
 }
 
 func startDesk(t *testing.T) *desk {
 	t.Helper()
-	sim, err := upstreamsim.Start(upstreamsim.Options{Users: map[string]string{"alice@example.com": "pw-alice"}})
+	return startDeskWith(t, "", nil, nil)
+}
+
+// startDeskWith adds extra to the config, opens sign-in pages with open,
+// and has the provider take the OAuth2 access tokens that tokens accepts
+// (with XOAUTH2), when it is not nil.
+func startDeskWith(t *testing.T, extra string, open func(string) error, tokens func(string) (string, bool)) *desk {
+	t.Helper()
+	so := upstreamsim.Options{Users: map[string]string{"alice@example.com": "pw-alice"}}
+	if tokens != nil {
+		so.Mechanisms, so.Tokens = []string{"PLAIN", "LOGIN", upstreamsim.XOAUTH2}, tokens
+	}
+	sim, err := upstreamsim.Start(so)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +86,7 @@ func startDesk(t *testing.T) *desk {
 	caf := filepath.Join(dir, "provider-ca.pem")
 	os.WriteFile(caf, sim.Cert.CAPEM, 0o644)
 	cfgPath := filepath.Join(dir, "config.toml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf("spool_dir = %q\nsync_wait = \"5s\"\nretry_min = \"1s\"\nretry_max = \"2s\"\n", filepath.Join(dir, "spool"))), 0o600)
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf("spool_dir = %q\nsync_wait = \"5s\"\nretry_min = \"1s\"\nretry_max = \"2s\"\n%s", filepath.Join(dir, "spool"), extra)), 0o600)
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +107,7 @@ func startDesk(t *testing.T) *desk {
 	if err != nil {
 		t.Fatal(err)
 	}
-	page, err := settings.New(settings.Options{Engine: client, ConfigPath: cfgPath, Store: store, Version: "test"})
+	page, err := settings.New(settings.Options{Engine: client, ConfigPath: cfgPath, Store: store, Version: "test", OpenBrowser: open})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +118,7 @@ func startDesk(t *testing.T) *desk {
 		<-pageDone
 		<-engDone
 	})
-	return &desk{sim: sim, page: page, smtp: ln.Addr().String(), store: store, caf: caf}
+	return &desk{sim: sim, page: page, smtp: ln.Addr().String(), store: store, caf: caf, cfg: cfgPath}
 }
 
 func (d *desk) send(t *testing.T, from, to, subject string) error {

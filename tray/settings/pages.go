@@ -67,6 +67,9 @@ type page struct {
 	Flash   string
 	Status  api.Status
 	Data    any
+	// Refresh reloads the page after this many seconds, while it shows
+	// something in progress.
+	Refresh int
 }
 
 func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, p page) {
@@ -98,6 +101,9 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /accounts/{key}/test", s.accountTest)
 	mux.HandleFunc("POST /accounts/{key}/password", s.accountPassword)
 	mux.HandleFunc("POST /accounts/{key}/remove", s.accountRemove)
+	mux.HandleFunc("POST /accounts/{key}/signin", s.signinStart)
+	mux.HandleFunc("POST /signin", s.signinStart)
+	mux.HandleFunc("GET /signin/{id}", s.signinPage)
 	mux.HandleFunc("GET /outbox", s.outbox)
 	mux.HandleFunc("POST /outbox/retry", s.outboxRetry)
 	mux.HandleFunc("POST /outbox/{id}/delete", s.outboxDelete)
@@ -189,15 +195,17 @@ type accountForm struct {
 	CAFile   string
 	Setup    bool
 	Presets  []accounts.Preset
-	Account  *api.Account // the live state, when editing
+	SignIn   []signinOption // the "Sign in with ..." buttons
+	OAuth    string         // the account's OAuth2 provider, when editing one
+	Account  *api.Account   // the live state, when editing
 }
 
 func (s *Server) setup(w http.ResponseWriter, r *http.Request) {
-	s.render(w, r, "account", page{Title: "Set up smtpshim", Nav: "accounts", Data: accountForm{Setup: true, Presets: accounts.Presets}})
+	s.render(w, r, "account", page{Title: "Set up smtpshim", Nav: "accounts", Data: accountForm{Setup: true, Presets: accounts.Presets, SignIn: signinOptions(s.formConfig())}})
 }
 
 func (s *Server) accountNew(w http.ResponseWriter, r *http.Request) {
-	s.render(w, r, "account", page{Title: "Add an account", Nav: "accounts", Data: accountForm{Presets: accounts.Presets}})
+	s.render(w, r, "account", page{Title: "Add an account", Nav: "accounts", Data: accountForm{Presets: accounts.Presets, SignIn: signinOptions(s.formConfig())}})
 }
 
 func (s *Server) accountList(w http.ResponseWriter, r *http.Request) {
@@ -223,7 +231,7 @@ func (s *Server) accountEdit(w http.ResponseWriter, r *http.Request) {
 	}
 	st := s.status(r)
 	f := accountForm{Key: acct.Key(), Address: acct.Key(), Server: acct.Server, Security: acct.Security,
-		Username: acct.Username, CAFile: acct.CAFile, Presets: accounts.Presets}
+		Username: acct.Username, CAFile: acct.CAFile, Presets: accounts.Presets, OAuth: acct.OAuth}
 	for i := range st.Accounts {
 		if strings.EqualFold(st.Accounts[i].Key, acct.Key()) {
 			f.Account = &st.Accounts[i]
@@ -268,6 +276,7 @@ func (s *Server) accountSave(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	form.SignIn = signinOptions(cfg)
 	acct := config.Account{}
 	if _, existing := cfg.Find(who); existing != nil {
 		acct = *existing

@@ -56,6 +56,9 @@ type Options struct {
 	Log   *slog.Logger
 	// Version is shown in the page footer.
 	Version string
+	// OpenBrowser opens a provider's sign-in page; nil means
+	// oauth.OpenBrowser (the system browser, or $BROWSER).
+	OpenBrowser func(url string) error
 }
 
 const (
@@ -71,6 +74,8 @@ type Server struct {
 	ln  net.Listener
 	srv *http.Server
 	act *activity
+	// signins are the OAuth2 sign-ins in progress or just finished.
+	signins *signins
 
 	mu       sync.Mutex
 	tokens   map[string]oneTime
@@ -100,7 +105,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("settings page: %w", err)
 	}
-	s := &Server{o: o, ln: ln, act: newActivity(200), tokens: map[string]oneTime{}, sessions: map[string]session{}}
+	s := &Server{o: o, ln: ln, act: newActivity(200), signins: newSignins(), tokens: map[string]oneTime{}, sessions: map[string]session{}}
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -132,6 +137,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	err := s.srv.Serve(s.ln)
 	wg.Wait()
+	s.signins.close()
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

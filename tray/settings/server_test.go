@@ -16,9 +16,17 @@ import (
 
 func startServer(t *testing.T) (*Server, *fakeEngine, *secrets.Memory) {
 	t.Helper()
+	return startServerWith(t, Options{})
+}
+
+// startServerWith starts a server with o's extra options (the engine,
+// config path, store and version are the test's own).
+func startServerWith(t *testing.T, o Options) (*Server, *fakeEngine, *secrets.Memory) {
+	t.Helper()
 	eng := newFakeEngine()
 	store := secrets.NewMemory()
-	s, err := New(Options{Engine: eng, ConfigPath: filepath.Join(t.TempDir(), "config.toml"), Store: store, Version: "test"})
+	o.Engine, o.ConfigPath, o.Store, o.Version = eng, filepath.Join(t.TempDir(), "config.toml"), store, "test"
+	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,11 +52,12 @@ type Postfix struct {
 	PlainAddr      string // no TLS offered at all, but AUTH PLAIN LOGIN advertised in the clear (to prove a client never sends credentials there)
 	CAFile         string // PEM of a CA generated per instance; the server cert is signed by it, for DNS "localhost" and IP 127.0.0.1
 
-	l     layout
-	name  string
-	mu    sync.Mutex // guards up, users, dovecot, dovecotDone
-	up    bool       // postfix master running (between Start and Stop)
-	users map[string]string
+	l          layout
+	name       string
+	introspect string     // OAuth2 introspection URL for Dovecot's oauth2 passdb
+	mu         sync.Mutex // guards up, users, dovecot, dovecotDone
+	up         bool       // postfix master running (between Start and Stop)
+	users      map[string]string
 
 	dovecot     *exec.Cmd
 	dovecotDone chan struct{}
@@ -128,6 +129,20 @@ func cmdEnv() []string {
 // t.Cleanup. Any failure is fatal to the test.
 func StartPostfix(t testing.TB, users map[string]string) *Postfix {
 	t.Helper()
+	return start(t, users, "")
+}
+
+// StartPostfixOAuth is StartPostfix with OAuth2 as well: Dovecot offers
+// XOAUTH2 and OAUTHBEARER besides the password mechanisms, and its oauth2
+// passdb checks every token at introspectionURL (RFC 7662, form POST, as
+// oauthsim serves it); the token's "username" must be the login.
+func StartPostfixOAuth(t testing.TB, users map[string]string, introspectionURL string) *Postfix {
+	t.Helper()
+	return start(t, users, introspectionURL)
+}
+
+func start(t testing.TB, users map[string]string, introspect string) *Postfix {
+	t.Helper()
 	testlog.Secrets(users)
 	if os.Geteuid() != 0 {
 		t.Fatalf("realpeer: must run as root (Postfix master and Dovecot start as root); euid=%d", os.Geteuid())
@@ -151,7 +166,7 @@ func StartPostfix(t testing.TB, users map[string]string) *Postfix {
 	if err != nil {
 		t.Fatalf("realpeer: %v", err)
 	}
-	p := &Postfix{Dir: dir, l: newLayout(dir), name: "postfix-" + filepath.Base(dir), users: map[string]string{}}
+	p := &Postfix{Dir: dir, l: newLayout(dir), name: "postfix-" + filepath.Base(dir), users: map[string]string{}, introspect: introspect}
 	for k, v := range users {
 		p.users[k] = v
 	}
@@ -248,7 +263,10 @@ func (p *Postfix) prepare() error {
 		l.etc + "/master.cf":        masterCF(1, 2, 3), // rewritten with real ports
 		l.etc + "/vmailbox":         vmailboxMap(),
 		l.etc + "/recipient_access": recipientAccess(),
-		l.dovConf:                   dovecotConf(l, filepath.Base(l.dir)),
+		l.dovConf:                   dovecotConf(l, filepath.Base(l.dir), p.introspect != ""),
+	}
+	if p.introspect != "" {
+		files[l.dovOAuth] = dovecotOAuth2Conf(p.introspect)
 	}
 	for name, content := range files {
 		if err := writeConfig(name, content); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/shim/internal/testbin"
 	"github.com/smtpshim/smtpshim/shim/internal/testlog"
+	"github.com/smtpshim/smtpshim/shim/oauth"
 	"github.com/smtpshim/smtpshim/shim/secrets"
 	"github.com/smtpshim/smtpshim/shim/upstreamsim"
 )
@@ -65,6 +66,11 @@ type Options struct {
 	BeforeStop func()
 	// StopWait bounds how long Stop waits for Run; default 30 s.
 	StopWait time.Duration
+	// Log, when set, receives the log too (for tests of log lines).
+	Log io.Writer
+	// OAuth tunes token handling for OAuth2 accounts (a clock, an HTTP
+	// client for a test authorization server).
+	OAuth oauth.Options
 }
 
 // Engine is a running engine.
@@ -102,8 +108,9 @@ func Start(tb testing.TB, cfg *config.Config, o Options) *Engine {
 	}
 	opts := shim.Options{
 		Secrets:   store,
-		Logger:    e.logger(tb, o.Quiet),
+		Logger:    e.logger(tb, o.Quiet, o.Log),
 		NoControl: !o.Control,
+		OAuth:     o.OAuth,
 	}
 	if o.UpstreamCAs != nil {
 		opts.UpstreamTLS = &tls.Config{RootCAs: o.UpstreamCAs}
@@ -164,10 +171,16 @@ func Start(tb testing.TB, cfg *config.Config, o Options) *Engine {
 
 // logger sends the log to t.Log until the test is over, to the secret
 // scan of `make test`, and through the hooks.
-func (e *Engine) logger(tb testing.TB, quiet bool) *slog.Logger {
+func (e *Engine) logger(tb testing.TB, quiet bool, extra io.Writer) *slog.Logger {
 	var h slog.Handler = slog.DiscardHandler
 	if f := testlog.Writer(); f != nil {
 		h = slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug})
+	}
+	if extra != nil {
+		h = slog.NewTextHandler(extra, &slog.HandlerOptions{Level: slog.LevelDebug})
+		if f := testlog.Writer(); f != nil {
+			h = slog.NewTextHandler(io.MultiWriter(extra, f), &slog.HandlerOptions{Level: slog.LevelDebug})
+		}
 	}
 	if !quiet {
 		w := &tbWriter{tb: tb}
@@ -175,6 +188,9 @@ func (e *Engine) logger(tb testing.TB, quiet bool) *slog.Logger {
 		var out io.Writer = w
 		if f := testlog.Writer(); f != nil {
 			out = io.MultiWriter(w, f)
+		}
+		if extra != nil {
+			out = io.MultiWriter(out, extra)
 		}
 		h = slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug})
 	}

@@ -10,9 +10,20 @@ document.addEventListener("DOMContentLoaded", function () {
     var o = preset.options[preset.selectedIndex];
     if (o && o.dataset.server) { server.value = o.dataset.server; }
     note.textContent = (o && o.dataset.note) || "";
+    // Providers with a sign-in page offer only their own button.
+    var box = document.getElementById("signin-options");
+    if (box) {
+      var which = (o && o.dataset.oauth) || "", shown = false;
+      box.querySelectorAll("button[data-oauth]").forEach(function (b) {
+        b.hidden = which === "" || b.dataset.oauth !== which;
+        shown = shown || !b.hidden;
+      });
+      box.hidden = !shown;
+    }
   }
   if (preset && server) {
     preset.addEventListener("change", showPreset);
+    showPreset();
     if (address) {
       address.addEventListener("change", function () {
         var dom = address.value.split("@").pop().toLowerCase();
