@@ -11,18 +11,33 @@ import (
 )
 
 // OpenBrowser opens url in the person's browser. Like xdg-open, it first
-// tries the commands in $BROWSER (a colon-separated list; "%s" in a command
-// stands for the address, otherwise the address is appended), then the
-// platform's own opener. A command that is still running after a moment
-// counts as success: many browsers stay in the foreground.
+// tries the commands in $BROWSER, then the platform's own opener (see
+// BrowserCommands). A command that is still running after a moment counts
+// as success: many browsers stay in the foreground.
 func OpenBrowser(url string) error {
+	var errs []error
+	for _, args := range BrowserCommands(url) {
+		err := run(args)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("no browser could be started: %w", errors.Join(errs...))
+}
+
+// BrowserCommands lists the commands that open url, in the order to try
+// them. Like xdg-open, $BROWSER (a colon-separated list; "%s" in a command
+// stands for the address, otherwise the address is appended) comes first
+// and, when set, alone; otherwise it is the platform's own opener.
+func BrowserCommands(url string) [][]string {
+	var out [][]string
 	if b := os.Getenv("BROWSER"); b != "" {
-		var errs []error
 		for _, cmd := range strings.Split(b, ":") {
-			if strings.TrimSpace(cmd) == "" {
+			args := strings.Fields(cmd)
+			if len(args) == 0 {
 				continue
 			}
-			args := strings.Fields(cmd)
 			replaced := false
 			for i, a := range args {
 				if strings.Contains(a, "%s") {
@@ -33,21 +48,17 @@ func OpenBrowser(url string) error {
 			if !replaced {
 				args = append(args, url)
 			}
-			err := run(args)
-			if err == nil {
-				return nil
-			}
-			errs = append(errs, err)
+			out = append(out, args)
 		}
-		return fmt.Errorf("no browser in $BROWSER worked: %w", errors.Join(errs...))
+		return out
 	}
 	switch runtime.GOOS {
 	case "windows":
-		return run([]string{"rundll32", "url.dll,FileProtocolHandler", url})
+		return [][]string{{"rundll32", "url.dll,FileProtocolHandler", url}}
 	case "darwin":
-		return run([]string{"open", url})
+		return [][]string{{"open", url}}
 	}
-	return run([]string{"xdg-open", url})
+	return [][]string{{"xdg-open", url}}
 }
 
 func run(args []string) error {

@@ -2,50 +2,26 @@ package settings
 
 import (
 	"errors"
-	"os"
 	"os/exec"
-	"runtime"
-	"strings"
+
+	"github.com/smtpshim/smtpshim/shim/oauth"
 )
 
-// OpenBrowser opens url in the user's browser. Like xdg-open it honours
-// BROWSER, a colon-separated list of commands tried in turn, where %s
-// stands for the URL (and is appended when absent).
+// OpenBrowser opens url in the user's browser, trying the commands
+// oauth.BrowserCommands lists ($BROWSER first, as xdg-open does). It
+// returns as soon as a command has started, so a tray click never waits
+// for a browser.
 //
 // The URL may hold a one-time token on the browser's command line; it is
 // spent within moments, when the browser loads it.
 func OpenBrowser(url string) error {
-	if b := os.Getenv("BROWSER"); b != "" {
-		var err error
-		for _, c := range strings.Split(b, ":") {
-			if c = strings.TrimSpace(c); c == "" {
-				continue
-			}
-			args := strings.Fields(c)
-			found := false
-			for i, a := range args {
-				if strings.Contains(a, "%s") {
-					args[i] = strings.ReplaceAll(a, "%s", url)
-					found = true
-				}
-			}
-			if !found {
-				args = append(args, url)
-			}
-			if err = start(args[0], args[1:]...); err == nil {
-				return nil
-			}
+	err := errors.New("no command to open a browser")
+	for _, args := range oauth.BrowserCommands(url) {
+		if err = start(args[0], args[1:]...); err == nil {
+			return nil
 		}
-		return err
 	}
-	switch runtime.GOOS {
-	case "windows":
-		return start("rundll32", "url.dll,FileProtocolHandler", url)
-	case "darwin":
-		return start("open", url)
-	default:
-		return start("xdg-open", url)
-	}
+	return err
 }
 
 // OpenFile opens a file with the desktop's default application.
