@@ -12,6 +12,9 @@
 #                    (VERSION=x.y.z; DARWIN_BIN=path for a Mac-built tray)
 #   make installers-test   build them, then check and install each for real
 #   make screenshots the tray menu and settings pages, into docs/
+#
+# shim/third_party/go-smtp is a patched go-smtp (see its PATCH.md), a
+# module of its own: `make test` and `make fuzz` run its tests too.
 
 GO      ?= go
 # The one version source: VERSION=x.y.z, else installer/VERSION (a source
@@ -48,10 +51,12 @@ test: deps
 	@logdir=$$(mktemp -d) && \
 	SMTPSHIM_TEST_LOGDIR=$$logdir SMTPSHIM_LOG_COPY=$$logdir \
 		.ci/with-keyring $(GO) test -tags realpeer -count=1 -timeout 30m $(PKGS) && \
+	(cd shim/third_party/go-smtp && $(GO) test -count=1 .) && \
 	.ci/scan-secrets $$logdir; rc=$$?; rm -rf $$logdir; exit $$rc
 
 test-unit:
 	$(GO) test -count=1 $(PKGS)
+	cd shim/third_party/go-smtp && $(GO) test -count=1 .
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/smtpshim ./cmd/smtpshim
@@ -73,7 +78,10 @@ fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzLookup$$' -fuzztime $(FUZZTIME) ./shim/route/
 	$(GO) test -run XXX -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./shim/addr/
 	$(GO) test -run XXX -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME) ./shim/crlf/
+	$(GO) test -run XXX -fuzz '^FuzzBlockwiseConvert$$' -fuzztime $(FUZZTIME) ./shim/crlf/
 	$(GO) test -run XXX -fuzz '^FuzzBuild$$' -fuzztime $(FUZZTIME) ./shim/dsn/
+	cd shim/third_party/go-smtp && for f in FuzzDataReader FuzzDotWriter FuzzStuffedWriter; do \
+		$(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) . || exit 1; done
 
 # smtpshim against direct submission (a real shim process, a simulated
 # provider, an old-style load client), then the package microbenchmarks.

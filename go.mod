@@ -34,3 +34,10 @@ require (
 	github.com/tadvi/systray v0.0.0-20190226123456-11a2b8fa57af // indirect
 	golang.org/x/text v0.43.0 // indirect
 )
+
+// go-smtp v0.25.1 with a block-wise DATA reader and dot-stuffing writer,
+// BDAT and pre-stuffed bodies in the client, and one write per pipelined
+// batch in the server; see shim/third_party/go-smtp/PATCH.md. It can go
+// when a go-smtp release carries these (the DATA reader is
+// emersion/go-smtp#312, open as of v0.25.1).
+replace github.com/emersion/go-smtp => ./shim/third_party/go-smtp

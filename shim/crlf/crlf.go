@@ -7,7 +7,10 @@
 // part of a CRLF pair.
 package crlf
 
-import "io"
+import (
+	"bytes"
+	"io"
+)
 
 // Reader converts bare LF and bare CR from an underlying reader to CRLF.
 // CRLF pairs pass through unchanged. It allocates nothing per line.
@@ -91,10 +94,38 @@ func (r *Reader) Read(p []byte) (int, error) {
 	return r.convert(p, src[:m]), err
 }
 
+// convert writes the normalized src to dst, which has room for 2*len(src)
+// bytes. Inside a line it copies up to the next CR or LF in one step;
+// only line ends and the byte after them are looked at one by one.
 func (r *Reader) convert(dst, src []byte) int {
 	n := 0
 	skip, bol := r.skipLF, r.bareBOL
-	for _, c := range src {
+	cr, lf := indexFrom(src, 0, '\r'), indexFrom(src, 0, '\n')
+	for i := 0; i < len(src); {
+		if !skip && !bol {
+			// Keep the positions of the next CR and LF, so each byte is
+			// scanned once whatever the line endings are.
+			if cr >= 0 && cr < i {
+				cr = indexFrom(src, i, '\r')
+			}
+			if lf >= 0 && lf < i {
+				lf = indexFrom(src, i, '\n')
+			}
+			end := len(src)
+			if cr >= 0 {
+				end = cr
+			}
+			if lf >= 0 && lf < end {
+				end = lf
+			}
+			if end > i {
+				n += copy(dst[n:], src[i:end])
+				i = end
+				continue
+			}
+		}
+		c := src[i]
+		i++
 		if skip {
 			skip = false
 			if c == '\n' {
@@ -127,6 +158,13 @@ func (r *Reader) convert(dst, src []byte) int {
 	}
 	r.skipLF, r.bareBOL = skip, bol
 	return n
+}
+
+func indexFrom(b []byte, from int, c byte) int {
+	if i := bytes.IndexByte(b[from:], c); i >= 0 {
+		return from + i
+	}
+	return -1
 }
 
 // Normalize returns b with bare LF and bare CR turned into CRLF.

@@ -295,8 +295,7 @@ func (g *guardListener) Accept() (net.Conn, error) {
 			g.s.refuse(c, "554 5.7.1 smtpshim accepts connections only from this computer (and networks listed in allow_networks)")
 			continue
 		}
-		if g.s.conns.Add(1) > live.maxConns {
-			g.s.conns.Add(-1)
+		if !g.s.takePlace(live.maxConns) {
 			g.s.log.Warn("too many connections; refused a client", "client", c.RemoteAddr().String(), "limit", live.maxConns)
 			g.s.refuse(c, "421 4.7.0 too many connections to smtpshim, try again later")
 			continue
@@ -359,6 +358,7 @@ type clientConn struct {
 	// stopping: smtpshim is shutting down; saidBye: the 421 went out.
 	stopping atomic.Bool
 	saidBye  atomic.Bool
+	idle     idleState // overload.go
 	// Only Read touches these.
 	lineStart bool // the last byte read ended a line
 	tls       bool // the client speaks TLS: no plaintext reply possible
@@ -404,6 +404,10 @@ func (c *clientConn) Read(p []byte) (int, error) {
 	}
 	var n int
 	var err error
+	if c.dataEnd.Load() == 0 {
+		c.beginWait()
+		defer c.endWait()
+	}
 	if len(p) >= readAhead {
 		n, err = c.Conn.Read(p)
 	} else {
@@ -429,6 +433,8 @@ func (c *clientConn) Read(p []byte) (int, error) {
 		msg := "421 4.4.2 smtpshim timed out waiting for the client; closing the connection\r\n"
 		if c.dataEnd.Load() != 0 {
 			msg = "421 4.4.2 timed out while receiving the message; it was not sent\r\n"
+		} else if c.idle.evicted.Load() {
+			msg = busyReply
 		}
 		if c.watch != nil && (c.tls || c.dataEnd.Load() == 0) && c.watch.sender() != "" {
 			// A message was under way: say in the log why it was not sent.
@@ -490,6 +496,12 @@ func (c *clientConn) sayShutdown() {
 }
 
 func (c *clientConn) Close() error {
+	c.release()
+	return c.Conn.Close()
+}
+
+// release gives up the connection's place in the limits, once.
+func (c *clientConn) release() {
 	c.once.Do(func() {
 		c.s.untrack(c)
 		c.s.conns.Add(-1)
@@ -497,7 +509,6 @@ func (c *clientConn) Close() error {
 			c.s.releaseIP(c.ip)
 		}
 	})
-	return c.Conn.Close()
 }
 
 // remoteIP is the client's address; an unparsable one counts as not

@@ -3,7 +3,9 @@
 // Each message is two files in msg/: ID.eml, the normalized body, and
 // ID.json, its metadata. Both are written under tmp/, fsynced, renamed
 // into msg/, and the directory is fsynced, so after Commit returns a crash
-// or power cut cannot lose the message. The metadata file is renamed last
+// or power cut cannot lose the message. A body held in memory is made
+// durable through the journal instead (journal.go): one group-committed
+// record, its files synced later together. The metadata file is renamed last
 // and removed first: its presence is what makes an entry exist.
 //
 // A body that is delivered while the client waits never needs Commit: it
@@ -56,6 +58,7 @@ type Spool struct {
 	dir, tmp, msg string
 	lock          *os.File
 	dirSync       groupSync
+	j             *journal // nil when opened without the lock
 }
 
 // ErrLocked means another smtpshim process owns the spool.
@@ -75,6 +78,10 @@ func Open(dir string) (*Spool, error) {
 	}
 	s.lock = lf
 	if err := s.cleanTmp(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if s.j, err = openJournal(s); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -101,14 +108,20 @@ func openNoLock(dir string) (*Spool, error) {
 // Dir returns the spool directory.
 func (s *Spool) Dir() string { return s.dir }
 
-// Close releases the lock.
+// Close makes what the journal holds durable in its files, and releases
+// the lock.
 func (s *Spool) Close() error {
+	var jerr error
+	if s.j != nil {
+		jerr = s.j.close()
+		s.j = nil
+	}
 	if s.lock != nil {
 		err := s.lock.Close()
 		s.lock = nil
-		return err
+		return errors.Join(jerr, err)
 	}
-	return nil
+	return jerr
 }
 
 func (s *Spool) cleanTmp() error {
@@ -268,6 +281,9 @@ func (s *Spool) Commit(w *Writer, m *Meta) error {
 	if w.done {
 		return errors.New("spool: writer already finished")
 	}
+	if w.err == nil && w.mem != nil && s.j != nil && s.j.usable() {
+		return s.commitJournaled(w, m)
+	}
 	if w.err == nil && w.mem != nil {
 		w.err = w.spill()
 	}
@@ -366,6 +382,9 @@ func (s *Spool) Remove(id string) error {
 		return fmt.Errorf("spool: %w", err)
 	}
 	os.Remove(s.bodyPath(id))
+	if s.j != nil {
+		s.j.removed(id)
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("spool: no message %s", id)
 	}

@@ -1,0 +1,259 @@
+package smtp
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net/textproto"
+	"testing"
+)
+
+// byteDataReader is go-smtp v0.25.1's dataReader.Read, unchanged: the
+// reference the block-wise reader must match.
+type byteDataReader struct {
+	r       *bufio.Reader
+	state   int
+	limited bool
+	n       int64
+}
+
+func (r *byteDataReader) Read(b []byte) (n int, err error) {
+	if r.limited {
+		if r.n <= 0 {
+			return 0, ErrDataTooLarge
+		}
+		if int64(len(b)) > r.n {
+			b = b[0:r.n]
+		}
+	}
+	for n < len(b) && r.state != stateEOF {
+		var c byte
+		c, err = r.r.ReadByte()
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			break
+		}
+		switch r.state {
+		case stateBeginLine:
+			if c == '.' {
+				r.state = stateDot
+				continue
+			}
+			if c == '\r' {
+				r.state = stateCR
+				break
+			}
+			r.state = stateData
+		case stateDot:
+			if c == '\r' {
+				r.state = stateDotCR
+				continue
+			}
+			r.state = stateData
+		case stateDotCR:
+			if c == '\n' {
+				r.state = stateEOF
+				continue
+			}
+			r.state = stateData
+		case stateCR:
+			if c == '\n' {
+				r.state = stateBeginLine
+				break
+			}
+			r.state = stateData
+		case stateData:
+			if c == '\r' {
+				r.state = stateCR
+			}
+		}
+		b[n] = c
+		n++
+	}
+	if err == nil && r.state == stateEOF {
+		err = io.EOF
+	}
+	if r.limited {
+		r.n -= int64(n)
+	}
+	return
+}
+
+// chunkReader hands out its input in pieces of the given sizes (cycled),
+// then an error, as a network connection would.
+type chunkReader struct {
+	data  []byte
+	sizes []byte
+	i     int
+	err   error
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, c.err
+	}
+	n := 1
+	if len(c.sizes) > 0 {
+		n = int(c.sizes[c.i%len(c.sizes)])%64 + 1
+		c.i++
+	}
+	n = minInt(minInt(n, len(p)), len(c.data))
+	copy(p, c.data[:n])
+	c.data = c.data[n:]
+	return n, nil
+}
+
+type readStep struct {
+	data string
+	err  error
+}
+
+// readAll reads r with the given Read sizes until an error, recording each
+// call, and what is left in the buffered reader afterwards (the next
+// command's bytes must be the same).
+func readAll(r io.Reader, br *bufio.Reader, sizes []byte) (steps []readStep, rest string) {
+	buf := make([]byte, 300)
+	for i := 0; i < 10000; i++ {
+		size := 17
+		if len(sizes) > 0 {
+			size = int(sizes[i%len(sizes)]) + 1
+		}
+		n, err := r.Read(buf[:size])
+		steps = append(steps, readStep{string(buf[:n]), err})
+		if err != nil {
+			break
+		}
+	}
+	b, _ := io.ReadAll(br)
+	return steps, string(b)
+}
+
+var errNet = errors.New("connection reset")
+
+// FuzzDataReader holds the block-wise DATA reader to the byte-wise one:
+// the same bytes from each Read, the same errors at the same points, the
+// same end of data, and the same bytes left for the next command, for any
+// input (bare CR and LF, dots, truncation), read sizes, network chunking,
+// buffer size and size limit.
+func FuzzDataReader(f *testing.F) {
+	for _, s := range []string{
+		"Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n",
+		"..leading\r\n.\r\n",
+		"a\n.\nb\r\n.\r\n",
+		"a\r.\rb\r\n.\r\n",
+		".\rX\r\n.\r\n",
+		"\r\r\n.\r\n",
+		"x\r\n..\r\n.\r\nNOOP\r\n",
+		"no end",
+		"",
+		".\r\n",
+	} {
+		f.Add([]byte(s), []byte{3, 200}, []byte{5}, uint8(16), uint16(0), false)
+	}
+	f.Fuzz(func(t *testing.T, in, readSizes, netSizes []byte, bufSize uint8, limit uint16, netErr bool) {
+		size := 16 + int(bufSize)
+		var end error = io.EOF
+		if netErr {
+			end = errNet
+		}
+		mk := func() *bufio.Reader {
+			return bufio.NewReaderSize(&chunkReader{data: in, sizes: netSizes, err: end}, size)
+		}
+		ref := &byteDataReader{r: mk(), limited: limit > 0, n: int64(limit)}
+		got := &dataReader{r: mk(), limited: limit > 0, n: int64(limit)}
+		refSteps, refRest := readAll(ref, ref.r, readSizes)
+		gotSteps, gotRest := readAll(got, got.r, readSizes)
+		if len(refSteps) != len(gotSteps) {
+			t.Fatalf("%d reads, want %d:\n got %v\nwant %v", len(gotSteps), len(refSteps), gotSteps, refSteps)
+		}
+		for i := range refSteps {
+			if refSteps[i] != gotSteps[i] {
+				t.Fatalf("read %d: got %+v, want %+v", i, gotSteps[i], refSteps[i])
+			}
+		}
+		if refRest != gotRest {
+			t.Fatalf("left for the next command: %q, want %q", gotRest, refRest)
+		}
+	})
+}
+
+// writeSplit writes in to w in pieces cut at the given sizes, then closes.
+func writeSplit(t *testing.T, w io.WriteCloser, in, sizes []byte) {
+	for i := 0; len(in) > 0; i++ {
+		n := len(in)
+		if len(sizes) > 0 {
+			n = minInt(n, int(sizes[i%len(sizes)])+1)
+		}
+		m, err := w.Write(in[:n])
+		if err != nil || m != n {
+			t.Fatalf("Write = %d, %v; want %d", m, err, n)
+		}
+		in = in[n:]
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// FuzzDotWriter holds the client's block-wise dot-stuffing writer to
+// net/textproto's DotWriter, which go-smtp v0.25.1 uses, for any body
+// (bare CR and LF, dots) cut into any writes.
+func FuzzDotWriter(f *testing.F) {
+	for _, s := range []string{
+		"Subject: x\r\n\r\nbody\r\n.\r\n..x\r\n",
+		"a\n.\nb",
+		"a\r.\rb\r",
+		"\r\r\n.",
+		".",
+		"",
+		"x\r",
+	} {
+		f.Add([]byte(s), []byte{2, 7})
+	}
+	f.Fuzz(func(t *testing.T, in, sizes []byte) {
+		var ref, got bytes.Buffer
+		rw := bufio.NewWriterSize(&ref, 16)
+		writeSplit(t, textproto.NewWriter(rw).DotWriter(), in, sizes)
+		gw := bufio.NewWriterSize(&got, 16)
+		writeSplit(t, &dotWriter{w: gw}, in, sizes)
+		if !bytes.Equal(ref.Bytes(), got.Bytes()) {
+			t.Fatalf("got %q, want %q", got.Bytes(), ref.Bytes())
+		}
+	})
+}
+
+// FuzzStuffedWriter: a body as DotWriter sends it, less the end line, is
+// sent unchanged by the stuffed writer, which adds the same end line; with
+// its last CRLF cut off, the stuffed writer ends the line itself.
+func FuzzStuffedWriter(f *testing.F) {
+	for _, s := range []string{"a\r\n.b\r\n", "x", "", "a\r\n", ".\r\n.", "a\n.\nb\r"} {
+		f.Add([]byte(s), []byte{3})
+	}
+	f.Fuzz(func(t *testing.T, in, sizes []byte) {
+		var ref bytes.Buffer
+		writeSplit(t, textproto.NewWriter(bufio.NewWriter(&ref)).DotWriter(), in, nil)
+		want := ref.Bytes()
+		body := bytes.TrimSuffix(want, dotCRLF)
+		bodies := [][]byte{body}
+		if cut := bytes.TrimSuffix(body, []byte("\r\n")); len(cut) > 0 && cut[len(cut)-1] != '\n' && cut[len(cut)-1] != '\r' {
+			bodies = append(bodies, cut)
+		}
+		for _, b := range bodies {
+			var got bytes.Buffer
+			writeSplit(t, &stuffedWriter{w: bufio.NewWriterSize(&got, 16)}, b, sizes)
+			if !bytes.Equal(want, got.Bytes()) {
+				t.Fatalf("got %q, want %q (from %q)", got.Bytes(), want, b)
+			}
+		}
+	})
+}
+
+func minInt(a, b int) int {
+	if a < b {
+		return a
+	}
+	return b
+}
