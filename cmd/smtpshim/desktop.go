@@ -5,12 +5,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 
+	"github.com/smtpshim/smtpshim/shim/config"
 	"github.com/smtpshim/smtpshim/tray"
 	"github.com/smtpshim/smtpshim/tray/autostart"
 	"github.com/smtpshim/smtpshim/tray/icons"
@@ -49,7 +51,20 @@ func (a *app) desktop(args []string) error {
 	defer stop()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	log := a.logger()
+	// Started from a menu or at login, standard error goes nowhere: the
+	// desktop face logs to a file ("Open log" opens it), and to standard
+	// error too, for a start from a terminal.
+	logPath := desktopLogPath(cfg, spoolDir)
+	size, keep := cfg.EffectiveLogFileRotation()
+	if lf, err := openLogFile(logPath, size, keep); err == nil {
+		defer lf.Close()
+		a.logOut = io.MultiWriter(a.stderr, lf)
+	} else {
+		fmt.Fprintf(a.stderr, "smtpshim: cannot write the log file %s: %v\n", logPath, err)
+		logPath = ""
+		a.logOut = a.stderr
+	}
+	log := a.loggerTo(a.logOut)
 
 	a.ctx = ctx
 	engineDone := make(chan error, 1)
@@ -95,6 +110,7 @@ func (a *app) desktop(args []string) error {
 		FirstRun:  !*atLogin,
 		Quit:      cancel,
 		OpenFile:  settings.OpenFile,
+		LogPath:   logPath,
 	})
 	cancel()
 	<-pageDone
@@ -177,4 +193,13 @@ func (a *app) autostartArgs() []string {
 		p = a.configPath
 	}
 	return []string{"--config", p}
+}
+
+// desktopLogPath is log_file from the config, or else smtpshim.log next
+// to the spool directory (e.g. ~/.local/share/smtpshim/smtpshim.log).
+func desktopLogPath(cfg *config.Config, spoolDir string) string {
+	if cfg.LogFile != "" {
+		return cfg.LogFile
+	}
+	return filepath.Join(filepath.Dir(spoolDir), "smtpshim.log")
 }

@@ -58,6 +58,9 @@ type app struct {
 	// ctx, when set, bounds serve (the desktop face stops the relay
 	// through it).
 	ctx context.Context
+	// logOut, when set, is where serve logs unless --log-file says
+	// otherwise (the desktop face's log file).
+	logOut io.Writer
 }
 
 func main() {

@@ -56,7 +56,9 @@ func (a *app) serve(args []string) error {
 	ctx, stop := signal.NotifyContext(base, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	out := a.stderr
-	if *logFile == "" {
+	if *logFile == "" && a.logOut != nil {
+		out = a.logOut
+	} else if *logFile == "" {
 		*logFile = cfg.LogFile
 	}
 	if *logFile != "" {
