@@ -332,12 +332,19 @@ func relayThroughInstalledExe(t *testing.T, w *wine, sim *upstreamsim.Server, pa
 
 	// sendmail mode: smtpshim-cli.exe send hands the message to the
 	// running relay, with a one-time token fetched over the control pipe.
-	body2 := "From: alice@example.com\r\nTo: carol@example.net\r\nSubject: send under Wine\r\n\r\nPiped into smtpshim-cli.exe send.\r\n"
+	// It has the Date and Message-ID that send would otherwise add, so it
+	// must arrive byte for byte.
+	body2 := "From: alice@example.com\r\nTo: carol@example.net\r\nSubject: send under Wine\r\n" +
+		"Date: Tue, 01 Dec 2026 12:00:00 +0000\r\nMessage-ID: <send-under-wine@example.com>\r\n\r\nPiped into smtpshim-cli.exe send.\r\n"
 	if o, e, err := w.run(t, body2, installedCLI, "send", "-f", "alice@example.com", "carol@example.net"); err != nil {
 		t.Errorf("smtpshim-cli.exe send: %v\n%s%s", err, o, e)
 	}
 	if msgs := sim.Messages(); len(msgs) != 2 || msgs[1].SHA256 != sha256.Sum256([]byte(body2)) {
-		t.Errorf("after send, the provider has %d messages, want 2 with the sent one unchanged", len(msgs))
+		got := ""
+		if len(msgs) == 2 {
+			got = fmt.Sprintf("%q", msgs[1].Data)
+		}
+		t.Errorf("after send, the provider has %d messages, want 2 with the sent one unchanged: %s", len(msgs), got)
 	}
 
 	// The control pipe: with the relay holding the spool lock, queue list
