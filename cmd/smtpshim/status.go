@@ -21,12 +21,16 @@ import (
 	"github.com/smtpshim/smtpshim/shim/spool"
 )
 
-// running returns a client for the relay that serves cfg's spool, or an
-// error that says no relay runs and how to start one.
-func (a *app) running(cfg *config.Config) (*control.Client, error) {
+// running loads the config and returns a client for the relay that serves
+// its spool, or an error that says no relay runs and how to start one.
+func (a *app) running() (*config.Config, *control.Client, error) {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
 	dir, err := cfg.EffectiveSpoolDir()
 	if err != nil {
-		return nil, exit(exConfig, "%v", err)
+		return nil, nil, exit(exConfig, "%v", err)
 	}
 	c, err := control.Dial(dir)
 	if err != nil {
@@ -34,9 +38,9 @@ func (a *app) running(cfg *config.Config) (*control.Client, error) {
 		if _, paused := spool.PausedIn(dir); paused {
 			msg += "; delivery is paused, and stays paused when it starts"
 		}
-		return nil, exit(exUnavailable, "%s", msg)
+		return nil, nil, exit(exUnavailable, "%s", msg)
 	}
-	return c, nil
+	return cfg, c, nil
 }
 
 // sameFile reports whether two config paths name the same file.
@@ -65,11 +69,7 @@ func (a *app) status(args []string) error {
 	if fs.NArg() > 0 {
 		return exit(exUsage, "usage: smtpshim status [--json] [--watch]")
 	}
-	cfg, err := a.loadConfig()
-	if err != nil {
-		return err
-	}
-	c, err := a.running(cfg)
+	_, c, err := a.running()
 	if err != nil {
 		return err
 	}
@@ -253,11 +253,7 @@ func (a *app) pause(args []string, on bool) error {
 	if len(args) > 0 {
 		return exit(exUsage, "usage: smtpshim %s", name)
 	}
-	cfg, err := a.loadConfig()
-	if err != nil {
-		return err
-	}
-	c, err := a.running(cfg)
+	_, c, err := a.running()
 	if err != nil {
 		return err
 	}
@@ -297,11 +293,7 @@ func (a *app) reload(args []string) error {
 	if len(args) > 0 {
 		return exit(exUsage, "usage: smtpshim reload")
 	}
-	cfg, err := a.loadConfig()
-	if err != nil {
-		return err
-	}
-	c, err := a.running(cfg)
+	cfg, c, err := a.running()
 	if err != nil {
 		return err
 	}
