@@ -26,6 +26,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/mail"
 	"os"
@@ -497,6 +498,13 @@ func (p *Postfix) isDovecotProc(pid int) bool {
 // falling back to "postfix stop" itself.
 func (p *Postfix) Stop(t testing.TB) {
 	t.Helper()
+	// A message Postfix has delivered stays in its active queue until qmgr
+	// removes it moments later; a stop in between makes Postfix deliver it
+	// again after the next start (at-least-once). Let in-flight deliveries
+	// finish first, for a bounded time.
+	for deadline := time.Now().Add(10 * time.Second); p.inFlight() > 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err := p.stopPostfix(); err != nil {
 		t.Fatalf("realpeer: postfix stop: %v\n%s", err, p.logTail(40))
 	}
@@ -514,6 +522,21 @@ func (p *Postfix) Stop(t testing.TB) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+}
+
+// inFlight counts the queue files of messages Postfix is receiving or
+// delivering (its incoming and active queues).
+func (p *Postfix) inFlight() int {
+	n := 0
+	for _, q := range []string{"incoming", "active"} {
+		filepath.WalkDir(filepath.Join(p.l.queue, q), func(_ string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				n++
+			}
+			return nil
+		})
+	}
+	return n
 }
 
 // masterPID returns the pid of this instance's running Postfix master, or 0.
