@@ -147,6 +147,8 @@ func (t *systrayUI) build(withAutostart bool) {
 	systray.AddSeparator()
 	t.quitItem = systray.AddMenuItem("Quit", "Stop relaying mail and remove the icon")
 	t.forward(t.quitItem, func() action { return action{kind: "quit"} })
+	// What the tray shows now, so that apply changes only what differs.
+	t.last = View{Icon: icons.Relaying, Tooltip: "smtpshim", StatusLine: "Starting…", Outbox: "Outbox: empty"}
 	t.built = true
 }
 
@@ -161,66 +163,104 @@ func (t *systrayUI) setIcon(s icons.State) {
 	}
 }
 
+// apply shows v, touching only what differs from what is shown. Each
+// setter of fyne.io/systray emits D-Bus signals whether or not the value
+// changed (a property change, and for a menu item ItemsPropertiesUpdated
+// and LayoutUpdated too), and the tray host answers each burst by reading
+// the properties and the whole menu again: a refresh that changes
+// nothing must cost nothing.
 func (t *systrayUI) apply(v View) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.built {
 		return
 	}
-	if v.Icon != t.last.Icon {
+	old := t.last
+	if v.Icon != old.Icon {
 		t.setIcon(v.Icon)
 	}
-	// The title shows next to the icon on macOS and some Linux panels; it
-	// is kept empty while all is well so the icon stays small.
-	title := v.Title
-	if v.Icon == icons.Relaying {
-		title = ""
+	if title := trayTitle(v); title != trayTitle(old) {
+		systray.SetTitle(title)
 	}
-	systray.SetTitle(title)
-	systray.SetTooltip(v.Tooltip)
-	t.status.SetTitle(v.StatusLine)
+	if v.Tooltip != old.Tooltip {
+		systray.SetTooltip(v.Tooltip)
+	}
+	if v.StatusLine != old.StatusLine {
+		t.status.SetTitle(v.StatusLine)
+	}
 	for i, item := range t.accounts {
-		if i < len(v.Accounts) {
-			item.SetTitle(v.Accounts[i].Label)
+		shown := i < len(old.Accounts)
+		switch {
+		case i < len(v.Accounts):
 			t.accountPages[i] = v.Accounts[i].Key
-			item.Show()
-		} else {
+			if !shown || old.Accounts[i].Label != v.Accounts[i].Label {
+				item.SetTitle(v.Accounts[i].Label)
+			}
+			if !shown {
+				item.Show()
+			}
+		case shown:
 			item.Hide()
 		}
 	}
-	if n := len(v.Accounts) - maxAccountLines; n > 0 {
-		t.more.SetTitle(fmt.Sprintf("and %d more…", n))
-		t.more.Show()
-	} else {
-		t.more.Hide()
+	if more, was := moreLabel(v), moreLabel(old); more != was {
+		if more != "" {
+			t.more.SetTitle(more)
+		}
+		switch {
+		case more != "" && was == "":
+			t.more.Show()
+		case more == "":
+			t.more.Hide()
+		}
 	}
-	t.outbox.SetTitle(v.Outbox)
-	if v.SendNow {
-		t.sendNow.Enable()
-	} else {
-		t.sendNow.Disable()
+	if v.Outbox != old.Outbox {
+		t.outbox.SetTitle(v.Outbox)
 	}
-	if v.Paused {
-		t.pause.Check()
-	} else {
-		t.pause.Uncheck()
+	if v.SendNow != old.SendNow {
+		if v.SendNow {
+			t.sendNow.Enable()
+		} else {
+			t.sendNow.Disable()
+		}
+	}
+	if v.Paused != old.Paused {
+		if v.Paused {
+			t.pause.Check()
+		} else {
+			t.pause.Uncheck()
+		}
 	}
 	t.last = v
+}
+
+// trayTitle is the text next to the icon. It is kept empty while all is
+// well, so the icon stays small; it shows on macOS and some Linux panels.
+func trayTitle(v View) string {
+	if v.Icon == icons.Relaying {
+		return ""
+	}
+	return v.Title
+}
+
+// moreLabel is the "and N more…" line for accounts past the menu's
+// lines, or "" when they all fit.
+func moreLabel(v View) string {
+	if n := len(v.Accounts) - maxAccountLines; n > 0 {
+		return fmt.Sprintf("and %d more…", n)
+	}
+	return ""
 }
 
 // reapply sets the icon, title and tooltip of the last view again.
 func (t *systrayUI) reapply() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.built || t.last.Icon == "" {
+	if !t.built {
 		return
 	}
 	t.setIcon(t.last.Icon)
-	title := t.last.Title
-	if t.last.Icon == icons.Relaying {
-		title = ""
-	}
-	systray.SetTitle(title)
+	systray.SetTitle(trayTitle(t.last))
 	systray.SetTooltip(t.last.Tooltip)
 }
 
