@@ -55,6 +55,9 @@ type controller struct {
 	st   api.Status
 	have bool
 	view View
+	// wake is when the view or a notice next changes by the clock alone
+	// (see clockChange), or zero: then the tray arms no timer at all.
+	wake time.Time
 }
 
 func newController(o Options, u ui) *controller {
@@ -85,10 +88,30 @@ func (c *controller) run(ctx context.Context, actions <-chan action) {
 	}
 	refresh := time.NewTimer(time.Hour)
 	refresh.Stop()
-	tick := time.NewTicker(time.Minute)
-	defer tick.Stop()
+	// The clock changes what the tray shows only while mail waits ("mail
+	// waiting" after an hour, and its notice): one timer, armed for that
+	// moment, and none while nothing is queued. An idle tray must not
+	// wake the machine.
+	clock := time.NewTimer(time.Hour)
+	clock.Stop()
+	defer clock.Stop()
+	var armed time.Time
+	rearm := func() {
+		c.mu.Lock()
+		next := c.wake
+		c.mu.Unlock()
+		if next.Equal(armed) {
+			return
+		}
+		armed = next
+		clock.Stop()
+		if !next.IsZero() {
+			clock.Reset(min(time.Until(next), maxClockWait))
+		}
+	}
 	firstRunDone := !c.o.FirstRun
 	for {
+		rearm()
 		select {
 		case <-ctx.Done():
 			return
@@ -115,12 +138,13 @@ func (c *controller) run(ctx context.Context, actions <-chan action) {
 			if err == nil {
 				c.setStatus(s)
 			}
-		case <-tick.C:
+		case <-clock.C:
+			armed = time.Time{}
 			c.mu.Lock()
 			s, have := c.st, c.have
 			c.mu.Unlock()
 			if have {
-				c.setStatus(s) // "mail waiting" and its notice depend on the clock
+				c.setStatus(s)
 			}
 		case a := <-actions:
 			c.handle(ctx, a)
@@ -129,12 +153,48 @@ func (c *controller) run(ctx context.Context, actions <-chan action) {
 }
 
 func (c *controller) setStatus(s api.Status) {
-	v := ViewOf(s, c.now())
+	now := c.now()
+	v := ViewOf(s, now)
 	c.mu.Lock()
-	c.st, c.have, c.view = s, true, v
+	c.st, c.have, c.view, c.wake = s, true, v, clockChange(s, now)
 	c.mu.Unlock()
 	c.ui.apply(v)
-	c.notes.Status(s, c.now())
+	c.notes.Status(s, now)
+}
+
+// maxClockWait bounds one wait of the clock timer. A monotonic timer
+// stands still while the machine sleeps, so a long wait would end late
+// by the length of a suspend; mail that waits is checked at least this
+// often.
+const maxClockWait = 5 * time.Minute
+
+// clockChange returns the first moment after now at which the tray's
+// view of s (ViewOf) or a notice about it (notify.Notifier.Status)
+// changes with nothing but time passing, or the zero time when none
+// will: with nothing queued, what the tray shows depends on the engine's
+// events alone.
+func clockChange(s api.Status, now time.Time) time.Time {
+	if s.Queued == 0 || s.OldestQueued.IsZero() {
+		return time.Time{}
+	}
+	var next time.Time
+	consider := func(t time.Time) {
+		if t.After(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	consider(s.OldestQueued.Add(Waiting))           // "mail waiting"
+	consider(s.OldestQueued.Add(notify.StaleAfter)) // its notice
+	if age := now.Sub(s.OldestQueued); age >= Waiting {
+		// The tooltip says how long the oldest has waited (see ago): in
+		// hours up to two days, then in days.
+		step := time.Hour
+		if age >= 48*time.Hour {
+			step = 24 * time.Hour
+		}
+		consider(s.OldestQueued.Add(age.Truncate(step) + step))
+	}
+	return next
 }
 
 // watch keeps a Watch stream open, reconnecting after a break: the engine

@@ -2,10 +2,12 @@ package tray
 
 import (
 	"context"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/smtpshim/smtpshim/shim/api"
 	"github.com/smtpshim/smtpshim/tray/icons"
@@ -19,6 +21,7 @@ type rig struct {
 	notesMu sync.Mutex
 	notes   []string
 	actions chan action
+	c       *controller
 	quit    atomic.Bool
 	stop    func()
 }
@@ -31,6 +34,7 @@ func startRig(t *testing.T, st api.Status, firstRun bool) *rig {
 		Notify: func(title, body string) { r.notesMu.Lock(); r.notes = append(r.notes, title); r.notesMu.Unlock() },
 		Quit:   func() { r.quit.Store(true) },
 	}, r.ui)
+	r.c = c
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.run(ctx, r.actions); close(done) }()
@@ -187,5 +191,111 @@ func TestALapsedSignInIsShownOnceAndOpensTheAccount(t *testing.T) {
 	defer r.notesMu.Unlock()
 	if len(r.notes) != 1 {
 		t.Errorf("notifications %q, want exactly one for the one change", r.notes)
+	}
+}
+
+// wake is the moment the controller's clock timer is armed for; zero
+// means no timer.
+func (r *rig) wake() time.Time {
+	r.c.mu.Lock()
+	defer r.c.mu.Unlock()
+	return r.c.wake
+}
+
+// With nothing queued, only the engine's events change what the tray
+// shows: it arms no timer, so an idle desktop is never woken by it.
+func TestAnIdleTrayArmsNoTimer(t *testing.T) {
+	r := startRig(t, running(api.Account{Key: "a@example.com", State: api.AccountOK}), false)
+	if !waitFor(func() bool { _, ok := r.ui.last(); return ok }) {
+		t.Fatal("the tray never showed the first snapshot")
+	}
+	if w := r.wake(); !w.IsZero() {
+		t.Fatalf("idle with nothing queued, the tray armed a timer for %v", w)
+	}
+
+	// Mail starts waiting: the timer is for the moment it has waited an
+	// hour. Once it is sent, the timer goes.
+	oldest := time.Now().Add(-10 * time.Minute).Truncate(time.Second)
+	r.eng.set(func(s *api.Status) { s.Queued, s.OldestQueued = 1, oldest })
+	r.eng.stream <- api.WatchItem{Event: &api.Event{Seq: 2, Kind: api.EventQueued}}
+	if !waitFor(func() bool { return r.wake().Equal(oldest.Add(Waiting)) }) {
+		t.Fatalf("with mail queued since %v, the timer is armed for %v, want %v", oldest, r.wake(), oldest.Add(Waiting))
+	}
+	r.eng.set(func(s *api.Status) { s.Queued, s.OldestQueued = 0, time.Time{} })
+	r.eng.stream <- api.WatchItem{Event: &api.Event{Seq: 3, Kind: api.EventDelivered}}
+	if !waitFor(func() bool { return r.wake().IsZero() }) {
+		t.Fatalf("the outbox emptied, and the tray still arms a timer for %v", r.wake())
+	}
+	r.ui.mu.Lock()
+	n := len(r.ui.views)
+	r.ui.mu.Unlock()
+	time.Sleep(100 * time.Millisecond)
+	r.ui.mu.Lock()
+	defer r.ui.mu.Unlock()
+	if len(r.ui.views) != n {
+		t.Errorf("the tray refreshed by itself while idle: %+v", r.ui.views[n:])
+	}
+}
+
+// Mail that has waited an hour shows as waiting, and gives its notice,
+// with no event from the engine: the clock alone changes it.
+func TestMailWaitingShowsWhenTheHourIsUp(t *testing.T) {
+	st := running(api.Account{Key: "a@example.com", State: api.AccountOK, Queued: 1})
+	st.Queued, st.OldestQueued = 1, time.Now().Add(-Waiting+300*time.Millisecond)
+	r := startRig(t, st, false)
+	if !waitFor(func() bool { _, ok := r.ui.last(); return ok }) {
+		t.Fatal("the tray never showed the first snapshot")
+	}
+	if v, _ := r.ui.last(); v.Icon != icons.Relaying {
+		t.Fatalf("before the hour is up: icon %q, want relaying", v.Icon)
+	}
+	if !waitFor(func() bool { v, _ := r.ui.last(); return v.Icon == icons.Waiting }) {
+		t.Fatalf("the hour passed and the tray still shows %+v", r.ui.views)
+	}
+	if !waitFor(func() bool {
+		r.notesMu.Lock()
+		defer r.notesMu.Unlock()
+		return slices.Equal(r.notes, []string{"smtpshim: mail is waiting"})
+	}) {
+		r.notesMu.Lock()
+		t.Errorf("notifications %q, want one about the waiting mail", r.notes)
+		r.notesMu.Unlock()
+	}
+}
+
+func TestClockChange(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
+	queued := func(n int, oldest time.Time) api.Status { return api.Status{Queued: n, OldestQueued: oldest} }
+	for _, tc := range []struct {
+		name string
+		s    api.Status
+		now  time.Time
+		want time.Time
+	}{
+		{"nothing queued", queued(0, time.Time{}), t0, time.Time{}},
+		{"queued, age unknown", queued(2, time.Time{}), t0, time.Time{}},
+		{"queued a minute ago", queued(1, t0), t0.Add(time.Minute), t0.Add(time.Hour)},
+		{"the hour is just up", queued(1, t0), t0.Add(time.Hour), t0.Add(2 * time.Hour)},
+		{"over an hour", queued(1, t0), t0.Add(90 * time.Minute), t0.Add(2 * time.Hour)},
+		{"hours", queued(1, t0), t0.Add(5*time.Hour + time.Second), t0.Add(6 * time.Hour)},
+		{"days", queued(1, t0), t0.Add(50 * time.Hour), t0.Add(72 * time.Hour)},
+	} {
+		got := clockChange(tc.s, tc.now)
+		if !got.Equal(tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+			continue
+		}
+		if got.IsZero() {
+			continue
+		}
+		// Nothing the tray shows changes before that moment, and
+		// something does at it.
+		before, at := ViewOf(tc.s, got.Add(-time.Millisecond)), ViewOf(tc.s, got)
+		if !reflect.DeepEqual(ViewOf(tc.s, tc.now), before) {
+			t.Errorf("%s: the view changes before %v", tc.name, got)
+		}
+		if reflect.DeepEqual(before, at) {
+			t.Errorf("%s: the view does not change at %v", tc.name, got)
+		}
 	}
 }
