@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
-	"time"
 
 	"fyne.io/systray"
 
@@ -51,19 +50,10 @@ func Run(ctx context.Context, o Options) error {
 			<-ctx.Done()
 			t.quit()
 		}()
-		// fyne.io/systray v1.12.2 calls onReady before it exports the
-		// item's properties on D-Bus, and an icon, title or tooltip set
-		// between its reading them and its exporting them is lost. Set
-		// them again once the export has surely happened.
+		wg.Add(1)
 		go func() {
-			for _, d := range []time.Duration{300 * time.Millisecond, time.Second, 3 * time.Second} {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(d):
-					t.reapply()
-				}
-			}
+			defer wg.Done()
+			t.settle(ctx)
 		}()
 	}
 	systray.Run(onReady, func() { cancel() })
