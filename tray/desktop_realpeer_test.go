@@ -614,3 +614,62 @@ func TestWithoutATrayTheFirstRunOpensTheSettingsPage(t *testing.T) {
 		t.Errorf("settings --print-url: %q %v", u, err)
 	}
 }
+
+// An idle tray is quiet on the bus: once it shows the relay's state it
+// sends no signal while nothing changes, not even when it reads the
+// status again after an event that changes nothing it shows (a reload),
+// so the tray host has nothing to read again and the desktop sleeps.
+func TestAnIdleTrayIsQuietOnTheBus(t *testing.T) {
+	r := newRig(t)
+	addr := sessionBus(t)
+	conn, err := dbus.Connect(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	w := &watcher{}
+	if err := conn.Export(w, "/StatusNotifierWatcher", "org.kde.StatusNotifierWatcher"); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := conn.RequestName("org.kde.StatusNotifierWatcher", dbus.NameFlagDoNotQueue); err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
+		t.Fatalf("becoming the watcher: %v %v", reply, err)
+	}
+	_, out, _ := r.start(t, "DBUS_SESSION_BUS_ADDRESS="+addr)
+	var sender string
+	waitFor(t, "the tray item to register", func() bool {
+		var ok bool
+		sender, _, ok = w.first()
+		return ok
+	}, out)
+	h := &host{t: t, conn: conn, sender: sender, out: out}
+	waitFor(t, "the relaying tooltip", func() bool { return strings.Contains(h.tooltip(), "relaying on localhost") }, out)
+	h.menu()
+	time.Sleep(2 * time.Second) // start-up done: the first full menu, the check of the export
+
+	sigs := make(chan *dbus.Signal, 256)
+	conn.Signal(sigs)
+	if err := conn.AddMatchSignal(dbus.WithMatchSender(sender)); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command(r.bin, "--config", r.cfg, "reload").CombinedOutput(); err != nil {
+		t.Fatalf("smtpshim reload: %v\n%s", err, b)
+	}
+	var got []string
+	quiet := time.After(3 * time.Second)
+	for done := false; !done; {
+		select {
+		case s := <-sigs:
+			if s.Sender == sender {
+				got = append(got, s.Name)
+			}
+		case <-quiet:
+			done = true
+		}
+	}
+	if len(got) > 0 {
+		t.Errorf("the idle tray sent %d signal(s) on the bus: %v", len(got), got)
+	}
+	if !strings.Contains(h.tooltip(), "relaying on localhost") {
+		t.Errorf("tooltip %q after the reload", h.tooltip())
+	}
+}
