@@ -17,6 +17,10 @@
 //
 //	go run ./cmd/shimbench [-dur 5s] [-conns 8] [-idle 60s] [-shim PATH] [-pprof DIR] [-scenarios 1,2,3,4,5]
 //
+// The desktop rows alone (start, RSS, idle wake-ups of the tray mode):
+//
+//	go run ./cmd/shimbench -scenarios none -starts 3 -idle 60s
+//
 // With -pprof DIR the shim writes a CPU profile per scenario to
 // DIR/shim-sN.pprof (read it with `go tool pprof -top BINARY PROFILE`).
 package main
@@ -74,12 +78,15 @@ func run() int {
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "how long to leave the shim idle to measure its idle CPU (0 skips)")
 	flag.DurationVar(&o.drain, "drain", 60*time.Second, "how long to wait for every message to reach the provider")
 	flag.StringVar(&o.pprof, "pprof", "", "directory for a CPU profile of the shim per scenario (shim-sN.pprof)")
-	flag.StringVar(&only, "scenarios", "1,2,3,4,5", "which scenarios to run, comma-separated")
+	flag.StringVar(&only, "scenarios", "1,2,3,4,5", "which scenarios to run, comma-separated; \"none\" goes straight to the desktop rows")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (config, spool, shim log) after the run")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds of scenarios 1, 2 and 3 (direct, then via smtpshim, each round); the median round is reported")
 	flag.IntVar(&o.starts, "starts", 5, "starts of a fresh smtpshim for the desktop rows (7, 8, 9); 0 skips them")
 	flag.Parse()
 	for f := range strings.SplitSeq(only, ",") {
+		if strings.TrimSpace(f) == "none" && only == f {
+			break
+		}
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 || n > 5 {
 			fmt.Fprintf(os.Stderr, "shimbench: -scenarios: %q is not a scenario number from 1 to 5\n", f)
@@ -479,7 +486,9 @@ func (b *bench) runAll(ctx context.Context) error {
 			return fmt.Errorf("scenario %d: %w", i+1, err)
 		}
 	}
-	if b.o.idle > 0 {
+	// Scenario 6 is the shim left alone after the load scenarios; with
+	// none run, the desktop rows measure a fresh one.
+	if b.o.idle > 0 && len(b.o.scenarios) > 0 {
 		fmt.Fprintf(os.Stderr, "shimbench: idle for %s...\n", b.o.idle)
 		if err := b.idleCPU(ctx); err != nil {
 			return err

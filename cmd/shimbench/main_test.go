@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godbus/dbus/v5"
+
 	"github.com/smtpshim/smtpshim/shim/upstreamsim"
 )
 
@@ -102,4 +104,42 @@ func TestVerify(t *testing.T) {
 	dup[m.sum] = m.size()
 	_, problems = b.verify(dup, time.Second)
 	want(problems, "more than once")
+}
+
+func TestBusMonitorTellsCallsInFromWhatTheProcessSends(t *testing.T) {
+	m := &busMonitor{names: map[string]bool{":1.20": true}, callsIn: map[string]int{}, sent: map[string]int{}}
+	msg := func(typ dbus.Type, from, to, iface, member string) *dbus.Message {
+		h := map[dbus.HeaderField]dbus.Variant{
+			dbus.FieldSender:    dbus.MakeVariant(from),
+			dbus.FieldInterface: dbus.MakeVariant(iface),
+			dbus.FieldMember:    dbus.MakeVariant(member),
+		}
+		if to != "" {
+			h[dbus.FieldDestination] = dbus.MakeVariant(to)
+		}
+		return &dbus.Message{Type: typ, Headers: h}
+	}
+	for _, x := range []*dbus.Message{
+		msg(dbus.TypeMethodCall, ":1.8", ":1.20", "org.freedesktop.DBus.Properties", "GetAll"),
+		msg(dbus.TypeMethodCall, ":1.8", ":1.20", "org.freedesktop.DBus.Properties", "GetAll"),
+		msg(dbus.TypeMethodCall, ":1.8", ":1.20", "com.canonical.dbusmenu", "GetLayout"),
+		msg(dbus.TypeMethodReply, ":1.20", ":1.8", "", ""),
+		msg(dbus.TypeSignal, ":1.20", "", "com.canonical.dbusmenu", "LayoutUpdated"),
+		msg(dbus.TypeSignal, ":1.8", "", "org.kde.StatusNotifierWatcher", "StatusNotifierItemRegistered"),
+		msg(dbus.TypeMethodCall, ":1.8", ":1.9", "org.freedesktop.DBus.Properties", "GetAll"),
+	} {
+		m.count(x)
+	}
+	if got := tally(m.callsIn); got != "3 (GetLayout 1, GetAll 2)" {
+		t.Errorf("calls in: %s", got)
+	}
+	if got := tally(m.sent); got != "1 (LayoutUpdated 1)" {
+		t.Errorf("sent: %s", got)
+	}
+	if m.repliesO != 1 {
+		t.Errorf("%d replies, want 1", m.repliesO)
+	}
+	if got := tally(map[string]int{}); got != "0" {
+		t.Errorf("nothing: %s", got)
+	}
 }
