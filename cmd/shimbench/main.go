@@ -176,6 +176,7 @@ func newBench(o options) (_ *bench, err error) {
 	b.sim, err = upstreamsim.Start(upstreamsim.Options{
 		Users:    map[string]string{benchSender: password},
 		HashOnly: true, // the provider must not be the one using memory
+		Chunking: true, // as Gmail and Microsoft 365 offer
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting the simulated provider: %w", err)
