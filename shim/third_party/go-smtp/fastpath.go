@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -269,9 +270,27 @@ func (c *Client) Bdat(chunkSize int) (*DataCommand, error) {
 	pipelining, _ := c.Extension("PIPELINING")
 	return c.startData(&bdatWriter{
 		c:          c,
-		buf:        make([]byte, 0, chunkSize),
+		buf:        getChunkBuf(chunkSize),
 		pipelining: pipelining,
 	}), nil
+}
+
+// chunkBufs recycles BDAT chunk buffers of DefaultChunkSize: a client
+// that sends one message after another would otherwise allocate (and
+// clear) 64 KB for each.
+var chunkBufs = sync.Pool{New: func() interface{} { b := make([]byte, 0, DefaultChunkSize); return &b }}
+
+func getChunkBuf(size int) []byte {
+	if size != DefaultChunkSize {
+		return make([]byte, 0, size)
+	}
+	return (*chunkBufs.Get().(*[]byte))[:0]
+}
+
+func putChunkBuf(b []byte) {
+	if cap(b) == DefaultChunkSize {
+		chunkBufs.Put(&b)
+	}
 }
 
 func (c *Client) startData(wc io.WriteCloser) *DataCommand {
@@ -289,6 +308,9 @@ type bdatWriter struct {
 }
 
 func (w *bdatWriter) Write(b []byte) (int, error) {
+	if w.buf == nil {
+		return 0, errors.New("smtp: BDAT writer already closed")
+	}
 	n := 0
 	for len(b) > 0 {
 		if len(w.buf) == cap(w.buf) {
@@ -350,7 +372,10 @@ func (w *bdatWriter) readPending() error {
 }
 
 func (w *bdatWriter) Close() error {
-	if err := w.send(true); err != nil {
+	err := w.send(true)
+	putChunkBuf(w.buf)
+	w.buf = nil
+	if err != nil {
 		return err
 	}
 	return w.readPending()
