@@ -471,3 +471,35 @@ func (c *Client) MailRcpt(from string, mopts *MailOptions, to string, ropts *Rcp
 	}
 	return nil, rcptErr
 }
+
+// count advances the line length over p, as the byte-at-a-time loop did
+// (a newline starts a line of length 1; ErrTooLongLine at the first byte
+// over LineLimit, the count left where that loop left it), but finds the
+// newlines with bytes.IndexByte.
+func (r *lineLimitReader) count(p []byte) error {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		seg := i
+		if i < 0 {
+			seg = len(p)
+		}
+		if seg > 0 && r.curLineLength+seg > r.LineLimit {
+			k := r.LineLimit - r.curLineLength + 1
+			if k < 1 {
+				k = 1
+			}
+			r.curLineLength += k
+			return ErrTooLongLine
+		}
+		r.curLineLength += seg
+		if i < 0 {
+			return nil
+		}
+		r.curLineLength = 1
+		if r.curLineLength > r.LineLimit {
+			return ErrTooLongLine
+		}
+		p = p[i+1:]
+	}
+	return nil
+}

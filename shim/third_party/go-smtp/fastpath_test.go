@@ -257,3 +257,48 @@ func minInt(a, b int) int {
 	}
 	return b
 }
+
+// byteCount is go-smtp v0.25.1's lineLimitReader loop, unchanged: the
+// reference for lineLimitReader.count.
+func byteCount(r *lineLimitReader, p []byte) error {
+	for _, chr := range p {
+		if chr == '\n' {
+			r.curLineLength = 0
+		}
+		r.curLineLength++
+
+		if r.curLineLength > r.LineLimit {
+			return ErrTooLongLine
+		}
+	}
+	return nil
+}
+
+// FuzzLineLimit holds the block-wise line counter to the byte loop: the
+// same verdict and the same count after every piece, for any input, any
+// cut into pieces, and any limit, including one lowered midway (as BDAT
+// lifts and restores it).
+func FuzzLineLimit(f *testing.F) {
+	f.Add([]byte("short\nlines\n"), []byte{3, 9}, 8, 4)
+	f.Add([]byte("a line that is much too long\n"), []byte{200}, 10, 10)
+	f.Add([]byte("\n\n\nxx\n"), []byte{1}, 1, 0)
+	f.Fuzz(func(t *testing.T, in, cuts []byte, limit, later int) {
+		ref := &lineLimitReader{LineLimit: limit}
+		got := &lineLimitReader{LineLimit: limit}
+		for i := 0; len(in) > 0; i++ {
+			k := len(in)
+			if len(cuts) > 0 && int(cuts[i%len(cuts)])+1 < k {
+				k = int(cuts[i%len(cuts)]) + 1
+			}
+			if i == 1 {
+				ref.LineLimit, got.LineLimit = later, later
+			}
+			want, have := byteCount(ref, in[:k]), got.count(in[:k])
+			if want != have || ref.curLineLength != got.curLineLength {
+				t.Fatalf("piece %d %q, limit %d: got %v at %d, want %v at %d",
+					i, in[:k], got.LineLimit, have, got.curLineLength, want, ref.curLineLength)
+			}
+			in = in[k:]
+		}
+	})
+}
