@@ -201,52 +201,6 @@ func (d *dotWriter) Close() error {
 	return d.w.Flush()
 }
 
-// stuffedWriter sends a body that the caller has already dot-stuffed,
-// with CRLF line endings only, unchanged: a relay that received the body
-// in DATA form forwards it without taking the dots out and putting them
-// back. Close ends an unterminated last line, as dotWriter does, and
-// writes the end-of-data line.
-type stuffedWriter struct {
-	w    *bufio.Writer
-	last byte // the last byte written; 0 before the first (an empty
-	// body is sent as one empty line, as net/textproto does)
-}
-
-func (s *stuffedWriter) Write(b []byte) (int, error) {
-	if len(b) == 0 {
-		return 0, nil
-	}
-	n, err := s.w.Write(b)
-	if n > 0 {
-		s.last = b[n-1]
-	}
-	return n, err
-}
-
-func (s *stuffedWriter) Close() error {
-	switch s.last {
-	case '\n':
-	case '\r':
-		s.w.WriteByte('\n')
-	default:
-		s.w.WriteString("\r\n")
-	}
-	s.w.Write(dotCRLF)
-	return s.w.Flush()
-}
-
-// DataStuffed is Data for a body that is already dot-stuffed and has only
-// CRLF line endings, such as the DATA stream a relay received (see
-// a body stuffed by the caller). The writer
-// passes it through unchanged; Close adds the end-of-data line.
-func (c *Client) DataStuffed() (*DataCommand, error) {
-	_, _, err := c.cmd(354, "DATA")
-	if err != nil {
-		return nil, err
-	}
-	return c.startData(&stuffedWriter{w: c.text.W}), nil
-}
-
 // DefaultChunkSize is the BDAT chunk size Client.Bdat uses when given 0.
 const DefaultChunkSize = 64 << 10
 

@@ -207,18 +207,6 @@ func TestClientBdatRefusedChunk(t *testing.T) {
 	}
 }
 
-func TestClientDataStuffed(t *testing.T) {
-	be := new(backend)
-	addr, _ := serveCounting(t, be)
-	c := dialClient(t, addr)
-	if err := sendWith(t, c, c.DataStuffed, []byte("a\r\n..b\r\nc")); err != nil {
-		t.Fatal(err)
-	}
-	if got := string(be.anonmsgs[0].Data); got != "a\r\n.b\r\nc\r\n" {
-		t.Fatalf("server got %q", got)
-	}
-}
-
 // rcptRefuser refuses one recipient and records the rest.
 type rcptRefuser struct {
 	refuse string

@@ -225,32 +225,6 @@ func FuzzDotWriter(f *testing.F) {
 	})
 }
 
-// FuzzStuffedWriter: a body as DotWriter sends it, less the end line, is
-// sent unchanged by the stuffed writer, which adds the same end line; with
-// its last CRLF cut off, the stuffed writer ends the line itself.
-func FuzzStuffedWriter(f *testing.F) {
-	for _, s := range []string{"a\r\n.b\r\n", "x", "", "a\r\n", ".\r\n.", "a\n.\nb\r"} {
-		f.Add([]byte(s), []byte{3})
-	}
-	f.Fuzz(func(t *testing.T, in, sizes []byte) {
-		var ref bytes.Buffer
-		writeSplit(t, textproto.NewWriter(bufio.NewWriter(&ref)).DotWriter(), in, nil)
-		want := ref.Bytes()
-		body := bytes.TrimSuffix(want, dotCRLF)
-		bodies := [][]byte{body}
-		if cut := bytes.TrimSuffix(body, []byte("\r\n")); len(cut) > 0 && cut[len(cut)-1] != '\n' && cut[len(cut)-1] != '\r' {
-			bodies = append(bodies, cut)
-		}
-		for _, b := range bodies {
-			var got bytes.Buffer
-			writeSplit(t, &stuffedWriter{w: bufio.NewWriterSize(&got, 16)}, b, sizes)
-			if !bytes.Equal(want, got.Bytes()) {
-				t.Fatalf("got %q, want %q (from %q)", got.Bytes(), want, b)
-			}
-		}
-	})
-}
-
 func minInt(a, b int) int {
 	if a < b {
 		return a
