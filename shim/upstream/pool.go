@@ -528,16 +528,15 @@ func (tx *Tx) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return tx.c.c.Rcpt(to, opts)
 }
 
-// Data starts the message body. Write it with CRLF line endings; the
-// writer dot-stuffs.
+// Data starts the message body; write it with CRLF line endings only.
+// When the server offers CHUNKING (RFC 3030), as Gmail, Microsoft 365 and
+// Postfix do, it goes out as BDAT chunks, as written: no DATA round trip
+// before it, no dot-stuffing, and a refusal comes with Commit. Otherwise
+// it goes out after DATA, dot-stuffed by the writer.
 //
 // Each write must be taken by the server within timeout: go-smtp sets no
 // deadline on the body, and a provider that stops reading would otherwise
 // hold the client, and a pool slot, forever.
-//
-// When the server offers CHUNKING (RFC 3030), as Gmail and Microsoft do,
-// the body goes out as BDAT chunks, as it is: no DATA round trip before
-// it, and no dot-stuffing.
 func (tx *Tx) Data(timeout time.Duration) (io.Writer, error) {
 	var d *smtp.DataCommand
 	var err error
