@@ -51,7 +51,9 @@ type Message struct {
 	// Raw is the DATA part exactly as the client sent it on the wire,
 	// dot-stuffing and the final ".\r\n" line included (Options.RawLog);
 	// for a message sent with BDAT, its BDAT commands and chunks.
-	Raw        []byte
+	Raw []byte
+	// Chunked: the message came with BDAT (Options.Chunking), not DATA.
+	Chunked    bool
 	User       string
 	Mechanism  string
 	TLSVersion string
@@ -448,7 +450,9 @@ func (se *session) Data(r io.Reader) error {
 	if st, ok := se.c.TLSConnectionState(); ok {
 		m.TLSVersion = tls.VersionName(st.Version)
 	}
-	if _, bdat := r.(*io.PipeReader); bdat && rc != nil {
+	_, bdat := r.(*io.PipeReader)
+	m.Chunked = bdat
+	if bdat && rc != nil {
 		// go-smtp hands over a BDAT body once its first chunk is under
 		// way, so the raw log starts after the last RCPT instead: exact
 		// for a client that waits for the RCPT replies, as a relay does.
