@@ -80,7 +80,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME) ./shim/crlf/
 	$(GO) test -run XXX -fuzz '^FuzzBlockwiseConvert$$' -fuzztime $(FUZZTIME) ./shim/crlf/
 	$(GO) test -run XXX -fuzz '^FuzzBuild$$' -fuzztime $(FUZZTIME) ./shim/dsn/
-	cd shim/third_party/go-smtp && for f in FuzzDataReader FuzzDotWriter FuzzStuffedWriter; do \
+	cd shim/third_party/go-smtp && for f in FuzzDataReader FuzzDotWriter FuzzLineLimit; do \
 		$(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) . || exit 1; done
 
 # smtpshim against direct submission (a real shim process, a simulated

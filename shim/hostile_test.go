@@ -202,6 +202,54 @@ func checkWire(t *testing.T, m upstreamsim.Message) {
 	}
 }
 
+// checkBdatWire asserts what the provider read on the wire for a message
+// sent with BDAT: well-formed chunks, the last one marked LAST, nothing
+// after it, every CR and LF part of a CRLF pair, and the chunks together
+// exactly the delivered content.
+func checkBdatWire(t *testing.T, m upstreamsim.Message) {
+	t.Helper()
+	raw := m.Raw
+	if raw == nil {
+		t.Fatal("the provider recorded no raw BDAT bytes")
+	}
+	var content []byte
+	for last := false; !last; {
+		eol := bytes.Index(raw, []byte("\r\n"))
+		if eol < 0 {
+			t.Fatalf("wire BDAT: no complete command in %q", tail(raw))
+		}
+		f := strings.Fields(string(raw[:eol]))
+		if len(f) < 2 || len(f) > 3 || f[0] != "BDAT" {
+			t.Fatalf("wire BDAT: bad command %q", raw[:eol])
+		}
+		n, err := strconv.Atoi(f[1])
+		if err != nil || n < 0 || n > len(raw)-eol-2 {
+			t.Fatalf("wire BDAT: bad chunk size in %q", raw[:eol])
+		}
+		last = len(f) == 3 && f[2] == "LAST"
+		content = append(content, raw[eol+2:eol+2+n]...)
+		raw = raw[eol+2+n:]
+	}
+	if len(raw) != 0 {
+		t.Fatalf("wire BDAT: %q after the LAST chunk", raw)
+	}
+	for i, c := range content {
+		switch c {
+		case '\r':
+			if i+1 >= len(content) || content[i+1] != '\n' {
+				t.Fatalf("bare CR in the chunks at %d: %q", i, content)
+			}
+		case '\n':
+			if i == 0 || content[i-1] != '\r' {
+				t.Fatalf("bare LF in the chunks at %d: %q", i, content)
+			}
+		}
+	}
+	if m.Data != nil && !bytes.Equal(content, m.Data) {
+		t.Fatalf("the chunks differ from the delivered message:\n%q\n%q", content, m.Data)
+	}
+}
+
 func tail(b []byte) []byte {
 	if len(b) > 40 {
 		return b[len(b)-40:]
@@ -215,7 +263,18 @@ func tail(b []byte) []byte {
 // message arrives, with the smuggled text as content, and the wire to the
 // provider carries only CRLF line endings and a single CRLF.CRLF.
 func TestSmuggling(t *testing.T) {
-	r := startHostile(t, hostileOpts{})
+	runSmuggling(t, hostileOpts{}, checkWire)
+}
+
+// TestSmugglingBDAT is TestSmuggling with a provider that offers
+// CHUNKING, as Gmail and Microsoft do: the relay sends BDAT, and the
+// chunks carry the same content with only CRLF line endings.
+func TestSmugglingBDAT(t *testing.T) {
+	runSmuggling(t, hostileOpts{sim: upstreamsim.Options{Chunking: true}}, checkBdatWire)
+}
+
+func runSmuggling(t *testing.T, o hostileOpts, checkWire func(*testing.T, upstreamsim.Message)) {
+	r := startHostile(t, o)
 	const head = "From: <alice@example.com>\r\nTo: <bob@example.net>\r\nSubject: smuggling\r\n\r\n"
 	const smuggled = "MAIL FROM:<alice@example.com>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\nSubject: smuggled\r\n"
 	cases := []struct {

@@ -15,7 +15,7 @@
 //
 // Usage:
 //
-//	go run ./cmd/shimbench [-dur 5s] [-conns 8] [-idle 60s] [-shim PATH] [-pprof DIR] [-scenarios 1,2,3,4,5]
+//	go run ./cmd/shimbench [-dur 5s] [-conns 8] [-idle 60s] [-shim PATH] [-pprof DIR] [-scenarios 1,2,3,4,5] [-data-only]
 //
 // With -pprof DIR the shim writes a CPU profile per scenario to
 // DIR/shim-sN.pprof (read it with `go tool pprof -top BINARY PROFILE`).
@@ -55,6 +55,7 @@ type options struct {
 	pprof     string
 	scenarios []int
 	keep      bool
+	dataOnly  bool
 	rounds    int
 	starts    int
 }
@@ -76,6 +77,7 @@ func run() int {
 	flag.StringVar(&o.pprof, "pprof", "", "directory for a CPU profile of the shim per scenario (shim-sN.pprof)")
 	flag.StringVar(&only, "scenarios", "1,2,3,4,5", "which scenarios to run, comma-separated")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (config, spool, shim log) after the run")
+	flag.BoolVar(&o.dataOnly, "data-only", false, "the simulated provider offers no CHUNKING, so smtpshim sends DATA (dot-stuffed) instead of BDAT")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds of scenarios 1, 2 and 3 (direct, then via smtpshim, each round); the median round is reported")
 	flag.IntVar(&o.starts, "starts", 5, "starts of a fresh smtpshim for the desktop rows (7, 8, 9); 0 skips them")
 	flag.Parse()
@@ -175,7 +177,8 @@ func newBench(o options) (_ *bench, err error) {
 	password := hex.EncodeToString(pw)
 	b.sim, err = upstreamsim.Start(upstreamsim.Options{
 		Users:    map[string]string{benchSender: password},
-		HashOnly: true, // the provider must not be the one using memory
+		HashOnly: true,        // the provider must not be the one using memory
+		Chunking: !o.dataOnly, // CHUNKING, as Gmail and Microsoft 365 offer
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting the simulated provider: %w", err)

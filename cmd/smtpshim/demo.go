@@ -32,7 +32,7 @@ func (a *app) demo(args []string) error {
 		password = "demo-password-not-real"
 		rcpt     = "bob@example.net"
 	)
-	prov, err := upstreamsim.Start(upstreamsim.Options{Users: map[string]string{sender: password}})
+	prov, err := upstreamsim.Start(upstreamsim.Options{Users: map[string]string{sender: password}, Chunking: true})
 	if err != nil {
 		return exit(exSoftware, "starting the demo provider: %v", err)
 	}

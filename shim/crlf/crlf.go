@@ -10,6 +10,7 @@ package crlf
 import (
 	"bytes"
 	"io"
+	"sync"
 )
 
 // Reader converts bare LF and bare CR from an underlying reader to CRLF.
@@ -87,7 +88,10 @@ func (r *Reader) Read(p []byte) (int, error) {
 	}
 	want := len(p) / 2
 	if cap(r.buf) < want {
-		r.buf = make([]byte, want)
+		if r.buf != nil {
+			putBuf(r.buf)
+		}
+		r.buf = getBuf(want)
 	}
 	src := r.buf[:want]
 	m, err := r.r.Read(src)
@@ -172,4 +176,29 @@ func Normalize(b []byte) []byte {
 	var r Reader
 	out := make([]byte, 2*len(b))
 	return out[:r.convert(out, b)]
+}
+
+// Release returns the reader's buffer for reuse by other readers; call it
+// when the message is read. The reader may still be used after it, at the
+// cost of a new buffer.
+func (r *Reader) Release() {
+	if r.buf != nil {
+		putBuf(r.buf)
+		r.buf = nil
+	}
+}
+
+// bufs recycles read buffers: a relay converts one message after another,
+// and a new 16 KB buffer for each would be most of what it allocates.
+var bufs sync.Pool
+
+func getBuf(n int) []byte {
+	if b, ok := bufs.Get().(*[]byte); ok && cap(*b) >= n {
+		return (*b)[:n]
+	}
+	return make([]byte, n)
+}
+
+func putBuf(b []byte) {
+	bufs.Put(&b)
 }

@@ -71,6 +71,8 @@ type Server struct {
 	log   *slog.Logger
 	// authGuard slows local password guessing (see checkLocal).
 	authGuard *authGuard
+	// disk is the last reading of the spool's free space (checkFreeSpace).
+	disk freeSpaceCache
 
 	ipMu    sync.Mutex
 	ipConns map[netip.Addr]int

@@ -19,10 +19,22 @@ func TestStockRepliesInSmtpshimsWords(t *testing.T) {
 		"250-smtpshim\r\n250-PIPELINING\r\n250 8BITMIME\r\n":                                      "250-smtpshim\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
 		"250 2.0.0 OK: queued as 12345\r\n":                                                       "250 2.0.0 OK: queued as 12345\r\n",
 		"250 2.0.0 Roger, accepting mail from <>\r\n250 2.0.0 I'll make sure <x@y> gets this\r\n": "250 2.0.0 Sender <> OK\r\n250 2.0.0 Recipient <x@y> OK\r\n",
+		"552 5.3.4 Max message size exceeded\r\n":                                                 "552 5.3.4 The message is larger than smtpshim's max_message_size; it was not sent\r\n",
+		"354 Go ahead. End your data with <CR><LF>.<CR><LF>\r\n":                                  "354 Send the message; end it with a line holding only a dot\r\n",
+		"502 5.5.1 Missing MAIL FROM command.\r\n":                                                "502 5.5.1 Give MAIL FROM first\r\n",
+		"502 5.5.1 Missing RCPT TO command.\r\n":                                                  "502 5.5.1 Give at least one RCPT TO first\r\n",
+		"500 5.4.0 Too long line, closing connection\r\n":                                         "500 5.4.0 Line too long; closing the connection\r\n",
+		// Only whole stock replies are rewritten.
+		"452 4.5.3 Maximum limit of many recipients reached\r\n": "452 4.5.3 Maximum limit of many recipients reached\r\n",
+		"552 5.3.4 Max message size exceeded by far\r\n":         "552 5.3.4 Max message size exceeded by far\r\n",
+		"354 Go ahead.\r\n": "354 Go ahead.\r\n",
 	} {
 		got, _ := rewriteReplies([]byte(in))
 		if string(got) != want {
 			t.Errorf("%q:\n got %q\nwant %q", in, got, want)
+		}
+		if in == want {
+			continue // a deliberately unmatched line
 		}
 		for _, stock := range []string{"Roger", "I'll make sure", "Was expecting", "Maximum limit"} {
 			if strings.Contains(string(got), stock) {

@@ -224,13 +224,14 @@ func (s *session) data(r io.Reader) error {
 	} else {
 		s.c.Conn().SetReadDeadline(start.Add(limit))
 	}
-	var body io.Reader
+	var body *crlf.Reader
 	if _, bdat := r.(*io.PipeReader); bdat {
 		// BDAT chunks are not dot-stuffed: a leading dot is content.
 		body = crlf.NewReader(r)
 	} else {
 		body = crlf.NewDataReader(r)
 	}
+	defer body.Release()
 	rec, err := d.Body(body)
 	var re *relay.ReadError
 	switch {

@@ -181,8 +181,10 @@ type Delivery struct {
 	held   bool
 	paused bool
 	// pending is a MAIL FROM sent upstream ahead of the first AddRcpt;
-	// mailErr is what the client hears for every recipient once it failed.
+	// lazy: MAIL FROM goes with the first AddRcpt, pipelined. mailErr is
+	// what the client hears for every recipient once it failed.
 	pending  chan beginResult
+	lazy     bool
 	mailErr  error
 	done     bool
 	syncWait time.Duration
@@ -246,11 +248,17 @@ func (r *Relay) Start(acct *config.Account, from string, so StartOptions) (*Deli
 		return d, nil
 	}
 	if d.pool.Warm() {
-		// A logged-in connection is waiting: its MAIL FROM goes out while
-		// the client sends its first RCPT, which saves a round trip per
-		// message. Only the provider's verdict on the sender can fail
-		// now, and the client hears it, unchanged, at RCPT.
-		d.pending = d.beginAsync()
+		// A logged-in connection is waiting, so only the provider's
+		// verdict on the sender can fail now, and the client hears it,
+		// unchanged, at RCPT. A provider that offers PIPELINING gets
+		// MAIL FROM together with the first RCPT TO; another gets it
+		// while the client sends its first RCPT. Either way a round trip
+		// per message is saved.
+		if d.pool.Pipelining() {
+			d.lazy = true
+		} else {
+			d.pending = d.beginAsync()
+		}
 		return d, nil
 	}
 	ctx, cancel := context.WithTimeout(r.ctx, d.beginWait())
@@ -352,6 +360,21 @@ func (d *Delivery) logRefusal(what string, err error, attrs ...any) {
 // AddRcpt adds a recipient. An error is the provider's refusal of it
 // (or of the sender, sent ahead), for the client's RCPT, unchanged.
 func (d *Delivery) AddRcpt(to string) error {
+	if d.lazy {
+		d.lazy = false
+		ctx, cancel := context.WithTimeout(d.r.ctx, d.beginWait())
+		tx, rcptErr, err := d.pool.BeginRcpt(ctx, d.from, &d.opts, to)
+		cancel()
+		if err != nil {
+			if d.mailErr = d.failure(err); d.mailErr != nil {
+				return d.mailErr
+			}
+			d.deferred = append(d.deferred, to)
+			return nil
+		}
+		d.tx = tx
+		return d.rcptResult(to, rcptErr)
+	}
 	if err := d.join(); err != nil {
 		return err
 	}
@@ -359,7 +382,11 @@ func (d *Delivery) AddRcpt(to string) error {
 		d.deferred = append(d.deferred, to)
 		return nil
 	}
-	err := d.tx.Rcpt(to, nil)
+	return d.rcptResult(to, d.tx.Rcpt(to, nil))
+}
+
+// rcptResult settles a recipient by the provider's answer to its RCPT.
+func (d *Delivery) rcptResult(to string, err error) error {
 	_, isSMTP := upstream.SMTPError(err)
 	switch v := upstream.Classify(err); {
 	case v == upstream.Delivered:

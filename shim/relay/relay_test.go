@@ -362,3 +362,37 @@ func TestRelayCloseEndsBackgroundWork(t *testing.T) {
 		t.Fatalf("the message is not kept: %v", err)
 	}
 }
+
+// On a warm connection to a provider that offers PIPELINING, MAIL FROM
+// goes out with the first RCPT TO. The provider's verdicts still reach
+// the client where they belong: a refused recipient at its RCPT, a
+// sender deferred at MAIL queues the message.
+func TestWarmPipelinedStart(t *testing.T) {
+	f := newFixture(t, pass, 10*time.Second)
+	if _, _, err := f.deliver(t, "bob@example.net"); err != nil {
+		t.Fatal(err)
+	}
+	if !f.pool.Warm() || !f.pool.Pipelining() {
+		t.Fatalf("after a delivery: warm %v, pipelining %v; want both", f.pool.Warm(), f.pool.Pipelining())
+	}
+
+	f.sim.SetFault(upstreamsim.RejectSomeRcpt)
+	rec, rerrs, err := f.deliver(t, "reject-1@example.net", "carol@example.net")
+	var se *smtp.SMTPError
+	if err != nil || !errors.As(rerrs[0], &se) || se.Code != 550 || rerrs[1] != nil {
+		t.Fatalf("refused first recipient: %v, %v; want the provider's 550, then nil", err, rerrs)
+	}
+	msgs := f.sim.Messages()
+	if rec.Queued || len(msgs) != 2 || strings.Join(msgs[1].To, ",") != "carol@example.net" || msgs[1].From != user {
+		t.Fatalf("receipt %+v; the provider got %+v", rec, msgs[len(msgs)-1])
+	}
+
+	f.sim.SetFault(upstreamsim.TempFail) // 451 to MAIL FROM
+	rec, rerrs, err = f.deliver(t, "dave@example.net")
+	if err != nil || rerrs[0] != nil || !rec.Queued {
+		t.Fatalf("sender deferred: %+v, %v, %v; want queued", rec, rerrs, err)
+	}
+	if n := f.sim.Connections(); n != 1 {
+		t.Fatalf("the provider saw %d connections, want the one pooled connection", n)
+	}
+}

@@ -172,6 +172,12 @@ func (c *Conn) Close() error {
 
 func (c *Conn) abort() { c.c.Close() }
 
+// smtputf8 reports whether the server takes internationalized addresses.
+func (c *Conn) smtputf8() bool {
+	ok, _ := c.c.Extension("SMTPUTF8")
+	return ok
+}
+
 // ErrNoTLS says the server offered no STARTTLS, so credentials were
 // withheld.
 var ErrNoTLS = errors.New("the server does not offer STARTTLS, so smtpshim will not send the password over an unencrypted connection (if this is really a server on a trusted network, set security = \"insecure\")")

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -57,6 +58,9 @@ type Pool struct {
 	auth    Authenticator
 	authErr error // from building auth; every dial reports it
 	sem     chan struct{}
+
+	// pipelining: the server offered PIPELINING on the latest connection.
+	pipelining atomic.Bool
 
 	mu     sync.Mutex
 	idle   []*Conn
@@ -281,6 +285,8 @@ func (p *Pool) acquire(ctx context.Context, allowDown bool) (*Conn, bool, error)
 		return nil, false, err
 	}
 	p.record(nil)
+	ok, _ := c.c.Extension("PIPELINING")
+	p.pipelining.Store(ok)
 	return c, false, nil
 }
 
@@ -437,7 +443,28 @@ func (p *Pool) BeginProbe(ctx context.Context, from string, opts *smtp.MailOptio
 	return p.begin(ctx, from, opts, true)
 }
 
+// BeginRcpt is Begin followed by the transaction's first Rcpt. On a
+// server that offers PIPELINING (RFC 2920) MAIL FROM and RCPT TO go out in
+// one write and their replies come back together: one round trip instead
+// of two. err is Begin's error, and then there is no transaction; rcptErr
+// is Rcpt's, for an open transaction.
+func (p *Pool) BeginRcpt(ctx context.Context, from string, opts *smtp.MailOptions, to string) (tx *Tx, rcptErr, err error) {
+	tx, err = p.beginWith(ctx, from, opts, false, to, &rcptErr)
+	return tx, rcptErr, err
+}
+
 func (p *Pool) begin(ctx context.Context, from string, opts *smtp.MailOptions, allowDown bool) (*Tx, error) {
+	return p.beginWith(ctx, from, opts, allowDown, "", nil)
+}
+
+// Pipelining reports whether the account's server offered PIPELINING on
+// the connection most recently made (false before the first).
+func (p *Pool) Pipelining() bool { return p.pipelining.Load() }
+
+// beginWith opens a transaction; with a recipient to, it also sends its
+// RCPT, pipelined when the server allows, and stores its result in
+// rcptErr.
+func (p *Pool) beginWith(ctx context.Context, from string, opts *smtp.MailOptions, allowDown bool, to string, rcptErr *error) (*Tx, error) {
 	for attempt := 0; ; attempt++ {
 		c, reused, err := p.acquire(ctx, allowDown)
 		if err != nil {
@@ -457,9 +484,22 @@ func (p *Pool) begin(ctx context.Context, from string, opts *smtp.MailOptions, a
 				o = &plain
 			}
 		}
-		err = c.c.Mail(from, o)
-		if err == nil {
-			return &Tx{p: p, c: c}, nil
+		if to != "" && (isASCII(to) || c.smtputf8()) {
+			var rerr error
+			err, rerr = c.c.MailRcpt(from, o, to, nil)
+			if err == nil {
+				*rcptErr = rerr
+				return &Tx{p: p, c: c}, nil
+			}
+		} else {
+			err = c.c.Mail(from, o)
+			if err == nil {
+				tx := &Tx{p: p, c: c}
+				if to != "" {
+					*rcptErr = tx.Rcpt(to, nil)
+				}
+				return tx, nil
+			}
 		}
 		se, isSMTP := SMTPError(err)
 		if isSMTP && se.Code != 421 {
@@ -482,22 +522,29 @@ func (tx *Tx) Info() Info { return tx.c.info }
 // Rcpt adds a recipient. An *smtp.SMTPError is a refusal of this
 // recipient; any other error means the connection failed.
 func (tx *Tx) Rcpt(to string, opts *smtp.RcptOptions) error {
-	if !isASCII(to) {
-		if has, _ := tx.c.c.Extension("SMTPUTF8"); !has {
-			return ErrNoSMTPUTF8
-		}
+	if !isASCII(to) && !tx.c.smtputf8() {
+		return ErrNoSMTPUTF8
 	}
 	return tx.c.c.Rcpt(to, opts)
 }
 
-// Data starts the message body. Write it with CRLF line endings; the
-// writer dot-stuffs.
+// Data starts the message body; write it with CRLF line endings only.
+// When the server offers CHUNKING (RFC 3030), as Gmail, Microsoft 365 and
+// Postfix do, it goes out as BDAT chunks, as written: no DATA round trip
+// before it, no dot-stuffing, and a refusal comes with Commit. Otherwise
+// it goes out after DATA, dot-stuffed by the writer.
 //
 // Each write must be taken by the server within timeout: go-smtp sets no
 // deadline on the body, and a provider that stops reading would otherwise
 // hold the client, and a pool slot, forever.
 func (tx *Tx) Data(timeout time.Duration) (io.Writer, error) {
-	d, err := tx.c.c.Data()
+	var d *smtp.DataCommand
+	var err error
+	if ok, _ := tx.c.c.Extension("CHUNKING"); ok {
+		d, err = tx.c.c.Bdat(0)
+	} else {
+		d, err = tx.c.c.Data()
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -49,8 +49,11 @@ type Message struct {
 	Size   int64
 	SHA256 [32]byte
 	// Raw is the DATA part exactly as the client sent it on the wire,
-	// dot-stuffing and the final ".\r\n" line included (Options.RawLog).
-	Raw        []byte
+	// dot-stuffing and the final ".\r\n" line included (Options.RawLog);
+	// for a message sent with BDAT, its BDAT commands and chunks.
+	Raw []byte
+	// Chunked: the message came with BDAT (Options.Chunking), not DATA.
+	Chunked    bool
 	User       string
 	Mechanism  string
 	TLSVersion string
@@ -77,6 +80,9 @@ type Options struct {
 	// OAUTHBEARER (list them in Mechanisms): it returns the user a live
 	// token belongs to (oauthsim.Server.Validate fits).
 	Tokens func(token string) (user string, ok bool)
+	// Chunking offers CHUNKING (RFC 3030: BDAT), as Gmail and Microsoft
+	// do; without it the simulated provider takes DATA only.
+	Chunking bool
 	// MaxTLSVersion, when set, caps the TLS version offered, like an
 	// outdated provider (e.g. tls.VersionTLS11).
 	MaxTLSVersion uint16
@@ -120,6 +126,7 @@ func Start(o Options) (*Server, error) {
 	srv.ReadTimeout = time.Minute
 	srv.WriteTimeout = time.Minute
 	srv.ErrorLog = nopLogger{}
+	srv.DisableCHUNKING = !o.Chunking
 	tlsCfg := &tls.Config{Certificates: []tls.Certificate{pair.Cert}, MinVersion: tls.VersionTLS12}
 	if o.MaxTLSVersion != 0 {
 		tlsCfg.MinVersion = min(tlsCfg.MinVersion, o.MaxTLSVersion)
@@ -305,6 +312,9 @@ type session struct {
 	mech string
 	from string
 	to   []string
+	// rawRcpt: how much of the connection was read at the last RCPT, where
+	// the raw log of a BDAT message starts (Options.RawLog).
+	rawRcpt int
 }
 
 var (
@@ -374,6 +384,9 @@ func (se *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		return errRcptTemp
 	}
 	se.to = append(se.to, to)
+	if rc, ok := se.c.Conn().(*rawConn); ok {
+		se.rawRcpt = len(rc.read())
+	}
 	return nil
 }
 
@@ -436,6 +449,14 @@ func (se *session) Data(r io.Reader) error {
 	copy(m.SHA256[:], h.Sum(nil))
 	if st, ok := se.c.TLSConnectionState(); ok {
 		m.TLSVersion = tls.VersionName(st.Version)
+	}
+	_, bdat := r.(*io.PipeReader)
+	m.Chunked = bdat
+	if bdat && rc != nil {
+		// go-smtp hands over a BDAT body once its first chunk is under
+		// way, so the raw log starts after the last RCPT instead: exact
+		// for a client that waits for the RCPT replies, as a relay does.
+		rawStart = se.rawRcpt
 	}
 	if rc != nil {
 		m.Raw = append([]byte(nil), rc.read()[rawStart:]...)

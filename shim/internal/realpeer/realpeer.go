@@ -56,6 +56,7 @@ type Postfix struct {
 	l          layout
 	name       string
 	introspect string     // OAuth2 introspection URL for Dovecot's oauth2 passdb
+	chunking   bool       // offer CHUNKING (BDAT)
 	mu         sync.Mutex // guards up, users, dovecot, dovecotDone
 	up         bool       // postfix master running (between Start and Stop)
 	users      map[string]string
@@ -128,9 +129,19 @@ func cmdEnv() []string {
 // e.g. "alice@example.com", -> password; logins are case-sensitive). It
 // returns once every listener greets with 220, and stops everything in
 // t.Cleanup. Any failure is fatal to the test.
+//
+// It offers no CHUNKING, so clients send DATA; StartPostfixChunking gives
+// one that does, as Postfix does by default.
 func StartPostfix(t testing.TB, users map[string]string) *Postfix {
 	t.Helper()
-	return start(t, users, "")
+	return start(t, users, "", false)
+}
+
+// StartPostfixChunking is StartPostfix offering CHUNKING (RFC 3030), so
+// clients may send the message with BDAT.
+func StartPostfixChunking(t testing.TB, users map[string]string) *Postfix {
+	t.Helper()
+	return start(t, users, "", true)
 }
 
 // StartPostfixOAuth is StartPostfix with OAuth2 as well: Dovecot offers
@@ -139,10 +150,10 @@ func StartPostfix(t testing.TB, users map[string]string) *Postfix {
 // oauthsim serves it); the token's "username" must be the login.
 func StartPostfixOAuth(t testing.TB, users map[string]string, introspectionURL string) *Postfix {
 	t.Helper()
-	return start(t, users, introspectionURL)
+	return start(t, users, introspectionURL, false)
 }
 
-func start(t testing.TB, users map[string]string, introspect string) *Postfix {
+func start(t testing.TB, users map[string]string, introspect string, chunking bool) *Postfix {
 	t.Helper()
 	testlog.Secrets(users)
 	if os.Geteuid() != 0 {
@@ -167,7 +178,7 @@ func start(t testing.TB, users map[string]string, introspect string) *Postfix {
 	if err != nil {
 		t.Fatalf("realpeer: %v", err)
 	}
-	p := &Postfix{Dir: dir, l: newLayout(dir), name: "postfix-" + filepath.Base(dir), users: map[string]string{}, introspect: introspect}
+	p := &Postfix{Dir: dir, l: newLayout(dir), name: "postfix-" + filepath.Base(dir), users: map[string]string{}, introspect: introspect, chunking: chunking}
 	for k, v := range users {
 		p.users[k] = v
 	}
@@ -260,7 +271,7 @@ func (p *Postfix) prepare() error {
 		return err
 	}
 	files := map[string]string{
-		l.etc + "/main.cf":          mainCF(l, p.name),
+		l.etc + "/main.cf":          mainCF(l, p.name, p.chunking),
 		l.etc + "/master.cf":        masterCF(1, 2, 3), // rewritten with real ports
 		l.etc + "/vmailbox":         vmailboxMap(),
 		l.etc + "/recipient_access": recipientAccess(),

@@ -268,7 +268,9 @@ func (c *Conn) handleGreet(enhanced bool, arg string) {
 		"PIPELINING",
 		"8BITMIME",
 		"ENHANCEDSTATUSCODES",
-		"CHUNKING",
+	}
+	if !c.server.DisableCHUNKING {
+		caps = append(caps, "CHUNKING")
 	}
 	if _, isTLS := c.TLSConnectionState(); c.server.TLSConfig != nil && !isTLS {
 		caps = append(caps, "STARTTLS")
@@ -1005,6 +1007,10 @@ func (c *Conn) handleData(arg string) {
 }
 
 func (c *Conn) handleBdat(arg string) {
+	if c.server.DisableCHUNKING {
+		c.writeResponse(502, EnhancedCode{5, 5, 1}, "BDAT not implemented")
+		return
+	}
 	args := strings.Fields(arg)
 	if len(args) == 0 {
 		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Missing chunk size argument")

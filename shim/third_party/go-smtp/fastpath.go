@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -200,52 +201,6 @@ func (d *dotWriter) Close() error {
 	return d.w.Flush()
 }
 
-// stuffedWriter sends a body that the caller has already dot-stuffed,
-// with CRLF line endings only, unchanged: a relay that received the body
-// in DATA form forwards it without taking the dots out and putting them
-// back. Close ends an unterminated last line, as dotWriter does, and
-// writes the end-of-data line.
-type stuffedWriter struct {
-	w    *bufio.Writer
-	last byte // the last byte written; 0 before the first (an empty
-	// body is sent as one empty line, as net/textproto does)
-}
-
-func (s *stuffedWriter) Write(b []byte) (int, error) {
-	if len(b) == 0 {
-		return 0, nil
-	}
-	n, err := s.w.Write(b)
-	if n > 0 {
-		s.last = b[n-1]
-	}
-	return n, err
-}
-
-func (s *stuffedWriter) Close() error {
-	switch s.last {
-	case '\n':
-	case '\r':
-		s.w.WriteByte('\n')
-	default:
-		s.w.WriteString("\r\n")
-	}
-	s.w.Write(dotCRLF)
-	return s.w.Flush()
-}
-
-// DataStuffed is Data for a body that is already dot-stuffed and has only
-// CRLF line endings, such as the DATA stream a relay received (see
-// a body stuffed by the caller). The writer
-// passes it through unchanged; Close adds the end-of-data line.
-func (c *Client) DataStuffed() (*DataCommand, error) {
-	_, _, err := c.cmd(354, "DATA")
-	if err != nil {
-		return nil, err
-	}
-	return c.startData(&stuffedWriter{w: c.text.W}), nil
-}
-
 // DefaultChunkSize is the BDAT chunk size Client.Bdat uses when given 0.
 const DefaultChunkSize = 64 << 10
 
@@ -269,9 +224,27 @@ func (c *Client) Bdat(chunkSize int) (*DataCommand, error) {
 	pipelining, _ := c.Extension("PIPELINING")
 	return c.startData(&bdatWriter{
 		c:          c,
-		buf:        make([]byte, 0, chunkSize),
+		buf:        getChunkBuf(chunkSize),
 		pipelining: pipelining,
 	}), nil
+}
+
+// chunkBufs recycles BDAT chunk buffers of DefaultChunkSize: a client
+// that sends one message after another would otherwise allocate (and
+// clear) 64 KB for each.
+var chunkBufs = sync.Pool{New: func() interface{} { b := make([]byte, 0, DefaultChunkSize); return &b }}
+
+func getChunkBuf(size int) []byte {
+	if size != DefaultChunkSize {
+		return make([]byte, 0, size)
+	}
+	return (*chunkBufs.Get().(*[]byte))[:0]
+}
+
+func putChunkBuf(b []byte) {
+	if cap(b) == DefaultChunkSize {
+		chunkBufs.Put(&b)
+	}
 }
 
 func (c *Client) startData(wc io.WriteCloser) *DataCommand {
@@ -289,6 +262,9 @@ type bdatWriter struct {
 }
 
 func (w *bdatWriter) Write(b []byte) (int, error) {
+	if w.buf == nil {
+		return 0, errors.New("smtp: BDAT writer already closed")
+	}
 	n := 0
 	for len(b) > 0 {
 		if len(w.buf) == cap(w.buf) {
@@ -350,7 +326,10 @@ func (w *bdatWriter) readPending() error {
 }
 
 func (w *bdatWriter) Close() error {
-	if err := w.send(true); err != nil {
+	err := w.send(true)
+	putChunkBuf(w.buf)
+	w.buf = nil
+	if err != nil {
 		return err
 	}
 	return w.readPending()
@@ -385,4 +364,96 @@ func (f *flushingReader) Read(p []byte) (int, error) {
 func writeReplyLine(w *bufio.Writer, format string, args ...interface{}) {
 	fmt.Fprintf(w, format, args...)
 	w.WriteString("\r\n")
+}
+
+// MailRcpt starts a transaction with its first recipient: Mail, then
+// Rcpt. When the server advertises PIPELINING (RFC 2920) both commands
+// go out in one write and both replies are read after it, which saves a
+// round trip per message.
+//
+// mailErr is Mail's error: with it, no transaction is open and rcptErr
+// is the same error. Otherwise rcptErr is Rcpt's error, and the
+// transaction is open either way. As with Mail and Rcpt, a refusal is an
+// *SMTPError.
+func (c *Client) MailRcpt(from string, mopts *MailOptions, to string, ropts *RcptOptions) (mailErr, rcptErr error) {
+	if ok, _ := c.Extension("PIPELINING"); !ok {
+		if err := c.Mail(from, mopts); err != nil {
+			return err, err
+		}
+		return nil, c.Rcpt(to, ropts)
+	}
+	mail, err := c.mailLine(from, mopts)
+	if err != nil {
+		return err, err
+	}
+	rcpt, err := c.rcptLine(to, ropts)
+	if err != nil {
+		// Nothing is sent: the caller's recipient is at fault, and the
+		// transaction can start without it.
+		if err := c.Mail(from, mopts); err != nil {
+			return err, err
+		}
+		return nil, err
+	}
+
+	c.conn.SetDeadline(time.Now().Add(c.CommandTimeout))
+	defer c.conn.SetDeadline(time.Time{})
+	if c.openData != nil {
+		c.openData.Close()
+		c.openData = nil
+	}
+	w := c.text.W
+	w.WriteString(mail)
+	w.WriteString("\r\n")
+	w.WriteString(rcpt)
+	w.WriteString("\r\n")
+	if err := w.Flush(); err != nil {
+		return err, err
+	}
+	_, _, mailErr = c.readResponse(250)
+	if mailErr != nil {
+		if _, ok := mailErr.(*SMTPError); ok {
+			// Read the RCPT's reply (a 503, as there is no sender) to
+			// stay in step with the server.
+			c.readResponse(25)
+		}
+		return mailErr, mailErr
+	}
+	c.rcpts = nil
+	if _, _, rcptErr = c.readResponse(25); rcptErr == nil {
+		c.rcpts = append(c.rcpts, to)
+	}
+	return nil, rcptErr
+}
+
+// count advances the line length over p, as the byte-at-a-time loop did
+// (a newline starts a line of length 1; ErrTooLongLine at the first byte
+// over LineLimit, the count left where that loop left it), but finds the
+// newlines with bytes.IndexByte.
+func (r *lineLimitReader) count(p []byte) error {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		seg := i
+		if i < 0 {
+			seg = len(p)
+		}
+		if seg > 0 && r.curLineLength+seg > r.LineLimit {
+			k := r.LineLimit - r.curLineLength + 1
+			if k < 1 {
+				k = 1
+			}
+			r.curLineLength += k
+			return ErrTooLongLine
+		}
+		r.curLineLength += seg
+		if i < 0 {
+			return nil
+		}
+		r.curLineLength = 1
+		if r.curLineLength > r.LineLimit {
+			return ErrTooLongLine
+		}
+		p = p[i+1:]
+	}
+	return nil
 }

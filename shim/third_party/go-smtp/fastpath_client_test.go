@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -206,14 +207,170 @@ func TestClientBdatRefusedChunk(t *testing.T) {
 	}
 }
 
-func TestClientDataStuffed(t *testing.T) {
-	be := new(backend)
-	addr, _ := serveCounting(t, be)
-	c := dialClient(t, addr)
-	if err := sendWith(t, c, c.DataStuffed, []byte("a\r\n..b\r\nc")); err != nil {
+// rcptRefuser refuses one recipient and records the rest.
+type rcptRefuser struct {
+	refuse string
+	got    []string
+}
+
+func (b *rcptRefuser) NewSession(*smtp.Conn) (smtp.Session, error) { return &refuserSession{b}, nil }
+
+type refuserSession struct{ b *rcptRefuser }
+
+func (s *refuserSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (s *refuserSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if to == s.b.refuse {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+	}
+	s.b.got = append(s.b.got, to)
+	return nil
+}
+func (s *refuserSession) Data(r io.Reader) error { _, err := io.Copy(io.Discard, r); return err }
+func (s *refuserSession) Reset()                 {}
+func (s *refuserSession) Logout() error          { return nil }
+
+// dialCounting returns a client whose own writes are counted.
+func dialCounting(t *testing.T, addr string) (*smtp.Client, *writeCounter) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := string(be.anonmsgs[0].Data); got != "a\r\n.b\r\nc\r\n" {
-		t.Fatalf("server got %q", got)
+	wc := &writeCounter{Conn: conn}
+	c := smtp.NewClient(wc)
+	t.Cleanup(func() { c.Close() })
+	if err := c.Hello("localhost"); err != nil {
+		t.Fatal(err)
+	}
+	return c, wc
+}
+
+func (w *writeCounter) since(n int) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.writes[n:]...)
+}
+
+func TestClientMailRcptPipelined(t *testing.T) {
+	be := new(backend)
+	addr, _ := serveCounting(t, be)
+	c, wc := dialCounting(t, addr)
+	before := len(wc.since(0))
+	mailErr, rcptErr := c.MailRcpt("a@example.org", nil, "b@example.org", nil)
+	if mailErr != nil || rcptErr != nil {
+		t.Fatalf("MailRcpt: %v, %v", mailErr, rcptErr)
+	}
+	if w := wc.since(before); len(w) != 1 || w[0] != "MAIL FROM:<a@example.org> BODY=8BITMIME\r\nRCPT TO:<b@example.org>\r\n" {
+		t.Fatalf("MAIL and RCPT went out as %q, want one write", w)
+	}
+	// The transaction goes on as after Mail and Rcpt.
+	if err := c.Rcpt("c@example.org", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "hi\r\n")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(be.anonmsgs) != 1 || be.anonmsgs[0].From != "a@example.org" || strings.Join(be.anonmsgs[0].To, ",") != "b@example.org,c@example.org" {
+		t.Fatalf("the server got %+v", be.anonmsgs)
+	}
+}
+
+func TestClientMailRcptRefusedSender(t *testing.T) {
+	be := new(backend)
+	be.userErr = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "not your address"}
+	addr, _ := serveCounting(t, be)
+	c, _ := dialCounting(t, addr)
+	mailErr, rcptErr := c.MailRcpt("a@example.org", nil, "b@example.org", nil)
+	var se *smtp.SMTPError
+	if !errors.As(mailErr, &se) || se.Code != 550 || rcptErr != mailErr {
+		t.Fatalf("MailRcpt: %v, %v; want the 550 twice", mailErr, rcptErr)
+	}
+	// The RCPT's reply was read: the connection is in step.
+	be.userErr = nil
+	if err := sendWith(t, c, c.Data, []byte("x\r\n")); err != nil {
+		t.Fatalf("after a refused sender: %v", err)
+	}
+}
+
+func TestClientMailRcptRefusedRecipient(t *testing.T) {
+	be := &rcptRefuser{refuse: "nobody@example.org"}
+	s := smtp.NewServer(be)
+	s.Domain = "localhost"
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(l)
+	t.Cleanup(func() { s.Close() })
+	c, _ := dialCounting(t, l.Addr().String())
+	mailErr, rcptErr := c.MailRcpt("a@example.org", nil, "nobody@example.org", nil)
+	var se *smtp.SMTPError
+	if mailErr != nil || !errors.As(rcptErr, &se) || se.Code != 550 {
+		t.Fatalf("MailRcpt: %v, %v; want nil and the 550", mailErr, rcptErr)
+	}
+	// The transaction is open: another recipient is taken.
+	if err := c.Rcpt("b@example.org", nil); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(be.got, ",") != "b@example.org" {
+		t.Fatalf("the server took %q", be.got)
+	}
+}
+
+// A server without PIPELINING hears MAIL, and RCPT only after its reply.
+func TestClientMailRcptWithoutPipelining(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	serverErr := make(chan error, 1)
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			serverErr <- err
+			return
+		}
+		defer conn.Close()
+		r := bufio.NewReader(conn)
+		expect := func(prefix, reply string) error {
+			line, err := r.ReadString('\n')
+			if err != nil || !strings.HasPrefix(line, prefix) {
+				return fmt.Errorf("got %q (%v), want %s", line, err, prefix)
+			}
+			if prefix == "MAIL" {
+				// Nothing more may come before the reply.
+				conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+				if _, err := r.Peek(1); err == nil {
+					return errors.New("RCPT was sent before the reply to MAIL")
+				}
+				conn.SetReadDeadline(time.Time{})
+			}
+			_, err = io.WriteString(conn, reply)
+			return err
+		}
+		io.WriteString(conn, "220 plain ESMTP\r\n")
+		for _, step := range [][2]string{{"EHLO", "250 plain\r\n"}, {"MAIL", "250 ok\r\n"}, {"RCPT", "250 ok\r\n"}} {
+			if err := expect(step[0], step[1]); err != nil {
+				serverErr <- err
+				return
+			}
+		}
+		serverErr <- nil
+	}()
+	c, err := smtp.Dial(l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if mailErr, rcptErr := c.MailRcpt("a@example.org", nil, "b@example.org", nil); mailErr != nil || rcptErr != nil {
+		t.Fatalf("MailRcpt: %v, %v", mailErr, rcptErr)
+	}
+	if err := <-serverErr; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -225,35 +225,54 @@ func FuzzDotWriter(f *testing.F) {
 	})
 }
 
-// FuzzStuffedWriter: a body as DotWriter sends it, less the end line, is
-// sent unchanged by the stuffed writer, which adds the same end line; with
-// its last CRLF cut off, the stuffed writer ends the line itself.
-func FuzzStuffedWriter(f *testing.F) {
-	for _, s := range []string{"a\r\n.b\r\n", "x", "", "a\r\n", ".\r\n.", "a\n.\nb\r"} {
-		f.Add([]byte(s), []byte{3})
-	}
-	f.Fuzz(func(t *testing.T, in, sizes []byte) {
-		var ref bytes.Buffer
-		writeSplit(t, textproto.NewWriter(bufio.NewWriter(&ref)).DotWriter(), in, nil)
-		want := ref.Bytes()
-		body := bytes.TrimSuffix(want, dotCRLF)
-		bodies := [][]byte{body}
-		if cut := bytes.TrimSuffix(body, []byte("\r\n")); len(cut) > 0 && cut[len(cut)-1] != '\n' && cut[len(cut)-1] != '\r' {
-			bodies = append(bodies, cut)
-		}
-		for _, b := range bodies {
-			var got bytes.Buffer
-			writeSplit(t, &stuffedWriter{w: bufio.NewWriterSize(&got, 16)}, b, sizes)
-			if !bytes.Equal(want, got.Bytes()) {
-				t.Fatalf("got %q, want %q (from %q)", got.Bytes(), want, b)
-			}
-		}
-	})
-}
-
 func minInt(a, b int) int {
 	if a < b {
 		return a
 	}
 	return b
+}
+
+// byteCount is go-smtp v0.25.1's lineLimitReader loop, unchanged: the
+// reference for lineLimitReader.count.
+func byteCount(r *lineLimitReader, p []byte) error {
+	for _, chr := range p {
+		if chr == '\n' {
+			r.curLineLength = 0
+		}
+		r.curLineLength++
+
+		if r.curLineLength > r.LineLimit {
+			return ErrTooLongLine
+		}
+	}
+	return nil
+}
+
+// FuzzLineLimit holds the block-wise line counter to the byte loop: the
+// same verdict and the same count after every piece, for any input, any
+// cut into pieces, and any limit, including one lowered midway (as BDAT
+// lifts and restores it).
+func FuzzLineLimit(f *testing.F) {
+	f.Add([]byte("short\nlines\n"), []byte{3, 9}, 8, 4)
+	f.Add([]byte("a line that is much too long\n"), []byte{200}, 10, 10)
+	f.Add([]byte("\n\n\nxx\n"), []byte{1}, 1, 0)
+	f.Fuzz(func(t *testing.T, in, cuts []byte, limit, later int) {
+		ref := &lineLimitReader{LineLimit: limit}
+		got := &lineLimitReader{LineLimit: limit}
+		for i := 0; len(in) > 0; i++ {
+			k := len(in)
+			if len(cuts) > 0 && int(cuts[i%len(cuts)])+1 < k {
+				k = int(cuts[i%len(cuts)]) + 1
+			}
+			if i == 1 {
+				ref.LineLimit, got.LineLimit = later, later
+			}
+			want, have := byteCount(ref, in[:k]), got.count(in[:k])
+			if want != have || ref.curLineLength != got.curLineLength {
+				t.Fatalf("piece %d %q, limit %d: got %v at %d, want %v at %d",
+					i, in[:k], got.LineLimit, have, got.curLineLength, want, ref.curLineLength)
+			}
+			in = in[k:]
+		}
+	})
 }

@@ -32,15 +32,8 @@ func (r *lineLimitReader) Read(b []byte) (int, error) {
 		return n, nil
 	}
 
-	for _, chr := range b[:n] {
-		if chr == '\n' {
-			r.curLineLength = 0
-		}
-		r.curLineLength++
-
-		if r.curLineLength > r.LineLimit {
-			return 0, ErrTooLongLine
-		}
+	if err := r.count(b[:n]); err != nil {
+		return 0, err
 	}
 
 	return n, nil

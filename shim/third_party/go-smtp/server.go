@@ -49,6 +49,10 @@ type Server struct {
 	// Should be used only if backend supports it.
 	EnableREQUIRETLS bool
 
+	// Neither advertise nor accept CHUNKING (RFC 3030, the BDAT
+	// command), like a server without it: clients must use DATA.
+	DisableCHUNKING bool
+
 	// Advertise BINARYMIME (RFC 3030) capability.
 	// Should be used only if backend supports it.
 	EnableBINARYMIME bool
