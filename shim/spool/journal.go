@@ -100,9 +100,9 @@ type journal struct {
 // The background writer waits for a pause of writeQuiet in the commits
 // and removals before it writes files, so that a burst of queued mail is
 // answered first, and mail delivered from the queue meanwhile (a removal
-// each) needs no files at all; but it lets at most writeLag (bytes of
-// records) wait. That bound is also what Open has to write again after a
-// crash.
+// each) needs no files at all. At most writeLag bytes of records (or
+// writeLagMessages) wait for it: past that, a Commit writes its own files
+// again. That bound is also what Open has to write again after a crash.
 var (
 	writeQuiet       = 20 * time.Millisecond
 	writeLag         = 64 << 20
@@ -685,7 +685,7 @@ func (j *journal) work() {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	for len(j.backlog) > 0 && !j.closing {
-		if wait := writeQuiet - time.Since(j.lastBusy); wait > 0 && !j.lagging() {
+		if wait := writeQuiet - time.Since(j.lastBusy); wait > 0 {
 			j.mu.Unlock()
 			t := time.NewTimer(wait)
 			select {
