@@ -78,6 +78,9 @@ type Queue struct {
 	// entry's due time is set; once it passes, dispatch scans again.
 	ready     map[string][]*entry
 	readyNext time.Time
+	// addedNext is the earliest due time of the messages added while
+	// wakeAt was unset (see Add).
+	addedNext time.Time
 }
 
 // readyMax bounds the ready entries kept per account.
@@ -238,7 +241,22 @@ func (q *Queue) Add(w *spool.Writer, m *spool.Meta, busy bool) error {
 	// look anyway: under an outage, messages arrive far faster than they
 	// fall due, and each wake-up scans the whole queue.
 	q.mu.Lock()
-	early := !busy && (q.wakeAt.IsZero() || m.NextTry.Before(q.wakeAt))
+	early := false
+	switch {
+	case busy:
+	case q.wakeAt.IsZero():
+		// A dispatch is under way and may have passed over this message:
+		// Run counts its due time in when it sets the next wake-up, and
+		// only a message due at once needs another dispatch right away.
+		// (Kicking for each one made a burst of queued mail keep the
+		// scheduler scanning the queue back to back.)
+		if q.addedNext.IsZero() || m.NextTry.Before(q.addedNext) {
+			q.addedNext = m.NextTry
+		}
+		early = !m.NextTry.After(now)
+	default:
+		early = m.NextTry.Before(q.wakeAt)
+	}
 	q.mu.Unlock()
 	if early {
 		q.kick()
@@ -452,15 +470,22 @@ func (q *Queue) Run(ctx context.Context) {
 	defer timer.Stop()
 	for {
 		next := q.dispatch(ctx)
-		wait := time.Until(next)
-		if next.IsZero() {
-			wait = time.Hour
-		}
-		wait = max(wait, 10*time.Millisecond)
 		q.mu.Lock()
-		q.wakeAt = time.Now().Add(wait)
+		if a := q.addedNext; !a.IsZero() && (next.IsZero() || a.Before(next)) {
+			next = a
+		}
+		q.addedNext = time.Time{}
+		// wakeAt is next itself, not now plus the wait: a message added
+		// with the same due time must not count as earlier and kick.
+		now := time.Now()
+		wakeAt := next
+		if next.IsZero() {
+			wakeAt = now.Add(time.Hour)
+		}
+		wakeAt = later(wakeAt, now.Add(10*time.Millisecond))
+		q.wakeAt = wakeAt
 		q.mu.Unlock()
-		timer.Reset(wait)
+		timer.Reset(wakeAt.Sub(now))
 		select {
 		case <-ctx.Done():
 			q.wg.Wait()
@@ -471,15 +496,23 @@ func (q *Queue) Run(ctx context.Context) {
 	}
 }
 
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // dispatch starts attempts for due entries and returns when the next
 // entry falls due (zero when none waits).
 func (q *Queue) dispatch(ctx context.Context) time.Time {
 	now := q.o.Now()
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	// Until Run sets the next wake-up, every Add must kick: this scan may
-	// already have passed over it.
+	// Until Run sets the next wake-up, Add notes the due times of new
+	// messages in addedNext: this scan may already have passed over them.
 	q.wakeAt = time.Time{}
+	q.addedNext = time.Time{}
 	if q.o.Paused != nil && q.o.Paused() {
 		q.ready = nil
 		return time.Time{} // nothing goes out; resuming kicks the queue
@@ -513,7 +546,10 @@ func (q *Queue) dispatch(ctx context.Context) time.Time {
 			a = &slots{pool: pool, free: q.limit(pool) - q.running[e.m.Account]}
 			accounts[e.m.Account] = a
 		}
-		keep := max(a.free, 0) + readyMax
+		if a.free <= 0 {
+			continue // its next finished attempt makes dispatch scan again
+		}
+		keep := a.free + readyMax
 		i, _ := slices.BinarySearchFunc(a.pick, e.m.ID, func(x *entry, id string) int { return strings.Compare(x.m.ID, id) })
 		if i >= keep {
 			continue
@@ -526,7 +562,7 @@ func (q *Queue) dispatch(ctx context.Context) time.Time {
 	q.ready = map[string][]*entry{}
 	q.readyNext = next
 	for acct, a := range accounts {
-		n := min(max(a.free, 0), len(a.pick))
+		n := min(a.free, len(a.pick))
 		for _, e := range a.pick[:n] {
 			q.start(ctx, acct, e, a.pool)
 		}
@@ -539,13 +575,13 @@ func (q *Queue) dispatch(ctx context.Context) time.Time {
 
 // dispatchReady starts attempts from the ready lists of the last scan.
 // It reports false when a full scan is needed instead: an entry fell due
-// since, an account with free slots has no ready entries left, or nothing
-// could start. Called with q.mu held.
+// since, or an account with free slots has no ready entries left. (An
+// account without a list gets a scan when its attempt ends, see attempt.)
+// Called with q.mu held.
 func (q *Queue) dispatchReady(ctx context.Context, now time.Time) (time.Time, bool) {
 	if len(q.ready) == 0 || !q.readyNext.IsZero() && !q.readyNext.After(now) {
 		return time.Time{}, false
 	}
-	started := false
 	for acct, list := range q.ready {
 		pool := q.o.Pool(acct)
 		free := q.limit(pool) - q.running[acct]
@@ -557,7 +593,6 @@ func (q *Queue) dispatchReady(ctx context.Context, now time.Time) (time.Time, bo
 			}
 			q.start(ctx, acct, e, pool)
 			free--
-			started = true
 		}
 		if len(list) == 0 {
 			delete(q.ready, acct)
@@ -568,7 +603,7 @@ func (q *Queue) dispatchReady(ctx context.Context, now time.Time) (time.Time, bo
 		}
 		q.ready[acct] = list
 	}
-	return q.readyNext, started
+	return q.readyNext, true
 }
 
 // limit is how many attempts an account may have running: its pool size
@@ -615,6 +650,11 @@ func (q *Queue) attempt(ctx context.Context, e *entry, pool *upstream.Pool) {
 	}
 	q.mu.Lock()
 	q.running[e.m.Account]--
+	if _, ok := q.ready[e.m.Account]; !ok {
+		// A slot is free for an account with no ready entries: the next
+		// dispatch must scan.
+		q.ready = nil
+	}
 	gone := q.entries[e.m.ID] != e
 	q.mu.Unlock()
 	if gone {
