@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -96,5 +97,68 @@ func TestOutageBacklogDeliveredOnce(t *testing.T) {
 		if len(ents) != 0 {
 			t.Errorf("%s/ holds %d files after the drain", sub, len(ents))
 		}
+	}
+}
+
+// TestSchedulerScansRarely: queueing a burst while the account's server
+// is down, and draining it after, each cost a few scans of the queue, not
+// one per message.
+func TestSchedulerScansRarely(t *testing.T) {
+	t.Parallel()
+	sim := startSim(t)
+	sim.SetFault(upstreamsim.Refuse)
+	pool := newPool(t, sim, pass)
+	// A failed attempt marks the server down: new messages then wait
+	// for its next probe, all with the same due time.
+	Deliver(context.Background(), pool, user, []string{"bob@example.net"}, nil, bytes.NewReader(body(100)))
+	if pool.Health().Healthy {
+		t.Fatal("the account's server is not marked down")
+	}
+	sp, err := spool.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	q := New(Options{Spool: sp, Bus: &events.Bus{}, Pool: func(string) *upstream.Pool { return pool },
+		RetryMin: time.Millisecond, RetryMax: time.Millisecond, MaxAge: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	var run sync.WaitGroup
+	run.Go(func() { q.Run(ctx) })
+	defer func() { cancel(); run.Wait() }()
+	scans := func() int {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.scans
+	}
+
+	const n = 600
+	for i := range n {
+		w := sp.CreateLazy(1 << 20)
+		w.Write(append(body(500), fmt.Sprintf("message %d\r\n", i)...))
+		if err := q.Add(w, &spool.Meta{Account: user, From: user, Rcpts: []string{"bob@example.net"}}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d scans while queueing %d messages", scans(), n)
+	if got := scans(); got > 20 {
+		t.Errorf("%d scans of the queue while %d messages were queued during the outage", got, n)
+	}
+
+	sim.SetFault(upstreamsim.None)
+	before := scans()
+	q.RetryNow("")
+	deadline := time.Now().Add(30 * time.Second)
+	for q.Len() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if q.Len() != 0 {
+		t.Fatalf("%d messages still queued", q.Len())
+	}
+	t.Logf("%d scans while delivering them", scans()-before)
+	if got := scans() - before; got > 3*n/readyMax+20 {
+		t.Errorf("%d scans of the queue to deliver %d messages", got, n)
+	}
+	if got := len(sim.Messages()); got != n {
+		t.Errorf("the provider got %d messages, want %d", got, n)
 	}
 }

@@ -81,6 +81,7 @@ type Queue struct {
 	// addedNext is the earliest due time of the messages added while
 	// wakeAt was unset (see Add).
 	addedNext time.Time
+	scans     int // full scans of the queue so far
 }
 
 // readyMax bounds the ready entries kept per account.
@@ -530,6 +531,7 @@ func (q *Queue) dispatch(ctx context.Context) time.Time {
 	}
 	accounts := map[string]*slots{}
 	var next time.Time
+	q.scans++
 	for _, e := range q.entries {
 		if e.busy {
 			continue
