@@ -639,7 +639,7 @@ func (s *Spool) commitJournaled(w *Writer, m *Meta) error {
 	if err := s.j.place(p.id); err != nil {
 		s.j.cancel(p.id)
 		s.j.removed(p.id)
-		return fmt.Errorf("spool: %w", err)
+		return err
 	}
 	return nil
 }
@@ -862,6 +862,7 @@ func (j *journal) materializeLocked(p *pendingMsg) error {
 	} else {
 		p.state = pendDone
 		delete(j.pending, p.id)
+		j.leaveBacklog(p)
 		j.markWritten(p.id)
 	}
 	j.cond.Broadcast()

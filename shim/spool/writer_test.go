@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -315,5 +316,70 @@ func TestConcurrentCommitRemoveWithWriter(t *testing.T) {
 				t.Fatalf("body of %s differs", id)
 			}
 		}
+	}
+}
+
+// When the background writer cannot write a message's files, the message
+// stays in the journal: still readable, and written at Close once the
+// problem is gone.
+func TestDeferredWriteFailureKeepsTheMessage(t *testing.T) {
+	setWriter(t, 0, 1<<20)
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := s.CreateLazy(1 << 20)
+	id := w.ID()
+	w.Write([]byte("kept\r\n"))
+	// A directory where the metadata file must go makes its write fail.
+	if err := os.MkdirAll(filepath.Join(s.metaPath(id), "blocker"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	s.j.mu.Lock()
+	s.j.writing++ // as if another message's files were being written
+	s.j.mu.Unlock()
+	if err := s.Commit(w, &Meta{From: "a@example.com", Rcpts: []string{"r@example.org"}}); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+	s.j.mu.Lock()
+	s.j.writing--
+	s.j.cond.Broadcast()
+	s.j.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.j.mu.Lock()
+		failed, idle := s.j.writeErr != nil, !s.j.worker
+		s.j.mu.Unlock()
+		if failed && idle {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the background writer did not try the message")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := readBody(t, s, id); string(got) != "kept\r\n" {
+		t.Fatalf("Body after the failed write = %q", got)
+	}
+	if m, err := s.Get(id); err != nil || m.ID != id {
+		t.Fatalf("Get after the failed write = %+v, %v", m, err)
+	}
+	if err := os.RemoveAll(s.metaPath(id)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b, m := hasFiles(s, id); !b || !m {
+		t.Fatalf("after Close: body file %v, metadata file %v", b, m)
+	}
+	s2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if got := readBody(t, s2, id); string(got) != "kept\r\n" {
+		t.Fatalf("Body after reopening = %q", got)
 	}
 }
