@@ -101,8 +101,9 @@ type journal struct {
 // and removals before it writes files, so that a burst of queued mail is
 // answered first, and mail delivered from the queue meanwhile (a removal
 // each) needs no files at all. At most writeLag bytes of records (or
-// writeLagMessages) wait for it: past that, a Commit writes its own files
-// again. That bound is also what Open has to write again after a crash.
+// writeLagMessages) wait for it: past that, each Commit writes the files
+// of the oldest waiting message. That bound is also what Open has to
+// write again after a crash.
 var (
 	writeQuiet       = 20 * time.Millisecond
 	writeLag         = 64 << 20
@@ -662,7 +663,7 @@ func (j *journal) place(id string) error {
 	if !ok || p.state != pendWaiting {
 		return nil
 	}
-	if j.writing == 0 && len(j.backlog) == 0 || j.closing || j.lagging() {
+	if j.writing == 0 && len(j.backlog) == 0 || j.closing {
 		return j.materializeLocked(p)
 	}
 	j.backlog = append(j.backlog, p)
@@ -673,6 +674,31 @@ func (j *journal) place(id string) error {
 		j.worker = true
 		j.ckptWG.Add(1)
 		go j.work()
+	}
+	if j.lagging() {
+		// As far behind as allowed: this Commit writes the files of the
+		// oldest waiting message, one out for one in. Oldest first, so
+		// that the journal, trimmed oldest segment first, stays about
+		// writeLag long however long the burst. A failure leaves that
+		// message in the journal; this one is durable regardless.
+		if q := j.popBacklog(); q != nil {
+			j.materializeLocked(q)
+		}
+	}
+	return nil
+}
+
+// popBacklog takes the oldest message still waiting for its files off
+// the backlog, or returns nil. Called with j.mu held.
+func (j *journal) popBacklog() *pendingMsg {
+	for len(j.backlog) > 0 {
+		p := j.backlog[0]
+		j.backlog[0] = nil
+		j.backlog = j.backlog[1:]
+		j.leaveBacklog(p)
+		if p.state == pendWaiting && j.pending[p.id] == p {
+			return p
+		}
 	}
 	return nil
 }
@@ -696,11 +722,7 @@ func (j *journal) work() {
 			j.mu.Lock()
 			continue
 		}
-		p := j.backlog[0]
-		j.backlog[0] = nil
-		j.backlog = j.backlog[1:]
-		j.leaveBacklog(p)
-		if p.state == pendWaiting && j.pending[p.id] == p {
+		if p := j.popBacklog(); p != nil {
 			j.materializeLocked(p)
 		}
 	}

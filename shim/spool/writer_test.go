@@ -247,8 +247,8 @@ func TestCloseWritesDeferredFiles(t *testing.T) {
 	}
 }
 
-// However busy the spool, the writer falls at most writeLag behind: past
-// it, a Commit writes its own files.
+// However busy the spool, at most writeLagMessages wait for their files:
+// past that, each Commit writes the oldest waiting message's files.
 func TestWriterLagIsBounded(t *testing.T) {
 	setWriter(t, time.Hour, 3)
 	s := openTest(t)
@@ -258,9 +258,45 @@ func TestWriterLagIsBounded(t *testing.T) {
 	}
 	for i, id := range ids {
 		b, m := hasFiles(s, id)
-		if deferred := i < 3; b == deferred || m == deferred {
-			t.Errorf("message %d: files body %v, metadata %v; want deferred=%v", i, b, m, deferred)
+		if written := i < 3; b != written || m != written {
+			t.Errorf("message %d: files body %v, metadata %v; want written=%v", i, b, m, written)
 		}
+	}
+	if n := len(s.j.pendingIDs()); n != 2 {
+		t.Errorf("%d messages wait for their files, want 2", n)
+	}
+}
+
+// A burst far longer than the writer's lag keeps the journal about that
+// long: its oldest segments are trimmed as their messages get files.
+func TestLongBurstKeepsTheJournalShort(t *testing.T) {
+	oldCkpt := checkpointBytes
+	checkpointBytes = 32 << 10
+	defer func() { checkpointBytes = oldCkpt }()
+	oldLag := writeLag
+	writeLag = 64 << 10
+	defer func() { writeLag = oldLag }()
+	setWriter(t, time.Hour, 1<<20)
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for range 100 { // 1 MB of mail, 32 times the segment size
+		commitDeferred(t, s, body10KB, "a@example.com")
+	}
+	// Segments are trimmed in the background; wait for it to catch up.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(journalFiles(t, dir)) > 5 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if f := journalFiles(t, dir); len(f) > 5 {
+		t.Fatalf("%d journal segments after a long burst; want the lag's worth (64 KB of 32 KB segments) and a few more", len(f))
+	}
+	list, err := s.List()
+	if err != nil || len(list) != 100 {
+		t.Fatalf("List = %d messages, %v; want 100", len(list), err)
 	}
 }
 
