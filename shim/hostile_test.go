@@ -181,18 +181,7 @@ func checkWire(t *testing.T, m upstreamsim.Message) {
 	if i := bytes.Index(append([]byte("\r\n"), raw...), []byte("\r\n.\r\n")); i != len(raw)-3 {
 		t.Fatalf("wire DATA has an end-of-data sequence at offset %d of %d: %q", i-2, len(raw), raw)
 	}
-	for i, c := range raw {
-		switch c {
-		case '\r':
-			if i+1 >= len(raw) || raw[i+1] != '\n' {
-				t.Fatalf("bare CR on the wire at %d: %q", i, raw)
-			}
-		case '\n':
-			if i == 0 || raw[i-1] != '\r' {
-				t.Fatalf("bare LF on the wire at %d: %q", i, raw)
-			}
-		}
-	}
+	onlyCRLF(t, "on the wire", raw)
 	var content []byte
 	for _, line := range bytes.SplitAfter(raw[:len(raw)-3], []byte("\r\n")) {
 		content = append(content, bytes.TrimPrefix(line, []byte("."))...)
@@ -233,20 +222,27 @@ func checkBdatWire(t *testing.T, m upstreamsim.Message) {
 	if len(raw) != 0 {
 		t.Fatalf("wire BDAT: %q after the LAST chunk", raw)
 	}
-	for i, c := range content {
-		switch c {
-		case '\r':
-			if i+1 >= len(content) || content[i+1] != '\n' {
-				t.Fatalf("bare CR in the chunks at %d: %q", i, content)
-			}
-		case '\n':
-			if i == 0 || content[i-1] != '\r' {
-				t.Fatalf("bare LF in the chunks at %d: %q", i, content)
-			}
-		}
-	}
+	onlyCRLF(t, "in the chunks", content)
 	if m.Data != nil && !bytes.Equal(content, m.Data) {
 		t.Fatalf("the chunks differ from the delivered message:\n%q\n%q", content, m.Data)
+	}
+}
+
+// onlyCRLF fails the test at a CR or LF in b that is not part of a CRLF
+// pair.
+func onlyCRLF(t *testing.T, where string, b []byte) {
+	t.Helper()
+	for i, c := range b {
+		switch c {
+		case '\r':
+			if i+1 >= len(b) || b[i+1] != '\n' {
+				t.Fatalf("bare CR %s at %d: %q", where, i, b)
+			}
+		case '\n':
+			if i == 0 || b[i-1] != '\r' {
+				t.Fatalf("bare LF %s at %d: %q", where, i, b)
+			}
+		}
 	}
 }
 

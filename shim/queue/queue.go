@@ -69,6 +69,29 @@ type Queue struct {
 	wakeAt  time.Time      // when Run will next look, if nothing kicks it
 	wake    chan struct{}
 	wg      sync.WaitGroup
+	// ready holds, per account, the due entries that the last full scan
+	// of dispatch found beyond the account's free attempt slots, oldest
+	// first: later dispatches start them without scanning the whole
+	// queue again (draining thousands of messages made every finished
+	// attempt cost a scan of all of them). readyNext is the earliest due
+	// time among the entries that were not due then, lowered whenever an
+	// entry's due time is set; once it passes, dispatch scans again.
+	ready     map[string][]*entry
+	readyNext time.Time
+	// addedNext is the earliest due time of the messages added while
+	// wakeAt was unset (see Add).
+	addedNext time.Time
+	scans     int // full scans of the queue so far
+}
+
+// readyMax bounds the ready entries kept per account.
+const readyMax = 256
+
+// dueAt notes that an entry falls due at t. Called with q.mu held.
+func (q *Queue) dueAt(t time.Time) {
+	if q.readyNext.IsZero() || t.Before(q.readyNext) {
+		q.readyNext = t
+	}
 }
 
 type entry struct {
@@ -141,6 +164,7 @@ func (q *Queue) Load() error {
 		m.NextTry = now
 		q.entries[m.ID] = &entry{m: m}
 	}
+	q.ready = nil
 	n := len(q.entries)
 	q.mu.Unlock()
 	q.o.Bus.SetQueued(n)
@@ -205,6 +229,10 @@ func (q *Queue) Add(w *spool.Writer, m *spool.Meta, busy bool) error {
 	}
 	q.mu.Lock()
 	q.entries[m.ID] = &entry{m: m, busy: busy}
+	q.dueAt(m.NextTry)
+	if !m.NextTry.After(now) {
+		q.ready = nil // due now: the next dispatch must see it
+	}
 	n := len(q.entries)
 	q.mu.Unlock()
 	q.o.Bus.SetQueued(n)
@@ -214,7 +242,22 @@ func (q *Queue) Add(w *spool.Writer, m *spool.Meta, busy bool) error {
 	// look anyway: under an outage, messages arrive far faster than they
 	// fall due, and each wake-up scans the whole queue.
 	q.mu.Lock()
-	early := !busy && (q.wakeAt.IsZero() || m.NextTry.Before(q.wakeAt))
+	early := false
+	switch {
+	case busy:
+	case q.wakeAt.IsZero():
+		// A dispatch is under way and may have passed over this message:
+		// Run counts its due time in when it sets the next wake-up, and
+		// only a message due at once needs another dispatch right away.
+		// (Kicking for each one made a burst of queued mail keep the
+		// scheduler scanning the queue back to back.)
+		if q.addedNext.IsZero() || m.NextTry.Before(q.addedNext) {
+			q.addedNext = m.NextTry
+		}
+		early = !m.NextTry.After(now)
+	default:
+		early = m.NextTry.Before(q.wakeAt)
+	}
 	q.mu.Unlock()
 	if early {
 		q.kick()
@@ -289,6 +332,7 @@ func (q *Queue) settle(e *entry, o Outcome) {
 		if e.retry {
 			m.NextTry = now
 		}
+		q.dueAt(m.NextTry)
 	}
 	e.retry = false
 	snap := *m
@@ -341,6 +385,7 @@ func (q *Queue) keepForBounce(e *entry, err error, now time.Time) {
 	e.m.LastError = "the bounce to the sender could not be written, so the message is kept and the bounce tried again: " + err.Error()
 	e.m.LastHint = "free disk space on the spool's disk (smtpshim doctor shows where it is)"
 	e.m.NextTry = now.Add(q.Backoff(e.m.Attempts))
+	q.dueAt(e.m.NextTry)
 	snap := *e.m
 	q.mu.Unlock()
 	if uerr := q.o.Spool.Update(&snap); uerr != nil {
@@ -426,15 +471,22 @@ func (q *Queue) Run(ctx context.Context) {
 	defer timer.Stop()
 	for {
 		next := q.dispatch(ctx)
-		wait := time.Until(next)
-		if next.IsZero() {
-			wait = time.Hour
-		}
-		wait = max(wait, 10*time.Millisecond)
 		q.mu.Lock()
-		q.wakeAt = time.Now().Add(wait)
+		if a := q.addedNext; !a.IsZero() && (next.IsZero() || a.Before(next)) {
+			next = a
+		}
+		q.addedNext = time.Time{}
+		// wakeAt is next itself, not now plus the wait: a message added
+		// with the same due time must not count as earlier and kick.
+		now := time.Now()
+		wakeAt := next
+		if next.IsZero() {
+			wakeAt = now.Add(time.Hour)
+		}
+		wakeAt = later(wakeAt, now.Add(10*time.Millisecond))
+		q.wakeAt = wakeAt
 		q.mu.Unlock()
-		timer.Reset(wait)
+		timer.Reset(wakeAt.Sub(now))
 		select {
 		case <-ctx.Done():
 			q.wg.Wait()
@@ -445,27 +497,41 @@ func (q *Queue) Run(ctx context.Context) {
 	}
 }
 
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // dispatch starts attempts for due entries and returns when the next
 // entry falls due (zero when none waits).
 func (q *Queue) dispatch(ctx context.Context) time.Time {
 	now := q.o.Now()
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	// Until Run sets the next wake-up, every Add must kick: this scan may
-	// already have passed over it.
+	// Until Run sets the next wake-up, Add notes the due times of new
+	// messages in addedNext: this scan may already have passed over them.
 	q.wakeAt = time.Time{}
+	q.addedNext = time.Time{}
 	if q.o.Paused != nil && q.o.Paused() {
+		q.ready = nil
 		return time.Time{} // nothing goes out; resuming kicks the queue
 	}
+	if next, ok := q.dispatchReady(ctx, now); ok {
+		return next
+	}
 	// Per account, keep only the oldest due entries that fit its free
-	// attempt slots: a long queue is scanned once, never sorted whole.
+	// attempt slots and its ready list: a long queue is scanned once,
+	// never sorted whole.
 	type slots struct {
 		pool *upstream.Pool
 		free int
-		pick []*entry // sorted by ID, at most free long
+		pick []*entry // sorted by ID, at most free+readyMax long
 	}
 	accounts := map[string]*slots{}
 	var next time.Time
+	q.scans++
 	for _, e := range q.entries {
 		if e.busy {
 			continue
@@ -479,39 +545,93 @@ func (q *Queue) dispatch(ctx context.Context) time.Time {
 		a := accounts[e.m.Account]
 		if a == nil {
 			pool := q.o.Pool(e.m.Account)
-			limit := 1
-			if pool != nil && pool.Health().Healthy {
-				limit = pool.Account().PoolSize()
-			}
-			if pool != nil && pool.Held() {
-				// The provider refused the credential: the account's
-				// mail waits for a new one (see upstream.ErrCredentialHeld).
-				limit = 0
-			}
-			a = &slots{pool: pool, free: limit - q.running[e.m.Account]}
+			a = &slots{pool: pool, free: q.limit(pool) - q.running[e.m.Account]}
 			accounts[e.m.Account] = a
 		}
 		if a.free <= 0 {
-			continue
+			continue // its next finished attempt makes dispatch scan again
 		}
+		keep := a.free + readyMax
 		i, _ := slices.BinarySearchFunc(a.pick, e.m.ID, func(x *entry, id string) int { return strings.Compare(x.m.ID, id) })
-		if i >= a.free {
+		if i >= keep {
 			continue
 		}
 		a.pick = slices.Insert(a.pick, i, e)
-		if len(a.pick) > a.free {
-			a.pick = a.pick[:a.free]
+		if len(a.pick) > keep {
+			a.pick = a.pick[:keep]
 		}
 	}
+	q.ready = map[string][]*entry{}
+	q.readyNext = next
 	for acct, a := range accounts {
-		for _, e := range a.pick {
-			e.busy = true
-			q.running[acct]++
-			q.wg.Add(1)
-			go q.attempt(ctx, e, a.pool)
+		n := min(a.free, len(a.pick))
+		for _, e := range a.pick[:n] {
+			q.start(ctx, acct, e, a.pool)
+		}
+		if rest := a.pick[n:]; len(rest) > 0 {
+			q.ready[acct] = rest
 		}
 	}
 	return next
+}
+
+// dispatchReady starts attempts from the ready lists of the last scan.
+// It reports false when a full scan is needed instead: an entry fell due
+// since, or an account with free slots has no ready entries left. (An
+// account without a list gets a scan when its attempt ends, see attempt.)
+// Called with q.mu held.
+func (q *Queue) dispatchReady(ctx context.Context, now time.Time) (time.Time, bool) {
+	if len(q.ready) == 0 || !q.readyNext.IsZero() && !q.readyNext.After(now) {
+		return time.Time{}, false
+	}
+	for acct, list := range q.ready {
+		pool := q.o.Pool(acct)
+		free := q.limit(pool) - q.running[acct]
+		for free > 0 && len(list) > 0 {
+			e := list[0]
+			list = list[1:]
+			if q.entries[e.m.ID] != e || e.busy || e.m.NextTry.After(now) {
+				continue // deleted, started, or put off since the scan
+			}
+			q.start(ctx, acct, e, pool)
+			free--
+		}
+		if len(list) == 0 {
+			delete(q.ready, acct)
+			if free > 0 {
+				return time.Time{}, false
+			}
+			continue
+		}
+		q.ready[acct] = list
+	}
+	return q.readyNext, true
+}
+
+// limit is how many attempts an account may have running: its pool size
+// while its server is healthy, one probe while it is not, none while the
+// provider refuses its credential. Called with q.mu held.
+func (q *Queue) limit(pool *upstream.Pool) int {
+	if pool == nil {
+		return 1
+	}
+	if pool.Held() {
+		// The provider refused the credential: the account's mail waits
+		// for a new one (see upstream.ErrCredentialHeld).
+		return 0
+	}
+	if pool.Health().Healthy {
+		return pool.Account().PoolSize()
+	}
+	return 1
+}
+
+// start runs an attempt for e. Called with q.mu held.
+func (q *Queue) start(ctx context.Context, acct string, e *entry, pool *upstream.Pool) {
+	e.busy = true
+	q.running[acct]++
+	q.wg.Add(1)
+	go q.attempt(ctx, e, pool)
 }
 
 func (q *Queue) attempt(ctx context.Context, e *entry, pool *upstream.Pool) {
@@ -532,6 +652,11 @@ func (q *Queue) attempt(ctx context.Context, e *entry, pool *upstream.Pool) {
 	}
 	q.mu.Lock()
 	q.running[e.m.Account]--
+	if _, ok := q.ready[e.m.Account]; !ok {
+		// A slot is free for an account with no ready entries: the next
+		// dispatch must scan.
+		q.ready = nil
+	}
 	gone := q.entries[e.m.ID] != e
 	q.mu.Unlock()
 	if gone {
@@ -763,6 +888,7 @@ func (q *Queue) RetryNow(id string) int {
 			n++
 		}
 	}
+	q.ready = nil
 	q.mu.Unlock()
 	q.kick()
 	return n

@@ -6,7 +6,10 @@ package spool
 // it, Commit of a body held in memory appends one record (metadata and
 // body) to the journal; concurrent Commits share one write and one
 // fdatasync (group commit). Then the message's two files are written as
-// before, but without syncs of their own.
+// before, but without syncs of their own: at once when no other message's
+// files are being written, otherwise by a background writer once the
+// spool is quiet (see place). Until then Get, Body and List read the
+// message from the journal, and a message removed first never gets files.
 //
 // The journal is a series of segment files in jnl/; a new one starts once
 // the current one passes checkpointBytes. A segment is deleted, oldest
@@ -35,6 +38,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // checkpointBytes is how far the journal file grows before it is
@@ -80,7 +84,31 @@ type journal struct {
 	// has rewritten them.
 	pending  map[string]*pendingMsg
 	writeErr error // the first failure to write a message's files (Open reports it)
+	// The background writer of messages' files (see place): the messages
+	// it has yet to write, oldest first; whether it runs; how many writes
+	// of files are in progress; closing stops it.
+	backlog      []*pendingMsg
+	backlogBytes int
+	backlogN     int
+	worker       bool
+	writing      int
+	closing      bool
+	stop         chan struct{} // closed with closing set
+	lastBusy     time.Time     // the last commit or removal
 }
+
+// The background writer waits for a pause of writeQuiet in the commits
+// and removals before it writes files, so that a burst of queued mail is
+// answered first, and mail delivered from the queue meanwhile (a removal
+// each) needs no files at all. At most writeLag bytes of records (or
+// writeLagMessages) wait for it: past that, each Commit writes the files
+// of the oldest waiting message. That bound is also what Open has to
+// write again after a crash.
+var (
+	writeQuiet       = 20 * time.Millisecond
+	writeLag         = 64 << 20
+	writeLagMessages = 8192
+)
 
 // pendingMsg is where a message's record lies in a journal file.
 type pendingMsg struct {
@@ -89,7 +117,7 @@ type pendingMsg struct {
 	off              int64 // of the metadata
 	metaLen, bodyLen int
 	state            int // pendWaiting, pendWriting, pendDone
-	err              error
+	inBacklog        bool
 }
 
 const (
@@ -110,7 +138,7 @@ func journalPath(dir string, seq uint64) string {
 // openJournal indexes what an earlier run left in dir/jnl and starts a
 // fresh segment.
 func openJournal(s *Spool) (*journal, error) {
-	j := &journal{s: s, dir: filepath.Join(s.dir, "jnl"), live: map[string]bool{}, pendGen: 1, pending: map[string]*pendingMsg{}}
+	j := &journal{s: s, dir: filepath.Join(s.dir, "jnl"), live: map[string]bool{}, pendGen: 1, pending: map[string]*pendingMsg{}, stop: make(chan struct{})}
 	j.cond = sync.NewCond(&j.mu)
 	if err := os.MkdirAll(j.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
@@ -142,7 +170,7 @@ func openJournal(s *Spool) (*journal, error) {
 	j.mu.Lock()
 	// Files lost in a crash are written again now, so the spool
 	// directory shows every queued message.
-	j.materializeAll(nil)
+	j.materializeAll()
 	err = j.writeErr
 	j.writeErr = nil
 	j.retireLocked()
@@ -361,6 +389,7 @@ func (j *journal) commit(rec []byte, p *pendingMsg) error {
 	if j.broken != nil {
 		return j.broken
 	}
+	j.lastBusy = time.Now()
 	p.off = int64(len(j.pend)) + int64(len(rec)-p.metaLen-p.bodyLen)
 	j.pend = append(j.pend, rec...)
 	j.pendIDs = append(j.pendIDs, p.id)
@@ -436,6 +465,7 @@ func (j *journal) removed(id string) {
 }
 
 func (j *journal) removeLocked(id string) {
+	j.lastBusy = time.Now()
 	_, inCur := j.live[id]
 	inOld := false
 	for _, o := range j.old {
@@ -548,18 +578,27 @@ func (j *journal) done(o oldFile) bool {
 	return true
 }
 
-// close ends the journal. Segments that still hold messages without files
-// are kept for the next Open; a spool closed with nothing queued has no
-// journal left.
+// close ends the journal. It writes the files of the messages that have
+// none yet; segments that still hold messages without files (their writes
+// failed) are kept for the next Open. A spool closed with nothing queued
+// has no journal left.
 func (j *journal) close() error {
 	j.mu.Lock()
 	for j.running {
 		j.cond.Wait()
 	}
+	// The files of messages still only in the journal are written now,
+	// so a stopped smtpshim leaves every queued message in msg/.
+	j.broken = errors.New("spool: closed")
+	j.closing = true
+	close(j.stop)
+	j.materializeAll()
+	for j.worker || j.writing > 0 {
+		j.cond.Wait()
+	}
 	j.old = append(j.old, oldFile{f: j.f, live: j.live})
 	j.live = map[string]bool{}
 	j.f = nil
-	j.broken = errors.New("spool: closed")
 	for j.ckpt {
 		j.cond.Wait()
 	}
@@ -598,49 +637,222 @@ func (s *Spool) commitJournaled(w *Writer, m *Meta) error {
 	}
 	// Durable now. Its files are written without syncs of their own: the
 	// segment is retired only after they are made durable.
-	if err := s.j.materialize(p.id); err != nil {
+	if err := s.j.place(p.id); err != nil {
+		s.j.cancel(p.id)
 		s.j.removed(p.id)
 		return err
 	}
 	return nil
 }
 
-// materialize writes message id's files now, if they are not written yet.
-func (j *journal) materialize(id string) error {
+// place writes the files of message id, durable in the journal, at once
+// when no other message's files are being written; otherwise it hands
+// them to the background writer and returns.
+//
+// Creating a file is the costliest step of queueing a message: on ext4
+// without a journal (as on many VMs) each new inode is found by scanning
+// past the inodes deleted in the last seconds, and concurrent creators
+// contend for the directory's lock. When many clients queue at once, one
+// writer creates the files while the clients are answered, and a message
+// delivered before its turn never gets files at all (see cancel). Until
+// its files exist, Get and Body read the message from the journal.
+func (j *journal) place(id string) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	p, ok := j.pending[id]
-	if !ok {
+	if !ok || p.state != pendWaiting {
 		return nil
 	}
-	if p.state == pendWaiting {
-		j.materializeLocked(p)
+	if j.writing == 0 && len(j.backlog) == 0 || j.closing {
+		return j.materializeLocked(p)
 	}
-	return p.err
+	j.backlog = append(j.backlog, p)
+	j.backlogBytes += p.metaLen + p.bodyLen
+	j.backlogN++
+	p.inBacklog = true
+	if !j.worker {
+		j.worker = true
+		j.ckptWG.Add(1)
+		go j.work()
+	}
+	if j.lagging() {
+		// As far behind as allowed: this Commit writes the files of the
+		// oldest waiting message, one out for one in. Oldest first, so
+		// that the journal, trimmed oldest segment first, stays about
+		// writeLag long however long the burst. A failure leaves that
+		// message in the journal; this one is durable regardless.
+		if q := j.popBacklog(); q != nil {
+			j.materializeLocked(q)
+		}
+	}
+	return nil
 }
 
-// materializeAll writes the files of every waiting message in the given
-// journal files (all of them with nil). Called with j.mu held.
-func (j *journal) materializeAll(in map[*os.File]bool) {
-	for {
-		var next *pendingMsg
-		for _, p := range j.pending {
-			if p.state == pendWaiting && (in == nil || in[p.f]) {
-				next = p
-				break
+// popBacklog takes the oldest message still waiting for its files off
+// the backlog, or returns nil. Called with j.mu held.
+func (j *journal) popBacklog() *pendingMsg {
+	for len(j.backlog) > 0 {
+		p := j.backlog[0]
+		j.backlog[0] = nil
+		j.backlog = j.backlog[1:]
+		j.leaveBacklog(p)
+		if p.state == pendWaiting && j.pending[p.id] == p {
+			return p
+		}
+	}
+	return nil
+}
+
+// work writes the files of the messages in the backlog, oldest first, and
+// ends when the backlog is empty. A message whose files fail to write
+// stays in the journal (Open writes them again), and is still readable.
+func (j *journal) work() {
+	defer j.ckptWG.Done()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for len(j.backlog) > 0 && !j.closing {
+		if wait := writeQuiet - time.Since(j.lastBusy); wait > 0 {
+			j.mu.Unlock()
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-j.stop:
+				t.Stop()
 			}
+			j.mu.Lock()
+			continue
 		}
-		if next == nil {
-			return
+		if p := j.popBacklog(); p != nil {
+			j.materializeLocked(p)
 		}
-		j.materializeLocked(next)
+	}
+	for _, p := range j.backlog { // closing: close writes them
+		j.leaveBacklog(p)
+	}
+	j.backlog = nil
+	j.worker = false
+	j.cond.Broadcast()
+}
+
+// leaveBacklog stops counting p in the writer's lag. Called with j.mu
+// held.
+func (j *journal) leaveBacklog(p *pendingMsg) {
+	if p.inBacklog {
+		p.inBacklog = false
+		j.backlogBytes -= p.metaLen + p.bodyLen
+		j.backlogN--
+	}
+}
+
+// lagging reports whether the background writer is as far behind as it
+// may be. Called with j.mu held.
+func (j *journal) lagging() bool {
+	return j.backlogBytes >= writeLag || j.backlogN >= writeLagMessages
+}
+
+// materialize writes message id's files now, if they are not written yet,
+// waiting for a write already in progress.
+func (j *journal) materialize(id string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for {
+		p, ok := j.pending[id]
+		if !ok {
+			return nil
+		}
+		if p.state == pendWriting {
+			j.cond.Wait()
+			continue
+		}
+		return j.materializeLocked(p)
+	}
+}
+
+// cancel takes message id out of the journal's care before it is removed:
+// a message whose files are not written yet never gets them (then cancel
+// reports true), and a write in progress is waited for, so that no file
+// appears after the removal.
+func (j *journal) cancel(id string) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for {
+		p, ok := j.pending[id]
+		if !ok {
+			return false
+		}
+		if p.state == pendWriting {
+			j.cond.Wait()
+			continue
+		}
+		p.state = pendDone
+		delete(j.pending, id)
+		j.leaveBacklog(p)
+		return true
+	}
+}
+
+// record returns message id's metadata (and body, with withBody) from the
+// journal while its files are not written yet; ok is false once they are,
+// or for a message the journal does not hold.
+func (j *journal) record(id string, withBody bool) (meta, body []byte, ok bool, err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for {
+		p, in := j.pending[id]
+		if !in {
+			return nil, nil, false, nil
+		}
+		if p.state == pendWriting {
+			j.cond.Wait()
+			continue
+		}
+		n := p.metaLen
+		if withBody {
+			n += p.bodyLen
+		}
+		// Read under the lock: the segment cannot be retired (and its
+		// file closed) while it holds a message without files.
+		buf := make([]byte, n)
+		if _, err := p.f.ReadAt(buf, p.off); err != nil {
+			return nil, nil, true, err
+		}
+		return buf[:p.metaLen], buf[p.metaLen:], true, nil
+	}
+}
+
+// pendingIDs returns the messages whose files are not written yet.
+func (j *journal) pendingIDs() []string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	ids := make([]string, 0, len(j.pending))
+	for id := range j.pending {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// materializeAll writes the files of every message waiting for them.
+// Called with j.mu held.
+func (j *journal) materializeAll() {
+	var todo []*pendingMsg
+	for _, p := range j.pending {
+		if p.state == pendWaiting {
+			todo = append(todo, p)
+		}
+	}
+	for _, p := range todo {
+		if p.state == pendWaiting && j.pending[p.id] == p {
+			j.materializeLocked(p)
+		}
 	}
 }
 
 // materializeLocked writes p's files from its journal record. Called with
-// j.mu held; drops it while writing.
-func (j *journal) materializeLocked(p *pendingMsg) {
+// j.mu held; drops it while writing. On failure p stays in the journal,
+// waiting, and the error is returned.
+func (j *journal) materializeLocked(p *pendingMsg) error {
 	p.state = pendWriting
+	j.writing++
 	j.mu.Unlock()
 	s := j.s
 	buf := make([]byte, p.metaLen+p.bodyLen)
@@ -660,17 +872,21 @@ func (j *journal) materializeLocked(p *pendingMsg) {
 		os.Remove(s.bodyPath(p.id))
 	}
 	j.mu.Lock()
-	p.err = err
-	p.state = pendDone
-	delete(j.pending, p.id)
+	j.writing--
 	if err != nil {
 		// Not marked written: its segment stays until the message is
 		// removed (a failed Commit does so at once).
+		p.state = pendWaiting
+		err = fmt.Errorf("spool: writing a queued message: %w", err)
 		if j.writeErr == nil {
-			j.writeErr = fmt.Errorf("spool: writing a queued message: %w", err)
+			j.writeErr = err
 		}
 	} else {
+		p.state = pendDone
+		delete(j.pending, p.id)
+		j.leaveBacklog(p)
 		j.markWritten(p.id)
 	}
 	j.cond.Broadcast()
+	return err
 }

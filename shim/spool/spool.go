@@ -5,8 +5,10 @@
 // into msg/, and the directory is fsynced, so after Commit returns a crash
 // or power cut cannot lose the message. A body held in memory is made
 // durable through the journal instead (journal.go): one group-committed
-// record, its files synced later together. The metadata file is renamed last
-// and removed first: its presence is what makes an entry exist.
+// record, its files written (when many messages arrive at once, after the
+// burst) and synced later together. The metadata file is renamed last and
+// removed first: its presence, or the message's record in the journal,
+// is what makes an entry exist.
 //
 // A body that is delivered while the client waits never needs Commit: it
 // is discarded unsynced, and the durability cost is paid only by mail that
@@ -14,6 +16,7 @@
 package spool
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/json"
@@ -362,6 +365,12 @@ func (s *Spool) Update(m *Meta) error {
 	if !validID(m.ID) {
 		return fmt.Errorf("spool: bad message ID %q", m.ID)
 	}
+	if s.j != nil {
+		// A message still only in the journal gets its files first.
+		if err := s.j.materialize(m.ID); err != nil {
+			return err
+		}
+	}
 	if _, err := os.Stat(s.metaPath(m.ID)); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
@@ -377,6 +386,11 @@ func (s *Spool) Remove(id string) error {
 	if !validID(id) {
 		return fmt.Errorf("spool: bad message ID %q", id)
 	}
+	journaled := false
+	if s.j != nil {
+		// First, so that no file of it is written after the removal.
+		journaled = s.j.cancel(id)
+	}
 	err := os.Remove(s.metaPath(id))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("spool: %w", err)
@@ -385,7 +399,7 @@ func (s *Spool) Remove(id string) error {
 	if s.j != nil {
 		s.j.removed(id)
 	}
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) && !journaled {
 		return fmt.Errorf("spool: no message %s", id)
 	}
 	return nil
@@ -396,15 +410,23 @@ func (s *Spool) Get(id string) (*Meta, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("spool: bad message ID %q", id)
 	}
-	f, err := openTrusted(s.metaPath(id))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("no queued message %s", id)
+	var data []byte
+	var err error
+	inJournal := false
+	if s.j != nil {
+		data, _, inJournal, err = s.j.record(id, false)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+	if !inJournal {
+		f, oerr := openTrusted(s.metaPath(id))
+		if errors.Is(oerr, os.ErrNotExist) {
+			return nil, fmt.Errorf("no queued message %s", id)
+		}
+		if oerr != nil {
+			return nil, fmt.Errorf("spool: %w", oerr)
+		}
+		data, err = io.ReadAll(io.LimitReader(f, maxMeta+1))
+		f.Close()
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxMeta+1))
-	f.Close()
 	if err == nil && len(data) > maxMeta {
 		err = errors.New("metadata file too large")
 	}
@@ -421,13 +443,26 @@ func (s *Spool) Get(id string) (*Meta, error) {
 // maxMeta bounds a metadata file (a message's recipients fit easily).
 const maxMeta = 16 << 20
 
-// Body opens an entry's body for reading; it must be a regular file of
-// ours, never a link.
-func (s *Spool) Body(id string) (*os.File, error) {
+// Body opens an entry's body for reading: from the journal while the
+// message has no files yet, else its file, which must be a regular file
+// of ours, never a link.
+func (s *Spool) Body(id string) (io.ReadCloser, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("spool: bad message ID %q", id)
 	}
-	return openTrusted(s.bodyPath(id))
+	if s.j != nil {
+		if _, body, ok, err := s.j.record(id, true); ok {
+			if err != nil {
+				return nil, fmt.Errorf("spool: %s: %w", id, err)
+			}
+			return io.NopCloser(bytes.NewReader(body)), nil
+		}
+	}
+	f, err := openTrusted(s.bodyPath(id))
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 // List returns every entry, oldest first. Unreadable metadata is reported
@@ -437,13 +472,20 @@ func (s *Spool) List() ([]*Meta, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
+	ids := map[string]bool{}
+	if s.j != nil {
+		for _, id := range s.j.pendingIDs() {
+			ids[id] = true
+		}
+	}
+	for _, e := range ents {
+		if id, ok := strings.CutSuffix(e.Name(), ".json"); ok {
+			ids[id] = true
+		}
+	}
 	var out []*Meta
 	var errs []error
-	for _, e := range ents {
-		id, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok {
-			continue
-		}
+	for id := range ids {
 		m, err := s.Get(id)
 		if err != nil {
 			errs = append(errs, err)
