@@ -47,6 +47,7 @@ func (a *app) desktop(args []string) error {
 		}
 	}
 
+	quietGC() // in the tray all day: no collection while there is nothing to do
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithCancel(ctx)

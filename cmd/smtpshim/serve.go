@@ -36,6 +36,7 @@ func (a *app) serve(args []string) error {
 	if err := cfg.CheckFiles(); err != nil {
 		return exit(exConfig, "config %s: %v", cfg.Path(), err)
 	}
+	quietGC() // a relay that waits all day must not be woken to collect
 	// Undocumented, for cmd/shimbench: a CPU profile of the whole run,
 	// written when the relay stops.
 	if p := os.Getenv("SMTPSHIM_CPUPROFILE"); p != "" {
