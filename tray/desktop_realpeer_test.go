@@ -378,14 +378,15 @@ func (h *host) waitItem(what string, cond func(item) bool, label string) {
 	}, h.out)
 }
 
-func TestTrayOverDBus(t *testing.T) {
-	r := newRig(t)
-	addr := sessionBus(t)
+// trayHost connects to the session bus at addr as a tray host does: it
+// owns the StatusNotifierWatcher name, where the tray item registers.
+func trayHost(t *testing.T, addr string) (*dbus.Conn, *watcher) {
+	t.Helper()
 	conn, err := dbus.Connect(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	w := &watcher{}
 	if err := conn.Export(w, "/StatusNotifierWatcher", "org.kde.StatusNotifierWatcher"); err != nil {
 		t.Fatal(err)
@@ -393,6 +394,13 @@ func TestTrayOverDBus(t *testing.T) {
 	if reply, err := conn.RequestName("org.kde.StatusNotifierWatcher", dbus.NameFlagDoNotQueue); err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
 		t.Fatalf("becoming the watcher: %v %v", reply, err)
 	}
+	return conn, w
+}
+
+func TestTrayOverDBus(t *testing.T) {
+	r := newRig(t)
+	addr := sessionBus(t)
+	conn, w := trayHost(t, addr)
 	notes := &notifications{}
 	if err := conn.Export(notes, "/org/freedesktop/Notifications", "org.freedesktop.Notifications"); err != nil {
 		t.Fatal(err)
@@ -622,18 +630,7 @@ func TestWithoutATrayTheFirstRunOpensTheSettingsPage(t *testing.T) {
 func TestAnIdleTrayIsQuietOnTheBus(t *testing.T) {
 	r := newRig(t)
 	addr := sessionBus(t)
-	conn, err := dbus.Connect(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	w := &watcher{}
-	if err := conn.Export(w, "/StatusNotifierWatcher", "org.kde.StatusNotifierWatcher"); err != nil {
-		t.Fatal(err)
-	}
-	if reply, err := conn.RequestName("org.kde.StatusNotifierWatcher", dbus.NameFlagDoNotQueue); err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
-		t.Fatalf("becoming the watcher: %v %v", reply, err)
-	}
+	conn, w := trayHost(t, addr)
 	_, out, _ := r.start(t, "DBUS_SESSION_BUS_ADDRESS="+addr)
 	var sender string
 	waitFor(t, "the tray item to register", func() bool {
