@@ -33,13 +33,7 @@ func TestTrayShowsARejectedPassword(t *testing.T) {
 	conn.Export(notes, "/org/freedesktop/Notifications", "org.freedesktop.Notifications")
 	conn.RequestName("org.freedesktop.Notifications", dbus.NameFlagDoNotQueue)
 	_, out, _ := r.start(t, "DBUS_SESSION_BUS_ADDRESS="+addr)
-	var sender string
-	waitFor(t, "the tray item to register", func() bool {
-		var ok bool
-		sender, _, ok = w.first()
-		return ok
-	}, out)
-	h := &host{t: t, conn: conn, sender: sender, out: out}
+	h := registered(t, conn, w, out)
 	h.menu()
 	time.Sleep(300 * time.Millisecond) // the full layout follows the shallow first one
 	waitFor(t, "the relaying tooltip", func() bool { return strings.Contains(h.tooltip(), "relaying") }, out)

@@ -397,6 +397,19 @@ func trayHost(t *testing.T, addr string) (*dbus.Conn, *watcher) {
 	return conn, w
 }
 
+// registered waits for the tray item to register with w, and returns a
+// host that reads it over conn.
+func registered(t *testing.T, conn *dbus.Conn, w *watcher, out fmt.Stringer) *host {
+	t.Helper()
+	var sender string
+	waitFor(t, "the tray item to register", func() bool {
+		var ok bool
+		sender, _, ok = w.first()
+		return ok
+	}, out)
+	return &host{t: t, conn: conn, sender: sender, out: out}
+}
+
 func TestTrayOverDBus(t *testing.T) {
 	r := newRig(t)
 	addr := sessionBus(t)
@@ -632,20 +645,14 @@ func TestAnIdleTrayIsQuietOnTheBus(t *testing.T) {
 	addr := sessionBus(t)
 	conn, w := trayHost(t, addr)
 	_, out, _ := r.start(t, "DBUS_SESSION_BUS_ADDRESS="+addr)
-	var sender string
-	waitFor(t, "the tray item to register", func() bool {
-		var ok bool
-		sender, _, ok = w.first()
-		return ok
-	}, out)
-	h := &host{t: t, conn: conn, sender: sender, out: out}
+	h := registered(t, conn, w, out)
 	waitFor(t, "the relaying tooltip", func() bool { return strings.Contains(h.tooltip(), "relaying on localhost") }, out)
 	h.menu()
 	time.Sleep(2 * time.Second) // start-up done: the first full menu, the check of the export
 
 	sigs := make(chan *dbus.Signal, 256)
 	conn.Signal(sigs)
-	if err := conn.AddMatchSignal(dbus.WithMatchSender(sender)); err != nil {
+	if err := conn.AddMatchSignal(dbus.WithMatchSender(h.sender)); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := exec.Command(r.bin, "--config", r.cfg, "reload").CombinedOutput(); err != nil {
@@ -656,7 +663,7 @@ func TestAnIdleTrayIsQuietOnTheBus(t *testing.T) {
 	for done := false; !done; {
 		select {
 		case s := <-sigs:
-			if s.Sender == sender {
+			if s.Sender == h.sender {
 				got = append(got, s.Name)
 			}
 		case <-quiet:
